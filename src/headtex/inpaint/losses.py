@@ -1,0 +1,68 @@
+"""Inpainting losses: masked L1, VGG perceptual, WGAN critic/generator, and the generator total."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .vgg import VGG16Features
+
+
+def composite(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Known pixels from target, hole pixels (hole = 1) from output."""
+    return target * (1 - hole) + output * hole
+
+
+def masked_l1(output: torch.Tensor, target: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (l1_all, l1_missing): |composite - target| summed, over all pixel-channels and over missing ones."""
+    diff = (composite(output, target, hole) - target).abs()
+    l1_all = diff.mean()
+    n_missing = hole.expand_as(target).sum()
+    # with no hole diff.sum() is exactly 0, so the clamp just avoids 0/0
+    l1_missing = diff.sum() / n_missing.clamp(min=1)
+    return l1_all, l1_missing
+
+
+def perceptual_loss(vgg: VGG16Features, output_comp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 distance between VGG-16 relu4_3 features."""
+    return F.l1_loss(vgg(output_comp), vgg(target))
+
+
+def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """WGAN critic loss: -E[D(real)] + E[D(fake)]; fake is detached."""
+    real_score = critic(torch.cat([real, hole], dim=1)).mean()
+    fake_score = critic(torch.cat([fake.detach(), hole], dim=1)).mean()
+    return -real_score + fake_score
+
+
+def generator_gan_loss(critic: nn.Module, fake: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """WGAN generator loss: -E[D(fake)]."""
+    return -critic(torch.cat([fake, hole], dim=1)).mean()
+
+
+def generator_loss(
+    coarse_out: torch.Tensor,
+    refined_out: torch.Tensor,
+    target: torch.Tensor,
+    hole: torch.Tensor,
+    critic: nn.Module,
+    vgg: VGG16Features,
+    lambda_l1: float = 100.0,
+    lambda_perc: float = 10.0,
+    lambda_gan: float = 10.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total G loss = l1*(L1_coarse + L1_refined) + perc*perceptual + gan*GAN; returns (total, parts as floats)."""
+    first_l1, first_l1_missing = masked_l1(coarse_out, target, hole)
+    second_l1, second_l1_missing = masked_l1(refined_out, target, hole)
+    refined_comp = composite(refined_out, target, hole)
+    perceptual = perceptual_loss(vgg, refined_comp, target)
+    gan = generator_gan_loss(critic, refined_comp, hole)
+    total = lambda_l1 * (first_l1 + second_l1) + lambda_perc * perceptual + lambda_gan * gan
+    parts = {
+        "first_mask_l1": first_l1.item(),
+        "second_mask_l1": second_l1.item(),
+        "first_mask_l1_missing": first_l1_missing.item(),
+        "second_mask_l1_missing": second_l1_missing.item(),
+        "perceptual": perceptual.item(),
+        "gan": gan.item(),
+    }
+    return total, parts

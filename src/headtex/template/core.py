@@ -1,0 +1,306 @@
+"""Template core: scan in, normalised head + UV layout + albedo + shape basis out (arrays only, no I/O)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from headtex.geometry import (
+    Light, interpolate, lambert_shading, project, rasterize, render_textured, rotation_matrix, sample_texture,
+    surface_points, vertex_normals,
+)
+
+# james.ljson lists its 68 points grouped as chin, eye, eye, brow, nose, brow,
+# mouth; ibug order is chin, brows, nose, eyes, mouth. ljson index per ibug index:
+IBUG_FROM_LJSON = np.r_[0:17, 29:34, 43:48, 34:43, 17:23, 23:29, 48:68]
+
+# ibug index pairs that mirror each other across the face's symmetry plane.
+IBUG_MIRROR_PAIRS = (
+    [(i, 16 - i) for i in range(8)]
+    + [(17 + i, 26 - i) for i in range(5)]
+    + [(31, 35), (32, 34)]
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+    + [(48, 54), (49, 53), (50, 52), (59, 55), (58, 56), (60, 64), (61, 63), (67, 65)]
+)
+
+
+@dataclass
+class Scan:
+    """A textured scan as read from OBJ: positions, faces, and per-corner atlas coordinates."""
+
+    vertices: np.ndarray  # V,3 float64
+    faces: np.ndarray  # F,3 int64
+    atlas_uv: np.ndarray  # T,2 float64 (OBJ convention: v up)
+    faces_uv: np.ndarray  # F,3 int64 indices into atlas_uv
+
+
+def parse_obj(text: str) -> Scan:
+    """Parse a triangulated OBJ with positions and texture coordinates."""
+    vertices, atlas_uv, faces, faces_uv = [], [], [], []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "v":
+            vertices.append([float(c) for c in parts[1:4]])
+        elif parts[0] == "vt":
+            atlas_uv.append([float(c) for c in parts[1:3]])
+        elif parts[0] == "f":
+            if len(parts) != 4:
+                raise ValueError(f"OBJ face with {len(parts) - 1} corners; only triangles are supported")
+            corners = [p.split("/") for p in parts[1:]]
+            faces.append([int(c[0]) - 1 for c in corners])
+            faces_uv.append([int(c[1]) - 1 for c in corners])
+    if not vertices or not faces or not atlas_uv:
+        raise ValueError("OBJ has no vertices, faces or texture coordinates")
+    return Scan(np.array(vertices), np.array(faces, dtype=np.int64), np.array(atlas_uv), np.array(faces_uv, dtype=np.int64))
+
+
+def parse_ljson_landmarks(text: str) -> np.ndarray:
+    """The 68 3D landmarks of a menpo LJSON v3 file, in ibug order."""
+    data = json.loads(text)
+    groups = data["groups"]
+    points = np.array(next(iter(groups.values()))["landmarks"]["points"], dtype=np.float64)
+    if points.shape != (68, 3):
+        raise ValueError(f"expected 68 3D landmarks, found an array of shape {points.shape}")
+    return points[IBUG_FROM_LJSON]
+
+
+def normalise(vertices: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rotate and centre a head so that x runs along its symmetry axis, y up, z out of the face.
+
+    The x axis is the mean direction of the mirrored landmark pairs, y points from
+    the mouth to the eyes, and the origin is the mean midpoint of the pairs.
+    The scan is already in millimetres. Returns (vertices, landmarks, rotation).
+    """
+    right = landmarks[[p[0] for p in IBUG_MIRROR_PAIRS]]
+    left = landmarks[[p[1] for p in IBUG_MIRROR_PAIRS]]
+    x_axis = (left - right) / np.linalg.norm(left - right, axis=1, keepdims=True)
+    x_axis = x_axis.mean(0) / np.linalg.norm(x_axis.mean(0))
+    y_axis = landmarks[36:48].mean(0) - landmarks[48:68].mean(0)
+    y_axis -= x_axis * (y_axis @ x_axis)
+    y_axis /= np.linalg.norm(y_axis)
+    rotation = np.stack([x_axis, y_axis, np.cross(x_axis, y_axis)])
+    centre = ((left + right) / 2).mean(0)
+    return (vertices - centre) @ rotation.T, (landmarks - centre) @ rotation.T, rotation
+
+
+@dataclass(frozen=True)
+class UVLayout:
+    """Cylindrical UV layout about a vertical axis behind the face.
+
+    u = 0.5 + angle / (2 * max_angle): the front of the face in the middle third,
+    the sides of the head (ears included) in the left and right thirds; v runs
+    from `top_mm` (hair) to `bottom_mm` (front of the neck), pointing down.
+    The axis bends back below the chin (to `neck_axis_depth_mm` under
+    `neck_top_mm`) because the neck's centre lies far behind the face's.
+    """
+
+    axis_depth_mm: float = -50.0
+    neck_axis_depth_mm: float = -110.0
+    neck_top_mm: float = -100.0
+    chin_mm: float = -50.0
+    max_angle_degrees: float = 120.0
+    top_mm: float = 180.0
+    bottom_mm: float = -120.0
+
+    def axis_depth(self, height: np.ndarray) -> np.ndarray:
+        t = np.clip((self.chin_mm - height) / (self.chin_mm - self.neck_top_mm), 0.0, 1.0)
+        t = t * t * (3 - 2 * t)  # smoothstep: no kink in the layout
+        return self.axis_depth_mm + t * (self.neck_axis_depth_mm - self.axis_depth_mm)
+
+    def uv(self, vertices: np.ndarray) -> np.ndarray:
+        depth = vertices[:, 2] - self.axis_depth(vertices[:, 1])
+        angle = np.degrees(np.arctan2(vertices[:, 0], depth))
+        u = 0.5 + angle / (2 * self.max_angle_degrees)
+        v = (self.top_mm - vertices[:, 1]) / (self.top_mm - self.bottom_mm)
+        return np.stack([u, v], axis=1)
+
+    def radius(self, vertices: np.ndarray) -> np.ndarray:
+        return np.hypot(vertices[:, 0], vertices[:, 2] - self.axis_depth(vertices[:, 1]))
+
+
+def crop_to_layout(scan: Scan, layout: UVLayout) -> tuple[Scan, np.ndarray]:
+    """Keep the triangles that lie wholly inside the UV layout; returns the cropped scan and old→new vertex ids."""
+    uv = layout.uv(scan.vertices)
+    inside = np.all((uv >= 0.0) & (uv <= 1.0), axis=1)
+    corner_u = uv[scan.faces, 0]
+    keep = inside[scan.faces].all(1) & (corner_u.max(1) - corner_u.min(1) < 0.5)
+    used = np.unique(scan.faces[keep])
+    new_id = np.full(len(scan.vertices), -1, dtype=np.int64)
+    new_id[used] = np.arange(len(used))
+    cropped = Scan(scan.vertices[used], new_id[scan.faces[keep]], scan.atlas_uv, scan.faces_uv[keep])
+    return cropped, new_id
+
+
+def texel_map(vertices: np.ndarray, faces: np.ndarray, layout: UVLayout, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per texel of a size×size UV image: the triangle that owns it (-1 = none) and its barycentrics.
+
+    Where the cylinder ray meets the surface twice (nostrils, behind the ears),
+    the outermost surface owns the texel, so each texel has exactly one owner.
+    """
+    screen = np.column_stack([layout.uv(vertices) * size - 0.5, layout.radius(vertices)])
+    return rasterize(screen, faces, size, size)
+
+
+def resample_albedo(
+    scan: Scan, atlas: np.ndarray, triangle_id: np.ndarray, barycentrics: np.ndarray
+) -> np.ndarray:
+    """Colour every owned texel from the scan's texture atlas (uint8 RGB, zeros on invalid texels)."""
+    valid = triangle_id >= 0
+    atlas_uv = surface_points(scan.atlas_uv, scan.faces_uv, triangle_id[valid], barycentrics[valid])
+    atlas_uv[:, 1] = 1.0 - atlas_uv[:, 1]  # OBJ texture v points up
+    albedo = np.zeros(triangle_id.shape + (3,), dtype=np.uint8)
+    albedo[valid] = sample_texture(atlas, atlas_uv)
+    return albedo
+
+
+def fill_invalid(texture: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Extend valid colours into invalid texels so bilinear lookups at the border never blend in black."""
+    missing = (~valid).astype(np.uint8) * 255
+    return cv2.inpaint(texture, missing, 3, cv2.INPAINT_TELEA)
+
+
+def texel_normals(vertices: np.ndarray, faces: np.ndarray, triangle_id: np.ndarray, barycentrics: np.ndarray) -> np.ndarray:
+    """Unit surface normal per texel (H, W, 3); zeros on invalid texels."""
+    normals = interpolate(vertex_normals(vertices, faces), faces, triangle_id, barycentrics)
+    return normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
+
+
+def _smooth_step(t: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-t))
+
+
+def _bump(vertices: np.ndarray, centres: np.ndarray, sigma_mm: float) -> np.ndarray:
+    """Gaussian falloff (V,) of the distance to the nearest of some centre points."""
+    distance = np.linalg.norm(vertices[:, None] - np.atleast_2d(centres)[None], axis=2).min(1)
+    return np.exp(-0.5 * (distance / sigma_mm) ** 2)
+
+
+def shape_basis(vertices: np.ndarray, landmarks: np.ndarray, normals: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """A small linear basis of named, smooth deformations (K, V, 3), in mm per unit coefficient.
+
+    Each mode is a smooth displacement field anchored on landmarks; a coefficient
+    of ±1 is a typical (one standard deviation) change between adult faces.
+    """
+    x, y, z = vertices.T
+    zero = np.zeros_like(x)
+    eye_y = landmarks[36:48, 1].mean()
+    mouth_y = landmarks[48:68, 1].mean()
+    brow_y = landmarks[17:27, 1].mean()
+    frontal = _smooth_step((z + 40.0) / 15.0)  # fades out towards the back of the head
+    lower_face = _smooth_step((mouth_y + 10.0 - y) / 12.0) * frontal
+    nose = _bump(vertices, landmarks[30], 14.0)
+    nose_base = _bump(vertices, landmarks[31:36], 10.0)
+    eyes = _bump(vertices, np.stack([landmarks[36:42].mean(0), landmarks[42:48].mean(0)]), 14.0)
+    cheeks = _bump(vertices, np.stack([(landmarks[3] + landmarks[31]) / 2, (landmarks[13] + landmarks[35]) / 2]), 20.0)
+    modes = {
+        "head_width": np.stack([0.04 * x, zero, zero], 1),
+        "face_length": np.stack([zero, 0.07 * (y - eye_y) * _smooth_step((eye_y - y) / 15.0), zero], 1),
+        "jaw_width": np.stack([0.08 * x * lower_face, zero, zero], 1),
+        "chin_length": np.stack([zero, -5.0 * _bump(vertices, landmarks[8], 22.0), zero], 1),
+        "forehead_height": np.stack([zero, 0.06 * (y - brow_y) * _smooth_step((y - brow_y) / 15.0) * frontal, zero], 1),
+        "nose_length": np.stack([zero, -3.5 * nose_base, zero], 1),
+        "nose_depth": np.stack([zero, zero, 5.0 * nose], 1),
+        "nose_width": np.stack([0.2 * (x - landmarks[33, 0]) * nose_base, zero, zero], 1),
+        "eye_spacing": np.stack([3.0 * np.tanh(x / 10.0) * eyes, zero, zero], 1),
+        "brow_ridge": np.stack([zero, zero, 3.0 * _bump(vertices, landmarks[17:27], 12.0)], 1),
+        "mouth_width": np.stack([0.12 * (x - landmarks[51, 0]) * _bump(vertices, landmarks[48:68].mean(0), 16.0), zero, zero], 1),
+        "cheek_fullness": 4.0 * cheeks[:, None] * normals,
+    }
+    return list(modes), np.stack(list(modes.values())).astype(np.float32)
+
+
+@dataclass
+class Template:
+    """Everything later stages need of the head: mesh, layout, albedo, texel maps, shape basis."""
+
+    vertices: np.ndarray  # V,3 float32, mm, normalised head frame
+    faces: np.ndarray  # F,3 int32
+    vertex_uv: np.ndarray  # V,2 float32, v down
+    landmark_ids: np.ndarray  # 68 vertex ids in ibug order
+    basis: np.ndarray  # K,V,3 float32, mm per unit coefficient
+    basis_names: list[str]
+    albedo: np.ndarray  # S,S,3 uint8 at uv.size (invalid texels filled)
+    texel_triangle: np.ndarray  # S,S int32, -1 = not on the head
+    texel_barycentrics: np.ndarray  # S,S,3 float32
+    albedo_render: np.ndarray  # R,R,3 uint8 at the render resolution
+    render_texel_triangle: np.ndarray
+    render_texel_barycentrics: np.ndarray
+    layout: UVLayout
+
+    @property
+    def texel_valid(self) -> np.ndarray:
+        return self.texel_triangle >= 0
+
+    def shaped(self, coefficients: np.ndarray) -> np.ndarray:
+        """Vertices deformed by shape coefficients (K,)."""
+        return self.vertices + np.tensordot(np.asarray(coefficients, dtype=np.float32), self.basis, axes=1)
+
+
+def build_template(scan: Scan, landmarks: np.ndarray, atlas: np.ndarray, layout: UVLayout, uv_size: int, render_uv_size: int) -> Template:
+    """Normalise the scan, crop it to the UV layout, resample its texture and derive the shape basis."""
+    vertices, landmarks, _ = normalise(scan.vertices, landmarks)
+    scan = Scan(vertices, scan.faces, scan.atlas_uv, scan.faces_uv)
+    landmark_ids = np.linalg.norm(vertices[None] - landmarks[:, None], axis=2).argmin(1)
+    scan, new_id = crop_to_layout(scan, layout)
+    if np.any(new_id[landmark_ids] < 0):
+        raise ValueError("the UV layout crops away some of the 68 landmarks")
+    landmark_ids = new_id[landmark_ids]
+
+    maps = {}
+    for size in (uv_size, render_uv_size):
+        triangle, barycentrics = texel_map(scan.vertices, scan.faces, layout, size)
+        albedo = resample_albedo(scan, atlas, triangle, barycentrics)
+        maps[size] = (fill_invalid(albedo, triangle >= 0), triangle, barycentrics)
+    names, basis = shape_basis(scan.vertices, scan.vertices[landmark_ids], vertex_normals(scan.vertices, scan.faces))
+    return Template(
+        vertices=scan.vertices.astype(np.float32),
+        faces=scan.faces.astype(np.int32),
+        vertex_uv=layout.uv(scan.vertices).astype(np.float32),
+        landmark_ids=landmark_ids.astype(np.int64),
+        basis=basis,
+        basis_names=names,
+        albedo=maps[uv_size][0],
+        texel_triangle=maps[uv_size][1],
+        texel_barycentrics=maps[uv_size][2],
+        albedo_render=maps[render_uv_size][0],
+        render_texel_triangle=maps[render_uv_size][1],
+        render_texel_barycentrics=maps[render_uv_size][2],
+        layout=layout,
+    )
+
+
+def default_camera(image_size: int) -> tuple[float, np.ndarray]:
+    """Weak-perspective scale (px/mm) and translation that frame the whole head in a square image."""
+    return image_size / 300.0, np.array([(image_size - 1) / 2.0, image_size * 0.45])
+
+
+def lit_texture(
+    albedo: np.ndarray, vertices: np.ndarray, faces: np.ndarray, texel_triangle: np.ndarray,
+    texel_barycentrics: np.ndarray, light: Light,
+) -> np.ndarray:
+    """Albedo × view-independent Lambertian shading, in the UV layout (uint8)."""
+    normals = texel_normals(vertices, faces, np.maximum(texel_triangle, 0), texel_barycentrics)
+    shading = lambert_shading(normals.reshape(-1, 3), light).reshape(normals.shape)
+    # Invalid texels keep their (filled) albedo under ambient + half diffuse, so bilinear edges stay sensible.
+    flat_shading = np.asarray(light.ambient) + 0.5 * np.asarray(light.diffuse)
+    shading[texel_triangle < 0] = flat_shading
+    return np.clip(albedo * shading + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_view(
+    template: Template, vertices: np.ndarray, texture: np.ndarray, yaw_degrees: float, image_size: int,
+    pitch_degrees: float = 0.0, roll_degrees: float = 0.0, background=(128, 128, 128), supersample: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render a (shaped) head with a UV texture at a pose, framed by default_camera.
+
+    Returns the uint8 image and the projected screen coordinates of every vertex.
+    """
+    scale, translation = default_camera(image_size)
+    rotation = rotation_matrix(yaw_degrees, pitch_degrees, roll_degrees)
+    screen = project(vertices, rotation, scale, translation)
+    image, _ = render_textured(screen, template.faces, template.vertex_uv, texture, image_size, background, supersample)
+    return image, screen

@@ -1,0 +1,292 @@
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from headtex.inpaint import (
+    Critic,
+    GatedConv2d,
+    Generator,
+    InpaintNet,
+    VGG16Features,
+    composite,
+    critic_loss,
+    generator_gan_loss,
+    generator_loss,
+    init_weights,
+    masked_l1,
+)
+
+VGG_CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21]  # torchvision vgg16.features convs up to conv4_3
+
+
+def gated_params(k: int, cin: int, cout: int) -> int:
+    return k * k * cin * 2 * cout + 2 * cout
+
+
+def conv_params(k: int, cin: int, cout: int) -> int:
+    return k * k * cin * cout + cout
+
+
+def expected_inpaintnet_params(c: int, cin: int = 4, cout: int = 3) -> int:
+    layers = [(7, cin, c), (4, c, 2 * c), (3, 2 * c, 4 * c), (4, 4 * c, 4 * c)]
+    layers += [(3, 4 * c, 4 * c)] * 8
+    layers += [(3, 4 * c, 2 * c), (3, 2 * c, 2 * c), (3, 2 * c, c), (7, c, cout)]
+    return sum(gated_params(*layer) for layer in layers)
+
+
+def expected_critic_params(c: int) -> int:
+    layers = [(7, 4, c), (4, c, 2 * c), (4, 2 * c, 4 * c), (4, 4 * c, 4 * c), (4, 4 * c, 4 * c), (4, 4 * c, 1)]
+    return sum(conv_params(*layer) for layer in layers)
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def random_batch(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(n, 3, size, size, generator=g) * 2 - 1
+    hole = torch.zeros(n, 1, size, size)
+    hole[..., size // 4 : size // 2, size // 4 : 3 * size // 4] = 1
+    return image, hole
+
+
+# ---- networks ----
+
+
+def test_gated_conv_is_one_conv_with_2x_outputs():
+    layer = GatedConv2d(5, 7, 3, norm=False)
+    convs = [m for m in layer.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 and convs[0].out_channels == 14
+    x = torch.randn(2, 5, 8, 8)
+    feature, gate = convs[0](x).split(7, dim=1)
+    torch.testing.assert_close(layer(x), F.relu(feature) * torch.sigmoid(gate))
+    last = GatedConv2d(5, 3, 7, activation=False, norm=False)
+    feature, gate = last.conv(x).split(3, dim=1)
+    torch.testing.assert_close(last(x), feature * torch.sigmoid(gate))
+
+
+@pytest.mark.parametrize("k,stride,dilation,out_size", [(7, 1, 1, 16), (3, 1, 16, 16), (3, 1, 2, 16), (4, 2, 1, 8)])
+def test_gated_conv_padding(k, stride, dilation, out_size):
+    layer = GatedConv2d(2, 3, k, stride=stride, dilation=dilation)
+    assert layer(torch.randn(1, 2, 16, 16)).shape == (1, 3, out_size, out_size)
+
+
+def test_gated_conv_norm_only_in_body():
+    net = InpaintNet(latent=4)
+    gated = [m for m in net.modules() if isinstance(m, GatedConv2d)]
+    assert len(gated) == 16
+    assert gated[0].norm is None and gated[-1].norm is None and not gated[-1].activation
+    assert all(g.norm is not None and g.activation for g in gated[1:-1])
+
+
+@pytest.mark.parametrize("size", [192, 64])
+def test_generator_shapes_and_range(size):
+    torch.manual_seed(0)
+    gen = Generator(latent=4)
+    image, hole = random_batch(2, size)
+    with torch.no_grad():
+        coarse, refined = gen(image, hole)
+    assert coarse.shape == refined.shape == (2, 3, size, size)
+    for out in (coarse, refined):
+        assert out.min() >= -1 and out.max() <= 1
+
+
+def test_generator_rejects_size_not_divisible_by_4():
+    gen = Generator(latent=4)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        gen(torch.zeros(1, 3, 30, 32), torch.zeros(1, 1, 30, 32))
+
+
+@pytest.mark.parametrize("latent", [64, 16])
+def test_parameter_counts(latent):
+    assert n_params(InpaintNet(latent=latent)) == expected_inpaintnet_params(latent)
+    assert n_params(Generator(latent=latent)) == 2 * expected_inpaintnet_params(latent)
+    assert n_params(Critic(latent=latent)) == expected_critic_params(latent)
+
+
+@pytest.mark.parametrize("size,patch", [(192, 6), (64, 2)])
+def test_critic_patch_map(size, patch):
+    # 7x7 s1 keeps size, then five 4x4 s2 convs halve it: 192 / 32 = 6
+    critic = Critic(latent=2)
+    image, hole = random_batch(2, size)
+    assert critic(torch.cat([image, hole], dim=1)).shape == (2, 1, patch, patch)
+
+
+def test_critic_is_spectral_normed():
+    critic = Critic(latent=2)
+    convs = [m for m in critic.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 6
+    assert all(hasattr(m, "parametrizations") and "weight" in m.parametrizations for m in convs)
+
+
+def test_init_weights():
+    torch.manual_seed(0)
+    for net in (Generator(latent=8), Critic(latent=8)):
+        init_weights(net)
+        convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+        for m in convs:
+            assert torch.all(m.bias == 0)
+        w = convs[2].parametrizations.weight.original if hasattr(convs[2], "parametrizations") else convs[2].weight
+        fan_in, fan_out = w.shape[1] * w[0, 0].numel(), w.shape[0] * w[0, 0].numel()
+        expected_std = 0.02 * (2 / (fan_in + fan_out)) ** 0.5
+        assert abs(w.std().item() / expected_std - 1) < 0.1
+
+
+# ---- losses ----
+
+
+def test_composite_keeps_known_region_exactly():
+    target, hole = random_batch(2, 16, seed=1)
+    output = torch.randn_like(target)
+    comp = composite(output, target, hole)
+    known = hole.expand_as(target) == 0
+    assert torch.equal(comp[known], target[known])
+    assert torch.equal(comp[~known], output[~known])
+
+
+def test_masked_l1_perfect_is_zero():
+    target, hole = random_batch(2, 16)
+    l1_all, l1_missing = masked_l1(target.clone(), target, hole)
+    assert l1_all.item() == 0 and l1_missing.item() == 0
+    l1_all, l1_missing = masked_l1(torch.randn_like(target), target, torch.zeros_like(hole))
+    assert l1_all.item() == 0 and l1_missing.item() == 0
+
+
+def test_masked_l1_hand_value():
+    target = torch.rand(2, 3, 8, 8) * 2 - 1
+    hole = torch.zeros(2, 1, 8, 8)
+    hole[..., :4] = 1  # left half missing
+    output = target + 0.5 * hole - 3.0 * (1 - hole)  # errors outside the hole must not count
+    l1_all, l1_missing = masked_l1(output, target, hole)
+    assert l1_all.item() == pytest.approx(0.25)
+    assert l1_missing.item() == pytest.approx(0.5)
+
+
+def test_wgan_losses():
+    torch.manual_seed(0)
+    critic = Critic(latent=2)
+    real, hole = random_batch(2, 64)
+    fake = torch.randn_like(real, requires_grad=True)
+    loss_d = critic_loss(critic, real, fake, hole)
+    loss_d.backward()
+    assert fake.grad is None  # fake is detached for the critic
+    loss_g = generator_gan_loss(critic, fake, hole)
+    loss_g.backward()
+    assert fake.grad is not None
+    critic.eval()  # freeze the spectral-norm power iteration so scores are comparable
+    with torch.no_grad():
+        d_real = critic(torch.cat([real, hole], 1)).mean()
+        d_fake = critic(torch.cat([fake, hole], 1)).mean()
+        torch.testing.assert_close(critic_loss(critic, real, fake, hole), d_fake - d_real)
+        torch.testing.assert_close(generator_gan_loss(critic, fake, hole), -d_fake)
+
+
+def test_generator_loss_total_matches_parts():
+    torch.manual_seed(0)
+    gen, critic, vgg = Generator(latent=4), Critic(latent=2), VGG16Features()
+    image, hole = random_batch(1, 32)
+    coarse, refined = gen(image, hole)
+    total, parts = generator_loss(coarse, refined, image, hole, critic, vgg)
+    assert set(parts) == {
+        "first_mask_l1", "second_mask_l1", "first_mask_l1_missing", "second_mask_l1_missing", "perceptual", "gan"
+    }
+    assert all(isinstance(v, float) for v in parts.values())
+    expected = 100 * (parts["first_mask_l1"] + parts["second_mask_l1"]) + 10 * parts["perceptual"] + 10 * parts["gan"]
+    assert total.item() == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    total.backward()
+    assert all(p.grad is not None for p in gen.parameters())
+    assert all(p.grad is None for p in vgg.parameters())
+
+
+def test_training_steps_lower_masked_l1():
+    torch.manual_seed(0)
+    gen = Generator(latent=8)
+    image, hole = random_batch(2, 32)
+    opt = torch.optim.Adam(gen.parameters(), lr=1e-3)
+
+    def loss_fn() -> torch.Tensor:
+        coarse, refined = gen(image, hole)
+        return masked_l1(coarse, image, hole)[0] + masked_l1(refined, image, hole)[0]
+
+    with torch.no_grad():
+        before = loss_fn().item()
+    for _ in range(20):
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step()
+    with torch.no_grad():
+        after = loss_fn().item()
+    assert after < 0.9 * before
+
+
+# ---- VGG ----
+
+
+def test_vgg_keys_match_torchvision():
+    vgg = VGG16Features()
+    expected = [f"features.{i}.{p}" for i in VGG_CONV_INDICES for p in ("weight", "bias")]
+    assert list(vgg.state_dict().keys()) == expected
+    assert len(vgg.features) == 23 and isinstance(vgg.features[22], nn.ReLU)
+    assert [i for i, m in enumerate(vgg.features) if isinstance(m, nn.MaxPool2d)] == [4, 9, 16]
+
+
+def test_vgg_frozen_eval_and_shape():
+    vgg = VGG16Features()
+    assert not vgg.pretrained and not vgg.training
+    assert not any(p.requires_grad for p in vgg.parameters())
+    assert vgg(torch.zeros(1, 3, 32, 32)).shape == (1, 512, 4, 4)
+
+
+def test_vgg_random_init_is_deterministic():
+    a, b, c = VGG16Features(seed=3), VGG16Features(seed=3), VGG16Features(seed=4)
+    for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert not torch.equal(a.features[0].weight, c.features[0].weight)
+
+
+def test_vgg_load_round_trip(tmp_path):
+    source = VGG16Features(seed=7)
+    path = tmp_path / "vgg.pt"
+    torch.save(source.state_dict(), path)
+    loaded = VGG16Features(path)
+    assert loaded.pretrained
+    for (k, va), vb in zip(source.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(va, vb), k
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(loaded(x), source(x), rtol=0, atol=0)
+
+
+def test_vgg_loads_full_torchvision_style_dict(tmp_path):
+    source = VGG16Features(seed=7)
+    state = dict(source.state_dict())
+    for i in (24, 26, 28):  # conv5_x and the classifier are present in torchvision's dict but unused
+        state[f"features.{i}.weight"] = torch.zeros(512, 512, 3, 3)
+        state[f"features.{i}.bias"] = torch.zeros(512)
+    state["classifier.0.weight"] = torch.zeros(4, 8)
+    path = tmp_path / "vgg16_full.pth"
+    torch.save(state, path)
+    loaded = VGG16Features(path)
+    assert loaded.pretrained
+    assert torch.equal(loaded.features[21].weight, source.features[21].weight)
+
+
+def test_vgg_bad_files_raise_value_error(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"this is not a torch file")
+    with pytest.raises(ValueError, match="corrupt.pt"):
+        VGG16Features(corrupt)
+
+    state = dict(VGG16Features().state_dict())
+    state["features.21.weight"] = torch.zeros(512, 256, 3, 3)
+    wrong_shape = tmp_path / "wrong_shape.pt"
+    torch.save(state, wrong_shape)
+    with pytest.raises(ValueError, match="wrong_shape.pt"):
+        VGG16Features(wrong_shape)
+
+    del state["features.21.weight"]
+    missing = tmp_path / "missing.pt"
+    torch.save(state, missing)
+    with pytest.raises(ValueError, match="missing.pt"):
+        VGG16Features(missing)
