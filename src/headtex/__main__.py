@@ -1,0 +1,3 @@
+from headtex.cli import main
+
+main()
