@@ -78,3 +78,24 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Load every array of an .npz without ever unpickling."""
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
+
+
+SHARD_PATTERN = "shard-{:05d}.npz"
+
+
+def write_index(folder: Path, shards: list[dict], **info: object) -> None:
+    """index.json of a sharded dataset: the shard files with what each holds, plus dataset-wide facts."""
+    write_json(Path(folder) / "index.json", {"shards": shards, **info})
+
+
+def read_index(folder: Path) -> dict:
+    path = Path(folder) / "index.json"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; run the stage that writes {folder} first")
+    return json.loads(path.read_text())
+
+
+def iter_shards(folder: Path) -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
+    """(index entry, arrays) for every shard of a dataset, in index order."""
+    for entry in read_index(folder)["shards"]:
+        yield entry, load_npz(Path(folder) / entry["file"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,3 +38,22 @@ def section(params: dict[str, Any], name: str, cls: type[T], **shared: Any) -> T
         return cls(**values)
     except TypeError as error:
         raise UserError(f"params.yaml [{name}]: {error}") from None
+
+
+@dataclass
+class UVParams:
+    """The shared `uv:` section: texture size and the cylindrical layout (see UVLayout)."""
+
+    size: int = 192
+    axis_depth_mm: float = -50.0
+    neck_axis_depth_mm: float = -110.0
+    neck_top_mm: float = -100.0
+    chin_mm: float = -50.0
+    max_angle_degrees: float = 120.0
+    top_mm: float = 180.0
+    bottom_mm: float = -120.0
+
+    def layout(self):
+        from headtex.template.core import UVLayout
+
+        return UVLayout(**{k: v for k, v in dataclasses.asdict(self).items() if k != "size"})

@@ -1,7 +1,6 @@
 """`headtex template`: fetch the menpo3d scan and build models/template/."""
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
@@ -12,8 +11,8 @@ import numpy as np
 
 from headtex.geometry import Light
 from headtex.io import atomic_dir, write_json, write_png
-from headtex.params import load_params, section
-from headtex.template.core import UVLayout, build_template, lit_texture, render_view
+from headtex.params import UVParams, load_params, section
+from headtex.template.core import build_template, lit_texture, render_view
 from headtex.template.files import download_sdist, read_sdist, save_template
 
 PREVIEW_YAWS = (-35.0, 0.0, 35.0)
@@ -23,21 +22,6 @@ PREVIEW_YAWS = (-35.0, 0.0, 35.0)
 class TemplateParams:
     source: str | None = None  # path to an already downloaded menpo3d-0.8.6.tar.gz; None = fetch with pip
     render_uv_size: int = 512
-
-
-@dataclass
-class UVParams:
-    size: int = 192
-    axis_depth_mm: float = -50.0
-    neck_axis_depth_mm: float = -110.0
-    neck_top_mm: float = -100.0
-    chin_mm: float = -50.0
-    max_angle_degrees: float = 120.0
-    top_mm: float = 180.0
-    bottom_mm: float = -120.0
-
-    def layout(self) -> UVLayout:
-        return UVLayout(**{k: v for k, v in dataclasses.asdict(self).items() if k != "size"})
 
 
 def run(params_path: Path, source: Path | None, out: Path, metrics_path: Path) -> dict:
