@@ -1,0 +1,176 @@
+"""DVC as a user drives it, through its CLI, in a temporary git repository with tiny params.
+
+The module fixture runs the real pipeline once (the end-to-end test); the other
+tests build on it: a no-op second repro, which stages a param change reruns,
+experiments, and push/pull through a local remote and a local S3 server.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Small enough that the whole pipeline runs in about a minute on 2 cores.
+TINY_PARAMS: dict[str, dict] = {
+    "uv": {"size": 64},
+    "template": {"render_uv_size": 256},
+}
+TIMINGS: dict[str, float] = {}
+
+
+def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    env.pop("DVCLIVE_TEST", None)  # experiments must log for real
+    tick = time.perf_counter()
+    result = subprocess.run([str(BIN / "dvc"), *args], cwd=cwd, env=env, capture_output=True, text=True)
+    TIMINGS[" ".join(args[:2])] = TIMINGS.get(" ".join(args[:2]), 0.0) + time.perf_counter() - tick
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def stages_run(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def output_digests(root: Path) -> dict[str, str]:
+    """md5 of every file under every stage output and metrics file of the pipeline."""
+    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    paths = []
+    for stage in pipeline.values():
+        for entry in stage.get("outs", []) + stage.get("metrics", []):
+            name = entry if isinstance(entry, str) else next(iter(entry))
+            paths.append(root / name)
+    digests = {}
+    for path in paths:
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            digests[str(file.relative_to(root))] = hashlib.md5(file.read_bytes()).hexdigest()
+    return digests
+
+
+def make_project(root: Path, sdist: Path, storage: Path) -> Path:
+    """A git repository holding the working tree's files (as a fresh clone would), with tiny params."""
+    files = git(REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    for name in filter(None, files):
+        source = REPO / name
+        if source.is_file() and not name.startswith(("data/", "models/", "metrics/")):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in TINY_PARAMS.items():
+        if section in params:
+            params[section].update(values)
+    params["template"]["source"] = str(sdist)  # no download per test run
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "dvc.lock").unlink(missing_ok=True)
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "test@headtex.local")
+    git(root, "config", "user.name", "headtex tests")
+    dvc(root, "remote", "modify", "local", "url", str(storage))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "tiny pipeline")
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, sdist) -> Path:
+    """The tiny pipeline, reproduced once and committed: the end-to-end run."""
+    base = tmp_path_factory.mktemp("dvc")
+    root = make_project(base / "repo", sdist, base / "storage")
+    result = dvc(root, "repro")
+    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    assert stages_run(result.stdout) == set(pipeline)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "reproduced")
+    return root
+
+
+def test_second_repro_is_a_noop_and_status_is_clean(project):
+    result = dvc(project, "repro")
+    assert stages_run(result.stdout) == set()
+    status = json.loads(dvc(project, "status", "--json").stdout)
+    assert status == {}
+
+
+def test_push_then_pull_into_a_fresh_clone_restores_every_output(project, tmp_path):
+    dvc(project, "push")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    dvc(clone, "pull")
+    assert output_digests(clone) == output_digests(project)
+    assert json.loads(dvc(clone, "status", "--json").stdout) == {}
+
+
+def test_push_then_pull_through_a_local_s3_server(project, tmp_path):
+    boto3 = pytest.importorskip("boto3")
+    try:
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+    except Exception as error:  # pragma: no cover - depends on the machine
+        pytest.skip(f"cannot start a local S3 server (moto): {error}")
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket="headtex")
+
+        def configure(repo: Path) -> None:
+            dvc(repo, "remote", "add", "-f", "s3", "s3://headtex/cache")
+            dvc(repo, "remote", "modify", "s3", "endpointurl", endpoint)
+            # Credentials only in .dvc/config.local, never committed.
+            dvc(repo, "remote", "modify", "--local", "s3", "access_key_id", "testing")
+            dvc(repo, "remote", "modify", "--local", "s3", "secret_access_key", "testing")
+
+        configure(project)
+        assert "testing" not in (project / ".dvc" / "config").read_text()
+        dvc(project, "push", "-r", "s3")
+        clone = tmp_path / "clone"
+        git(tmp_path, "clone", "-q", str(project), str(clone))
+        configure(clone)
+        dvc(clone, "pull", "-r", "s3")
+        assert output_digests(clone) == output_digests(project)
+        assert json.loads(dvc(clone, "status", "--json").stdout) == {}
+    finally:
+        server.stop()
+
+
+def test_committed_lock_matches_the_code():
+    """dvc.lock in the repository was produced by this code and these params.
+
+    On a clone without outputs, dvc status may only report missing outputs,
+    never changed code, params or commands.
+    """
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run([str(BIN / "dvc"), "status", "--json"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    stale = {}
+    for stage, changes in json.loads(result.stdout or "{}").items():
+        for change in changes:
+            if isinstance(change, dict) and ("changed deps" in change or "changed cmd" in change):
+                stale[stage] = change
+            if change == "changed command":
+                stale[stage] = change
+    assert stale == {}, f"dvc.lock is stale: run `make repro` and commit dvc.lock: {stale}"
+
+
+def test_report_timings():
+    """Not an assertion of speed: prints how long each DVC command took, for docs/RESULTS.md."""
+    print("\nDVC command timings (s):", json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
