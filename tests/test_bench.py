@@ -1,5 +1,4 @@
 """Speed benchmarks: skipped by `make test`, run by `make bench` (pytest --benchmark-only)."""
-import numpy as np
 
 from headtex.geometry import Light
 from headtex.template.core import lit_texture, render_view

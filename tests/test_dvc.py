@@ -25,6 +25,12 @@ BIN = Path(sys.executable).parent
 TINY_PARAMS: dict[str, dict] = {
     "uv": {"size": 64},
     "template": {"render_uv_size": 256},
+    "faces": {"identities": 8, "detection_check_identities": 2},
+    "masks": {"identities": 2},
+    "blend": {"test_identities": 2},
+    "model": {"latent": 4},
+    "train": {"epochs": 1, "batch_size": 2},
+    "evaluate": {"free_form_candidates": 20},
 }
 TIMINGS: dict[str, float] = {}
 
@@ -53,8 +59,11 @@ def output_digests(root: Path) -> dict[str, str]:
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     paths = []
     for stage in pipeline.values():
-        for entry in stage.get("outs", []) + stage.get("metrics", []):
+        for entry in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
             name = entry if isinstance(entry, str) else next(iter(entry))
+            options = {} if isinstance(entry, str) else entry[name] or {}
+            if options.get("persist") and options.get("cache") is False and not (root / name).is_file():
+                continue  # training checkpoints: local to a machine, neither pushed nor committed
             paths.append(root / name)
     digests = {}
     for path in paths:
@@ -113,7 +122,8 @@ def test_push_then_pull_into_a_fresh_clone_restores_every_output(project, tmp_pa
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(project), str(clone))
     dvc(clone, "pull")
-    assert output_digests(clone) == output_digests(project)
+    pulled, original = output_digests(clone), output_digests(project)
+    assert {k for k in original if pulled.get(k) != original[k]} == set()
     assert json.loads(dvc(clone, "status", "--json").stdout) == {}
 
 
@@ -150,6 +160,49 @@ def test_push_then_pull_through_a_local_s3_server(project, tmp_path):
         assert json.loads(dvc(clone, "status", "--json").stdout) == {}
     finally:
         server.stop()
+        git(project, "checkout", "--", ".dvc/config")
+        (project / ".dvc" / "config.local").unlink(missing_ok=True)
+
+
+def test_blend_param_change_reruns_blend_onward_only(project):
+    params_file = project / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["blend"]["method"] = "thirds" if params["blend"]["method"] != "thirds" else "visibility"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        ran = stages_run(dvc(project, "repro").stdout)
+        pipeline = set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+        downstream = {"blend", "train", "evaluate", "reconstruct"} & pipeline
+        assert ran == downstream
+    finally:
+        git(project, "checkout", "--", ".")  # params, dvc.lock and the git-tracked metrics
+        dvc(project, "checkout", "--force")
+    assert json.loads(dvc(project, "status", "--json").stdout) == {}
+
+
+def experiment_metrics(show: object) -> list[dict]:
+    """Every metrics dict in `dvc exp show --json` output, whatever its nesting."""
+    found = []
+    if isinstance(show, dict):
+        if "metrics" in show and isinstance(show["metrics"], dict) and show["metrics"]:
+            found.append(show["metrics"])
+        for value in show.values():
+            found += experiment_metrics(value)
+    elif isinstance(show, list):
+        for value in show:
+            found += experiment_metrics(value)
+    return found
+
+
+def test_experiment_with_a_train_param_is_listed_with_different_metrics(project):
+    # --temp runs in a copy under .dvc/tmp/exps: the package must be installed, not on PYTHONPATH.
+    dvc(project, "exp", "run", "--temp", "-S", "train.lr_g=0.002", "-n", "faster-g")
+    show = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    assert "faster-g" in json.dumps(show)
+    train_metrics = [json.dumps(m.get("metrics/train/metrics.json", {}).get("data", {}).get("epoch", {}), sort_keys=True)
+                     for m in experiment_metrics(show)]
+    train_metrics = [m for m in train_metrics if m != "{}"]
+    assert len(train_metrics) >= 2 and len(set(train_metrics)) >= 2
 
 
 def test_committed_lock_matches_the_code():

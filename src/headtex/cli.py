@@ -31,6 +31,157 @@ def template(
                f"UV coverage {result['uv_coverage']:.1%} -> {out}")
 
 
+@app.command()
+def faces(
+    params: ParamsOption = Path("params.yaml"),
+    template_dir: Annotated[Path, typer.Option("--template", help="head template (template stage)")] = Path("models/template"),
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("data/faces"),
+    metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/faces.json"),
+    workers: Annotated[int, typer.Option(help="processes (0 = all cores)")] = 0,
+) -> None:
+    """Multi-view identities: synthetic renders of the template with ground truth, or a folder of real photos."""
+    from headtex.faces.cli import run
+
+    result = run(params, template_dir, out, metrics, workers)
+    for line in result["log_lines"]:
+        typer.echo(line, err=True)
+    rate = result.get("hog_detection_rate_abs_yaw_le_45", result.get("hog_detection_rate_all_views"))
+    typer.echo(f"faces ({result['source']}): {result['identities']} identities, {result['images']} images "
+               f"({result['images_per_second']} images/s on {result['workers']} workers), "
+               f"{result['bad_inputs']} bad inputs, {result['converted']} converted, dlib HOG found "
+               f"{'n/a' if rate is None else f'{rate:.1%}'} of {result['hog_checked_views']} checked views -> {out}")
+
+
+@app.command()
+def pafs(
+    params: ParamsOption = Path("params.yaml"),
+    faces: Annotated[Path, typer.Option(help="multi-view photos (faces stage)")] = Path("data/faces"),
+    template_dir: Annotated[Path, typer.Option("--template", help="head template (template stage)")] = Path("models/template"),
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("data/pafs"),
+    metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/pafs.json"),
+    workers: Annotated[int, typer.Option(help="processes (0 = pafs.workers, whose 0 = all cores)")] = 0,
+) -> None:
+    """Per photo: dlib face + 68 landmarks, template fit (pose, shape), partial UV texture + visibility mask."""
+    from headtex.pafs.cli import run
+
+    result = run(params, faces, template_dir, out, metrics, workers)
+    for line in result["log_lines"]:
+        typer.echo(line, err=True)
+    fidelity = result.get("fidelity")
+    figures = (f", landmark NME (|yaw| <= 35) {fidelity['by_abs_yaw']['abs_yaw_le_35']['nme_fitted_mean']:.1%}, "
+               f"yaw error {fidelity['yaw_error_degrees_median']} deg, PAF PSNR {fidelity['paf_psnr_db_median']} dB"
+               if fidelity else "")
+    typer.echo(f"pafs: {result['views_out']} PAFs of {result['identities_kept']} identities, "
+               f"{result['identities_rejected']} identities rejected ({result['views_no_face']} views with no face), "
+               f"{result['images_per_second']} images/s on {result['workers']} workers{figures} -> {out}")
+
+
+@app.command()
+def masks(
+    params: ParamsOption = Path("params.yaml"),
+    pafs: Annotated[Path, typer.Option(help="partial textures (pafs stage)")] = Path("data/pafs"),
+    template_dir: Annotated[Path, typer.Option("--template", help="template (valid.png)")] = Path("models/template"),
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("data/masks"),
+    metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/masks.json"),
+) -> None:
+    """The occlusion-mask bank: visibility masks of single views of identities held out from blend."""
+    from headtex.masks.cli import run
+
+    result = run(params, pafs, template_dir, out, metrics)
+    shares = result["missing_share_of_valid_region"]
+    typer.echo(f"masks: {result['real_masks']} real masks of {result['identities_held_out']} held-out identities "
+               f"(mean missing {shares['real']['mean']:.1%}; free-form {shares['free_form']['mean']:.1%}) -> {out}")
+
+
+@app.command()
+def blend(
+    params: ParamsOption = Path("params.yaml"),
+    pafs: Annotated[Path, typer.Option(help="partial textures (pafs stage)")] = Path("data/pafs"),
+    faces: Annotated[Path, typer.Option(help="faces stage output: the true lit textures for fidelity")] = Path("data/faces"),
+    template_dir: Annotated[Path, typer.Option("--template", help="template (valid.png)")] = Path("models/template"),
+    out: Annotated[Path, typer.Option(help="output folder (train/, test/, preview/)")] = Path("data/textures"),
+    metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/blend.json"),
+    workers: Annotated[int, typer.Option(help="processes (0 = all cores)")] = 0,
+) -> None:
+    """Blend each identity's partial textures into one complete UV texture; gate; split train/test by identity."""
+    from headtex.blend.cli import run
+
+    result = run(params, pafs, faces, template_dir, out, metrics, workers)
+    fidelity = result["fidelity"]
+    psnr = (f", PSNR thirds {fidelity['thirds']['psnr_db']['mean']} dB / visibility "
+            f"{fidelity['visibility']['psnr_db']['mean']} dB" if isinstance(fidelity, dict) else "")
+    typer.echo(f"blend ({result['method']}): {result['written']['train']} train, {result['written']['test']} test, "
+               f"{result['rejected']['total']} rejected {({k: v for k, v in result['rejected'].items() if k != 'total' and v})}"
+               f"{psnr} -> {out}")
+
+
+@app.command()
+def train(
+    params: ParamsOption = Path("params.yaml"),
+    textures: Annotated[Path, typer.Option(help="training textures (blend stage)")] = Path("data/textures/train"),
+    masks: Annotated[Path, typer.Option(help="real occlusion-mask bank (masks stage)")] = Path("data/masks"),
+    valid: Annotated[Path, typer.Option(help="UV valid region (255 = on the head)")] = Path("models/template/valid.png"),
+    out: Annotated[Path, typer.Option(help="the shipped generator")] = Path("models/inpainter.pt"),
+    checkpoints: Annotated[Path, typer.Option(help="per-epoch checkpoints (persist: true)")] = Path("models/checkpoints"),
+    live: Annotated[Path, typer.Option(help="dvclive folder (metrics.json, plots/)")] = Path("metrics/train"),
+    resume: Annotated[bool, typer.Option("--resume", envvar="HEADTEX_RESUME",
+                                         help="continue from the last checkpoint (e.g. HEADTEX_RESUME=1 dvc repro train)")] = False,
+) -> None:
+    """Train the gated-convolution inpainting GAN; under torchrun, one process per GPU (DDP)."""
+    from headtex.train.cli import run
+
+    result = run(params, textures, masks, valid, out, checkpoints, live, resume)
+    if "live_dir" in result:  # rank 0
+        typer.echo(f"train: {result['steps']} steps, {result['epochs']} epochs on {result['device']} "
+                   f"({result['images_per_second']} images/s) -> {out}, {result['live_dir']}")
+
+
+@app.command()
+def evaluate(
+    params: ParamsOption = Path("params.yaml"),
+    test: Annotated[Path, typer.Option(help="test textures (blend)")] = Path("data/textures/test"),
+    train: Annotated[Path, typer.Option(help="train textures (for the mean-texture baseline)")] = Path("data/textures/train"),
+    masks: Annotated[Path, typer.Option(help="real occlusion-mask bank")] = Path("data/masks"),
+    valid: Annotated[Path, typer.Option(help="UV valid region")] = Path("models/template/valid.png"),
+    model: Annotated[Path, typer.Option(help="trained inpainter")] = Path("models/inpainter.pt"),
+    metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/eval.json"),
+    timing: Annotated[Path, typer.Option(help="inference timing (kept apart: it varies run to run)")] = Path("metrics/eval_timing.json"),
+    figures: Annotated[Path, typer.Option(help="figure folder")] = Path("metrics/figures"),
+    plot: Annotated[Path, typer.Option(help="per-bucket PSNR plot data")] = Path("metrics/eval_psnr.json"),
+) -> None:
+    """Table 4.1 and PSNR/SSIM/L1 by mask size for the model and four baselines."""
+    from headtex.evaluate.cli import run
+
+    result = run(params, test, train, masks, valid, model, metrics, timing, figures, plot)
+    overall = result["by_bucket"]["overall"]
+    shipped = result["ship_output"]
+    typer.echo(f"evaluate: {result['test_textures']} test textures; PSNR on the missing region: "
+               f"model ({shipped}) {overall[shipped]['psnr']} dB, mirror fill {overall['mirror']['psnr']} dB, "
+               f"telea {overall['telea']['psnr']} dB -> {metrics}")
+
+
+@app.command()
+def reconstruct(
+    photos: Annotated[Optional[list[Path]], typer.Argument(help="photographs (JPEG, PNG, ...)", show_default=False)] = None,
+    out: Annotated[Path, typer.Option(help="output folder: one sub-folder per photo")] = ...,
+    model: Annotated[Path, typer.Option(help="inpainting model (train stage)")] = Path("models/inpainter.pt"),
+    template_dir: Annotated[Path, typer.Option("--template", help="head template (template stage)")] = Path("models/template"),
+    params: ParamsOption = Path("params.yaml"),
+    example: Annotated[Optional[list[str]], typer.Option(help="a photo shipped with a package: astronaut")] = None,
+    metrics: Annotated[Optional[Path], typer.Option(help="also write per-photo timings and scores here")] = None,
+) -> None:
+    """One photograph in, a fully textured 3D head out: head.obj/.mtl + texture.png, partial.png, mask.png, fit.json, overlay.png."""
+    from headtex.reconstruct.cli import OUTPUT_FILES, run
+
+    result = run(params, photos or [], out, model, template_dir, example or [], metrics)
+    for folder in result["folders"]:
+        typer.echo(f"{folder}/{OUTPUT_FILES[0]}  (+ {' '.join(OUTPUT_FILES[1:])})")
+    typer.echo(f"reconstruct: {result['written']} of {result['photos']} photos, median "
+               f"{result['seconds_per_photo_median']} s per photo -> {out}")
+    if result["failed"]:
+        raise UserError(f"{result['failed']} of {result['photos']} photos failed (listed above)")
+
+
 @bench.command("render")
 def bench_render(
     template_dir: Annotated[Path, typer.Option("--template")] = Path("models/template"),
@@ -41,6 +192,22 @@ def bench_render(
     from headtex.bench import render_benchmark
 
     typer.echo(render_benchmark(template_dir, image_size, repeats))
+
+
+@bench.command("train")
+def bench_train(
+    latent: int = 64,
+    batch_size: int = 2,
+    steps: int = 3,
+    size: int = 192,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: bool = False,
+) -> None:
+    """Training images/s (critic + generator + VGG perceptual step) at a given model size."""
+    from headtex.train.cli import bench as train_benchmark
+
+    typer.echo(train_benchmark(latent, batch_size, steps, device, precision, size, compile))
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,12 +66,19 @@ def read_png(path: Path) -> np.ndarray:
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Save uncompressed arrays atomically (shards are read often, so no compression)."""
+    """Save uncompressed arrays atomically, byte-identical for identical arrays.
+
+    np.savez stamps the current time into each zip entry, which would make reruns
+    differ byte-wise (and change DVC hashes); entries here carry a fixed date.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)
+    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(entry, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
     os.replace(temporary, path)
 
 
@@ -99,3 +107,36 @@ def iter_shards(folder: Path) -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
     """(index entry, arrays) for every shard of a dataset, in index order."""
     for entry in read_index(folder)["shards"]:
         yield entry, load_npz(Path(folder) / entry["file"])
+
+
+class ShardWriter:
+    """Groups whole identities into shards of at most shard_size views (a larger identity gets a shard alone).
+
+    A record is one identity: per-view arrays (leading axis = its views, with an
+    `identity` array) plus, named in `per_identity`, arrays stacked one per identity;
+    with `per_identity` given, shards also hold `identity_ids`.
+    """
+
+    def __init__(self, folder: Path, shard_size: int, per_identity: tuple[str, ...] | None = None) -> None:
+        self.folder, self.shard_size, self.per_identity = Path(folder), shard_size, per_identity
+        self.pending: list[dict[str, np.ndarray]] = []
+        self.entries: list[dict] = []
+
+    def add(self, record: dict[str, np.ndarray]) -> None:
+        if self.pending and sum(len(r["identity"]) for r in self.pending) + len(record["identity"]) > self.shard_size:
+            self.flush()
+        self.pending.append(record)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        records, self.pending = self.pending, []
+        per_identity = self.per_identity or ()
+        arrays = {key: np.concatenate([r[key] for r in records]) for key in records[0] if key not in per_identity}
+        identities = [int(r["identity"][0]) for r in records]
+        if self.per_identity is not None:
+            arrays["identity_ids"] = np.array(identities, dtype=np.int64)
+            arrays.update({key: np.stack([r[key] for r in records]) for key in per_identity if key in records[0]})
+        name = SHARD_PATTERN.format(len(self.entries))
+        save_npz(self.folder / name, **arrays)
+        self.entries.append({"file": name, "identities": identities, "count": int(len(arrays["identity"]))})

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import yaml
 
 from headtex.io import UserError
+from headtex.template.core import UVLayout
 
 T = TypeVar("T")
 
@@ -40,20 +41,11 @@ def section(params: dict[str, Any], name: str, cls: type[T], **shared: Any) -> T
         raise UserError(f"params.yaml [{name}]: {error}") from None
 
 
-@dataclass
-class UVParams:
-    """The shared `uv:` section: texture size and the cylindrical layout (see UVLayout)."""
+@dataclass(frozen=True)
+class UVParams(UVLayout):
+    """The shared `uv:` section: the texture size plus the cylindrical layout's geometry (UVLayout)."""
 
     size: int = 192
-    axis_depth_mm: float = -50.0
-    neck_axis_depth_mm: float = -110.0
-    neck_top_mm: float = -100.0
-    chin_mm: float = -50.0
-    max_angle_degrees: float = 120.0
-    top_mm: float = 180.0
-    bottom_mm: float = -120.0
 
-    def layout(self):
-        from headtex.template.core import UVLayout
-
-        return UVLayout(**{k: v for k, v in dataclasses.asdict(self).items() if k != "size"})
+    def layout(self) -> UVLayout:
+        return UVLayout(**{f.name: getattr(self, f.name) for f in dataclasses.fields(UVLayout)})

@@ -76,14 +76,18 @@ class Generator(nn.Module):
 
     def forward(self, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (coarse_out, refined_out), both (N,3,H,W) in [-1,1]."""
+        coarse_out = self.forward_coarse(image, hole)
+        known = image * (1 - hole)
+        refined_out = self.refine(torch.cat([known + coarse_out * hole, hole], dim=1))
+        return coarse_out, refined_out
+
+    def forward_coarse(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """The coarse output alone (what the thesis ships): half the work of forward."""
         h, w = image.shape[-2:]
         if h % 4 or w % 4:
             raise ValueError(f"Generator needs H and W divisible by 4 (two stride-2 stages), got {h}x{w}")
-        known = image * (1 - hole)
         # Holes are filled with 1 (white) so the coarse net sees a constant, not leaked pixels.
-        coarse_out = self.coarse(torch.cat([known + hole, hole], dim=1))
-        refined_out = self.refine(torch.cat([known + coarse_out * hole, hole], dim=1))
-        return coarse_out, refined_out
+        return self.coarse(torch.cat([image * (1 - hole) + hole, hole], dim=1))
 
 
 class Critic(nn.Module):

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import cv2

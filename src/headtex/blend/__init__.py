@@ -1,0 +1,1 @@
+"""Blend stage: one complete UV texture per identity from its partial textures, train/test split."""

@@ -1,0 +1,172 @@
+"""`headtex evaluate`: the thesis' Table 4.1 plus quality by mask size against baselines."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from headtex.evaluate.core import (
+    assign_masks, coverage, fill_mean, fill_mirror, fill_opencv, masked_input, missing_region, region_scores,
+)
+from headtex.io import UserError, iter_shards, read_png, write_json, write_png
+from headtex.params import load_params, section
+
+BASELINES = ("telea", "navier_stokes", "mirror", "mean_texture")
+
+
+@dataclass
+class EvaluateParams:
+    bucket_edges: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 1.0])  # missing share of the head
+    bucket_names: list[str] = field(default_factory=lambda: ["small", "medium", "large"])
+    free_form_candidates: int = 300  # stroke masks offered next to the real bank (real masks rarely miss < 20 %)
+    max_strokes: int = 15
+    seed: int = 0
+    figure_rows: int = 4
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if len(self.bucket_names) != len(self.bucket_edges) - 1:
+            raise UserError("params.yaml [evaluate]: bucket_names needs one name per pair of bucket_edges")
+
+
+def read_textures(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    textures, identities = [], []
+    for _, arrays in iter_shards(folder):
+        textures.append(arrays["textures"])
+        identities.append(arrays["identity"])
+    if not textures:
+        raise UserError(f"{folder}: no textures")
+    return np.concatenate(textures), np.concatenate(identities)
+
+
+def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> np.ndarray:
+    """The real bank plus seeded free-form masks (255 = visible)."""
+    from headtex.masks.core import free_form_mask
+
+    bank = np.concatenate([arrays["masks"] for _, arrays in iter_shards(masks_dir)])
+    rng = np.random.default_rng([config.seed, 71])
+    strokes = np.stack([free_form_mask(rng, size, max_strokes=config.max_strokes)
+                        for _ in range(config.free_form_candidates)])
+    return np.concatenate([bank, strokes])
+
+
+def table_4_1(model_file: Path, textures: np.ndarray, holes: np.ndarray, vgg_weights: str | None, vgg_seed: int,
+              batch_size: int) -> dict[str, float]:
+    """First/second mask L1, D loss, GAN loss and perceptual loss, computed as training computes them."""
+    from headtex.inpaint import Critic, VGG16Features, critic_loss, generator_loss
+    from headtex.train.files import load_inpainter
+
+    generator, info = load_inpainter(model_file)
+    loaded = torch.load(model_file, map_location="cpu", weights_only=True)
+    critic = None
+    if "critic" in loaded:
+        critic = Critic(info["latent"])
+        critic.load_state_dict(loaded["critic"])
+        critic.eval()
+    vgg = VGG16Features(vgg_weights, seed=vgg_seed)
+    sums: dict[str, float] = {}
+    with torch.no_grad():
+        for start in range(0, len(textures), batch_size):
+            image = torch.from_numpy(textures[start:start + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            hole = torch.from_numpy(holes[start:start + batch_size].astype(np.float32))[:, None]
+            coarse, refined = generator(image, hole)
+            count = len(image)
+            if critic is not None:
+                _, parts = generator_loss(coarse, refined, image, hole, critic, vgg)
+                parts["d_loss"] = float(critic_loss(critic, image, refined * hole + image * (1 - hole), hole))
+            else:
+                parts = _losses_without_critic(coarse, refined, image, hole, vgg)
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * count
+    return {key: round(value / len(textures), 6) for key, value in sorted(sums.items())}
+
+
+def _losses_without_critic(coarse, refined, image, hole, vgg) -> dict[str, float]:
+    from headtex.inpaint import composite, masked_l1, perceptual_loss
+
+    first, first_missing = masked_l1(coarse, image, hole)
+    second, second_missing = masked_l1(refined, image, hole)
+    return {"first_mask_l1": first, "second_mask_l1": second, "first_mask_l1_missing": first_missing,
+            "second_mask_l1_missing": second_missing,
+            "perceptual": perceptual_loss(vgg, composite(refined, image, hole), image)}
+
+
+def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, valid_path: Path, model_file: Path,
+        metrics_path: Path, timing_path: Path, figures_dir: Path, plot_path: Path) -> dict:
+    from headtex.train.core import inpaint
+    from headtex.train.files import load_inpainter
+
+    params = load_params(params_path)
+    config = section(params, "evaluate", EvaluateParams)
+    train_section = params.get("train") or {}
+    textures, identities = read_textures(test_dir)
+    train_textures, _ = read_textures(train_dir)
+    valid = read_png(valid_path) > 127
+    size = textures.shape[1]
+    candidates = candidate_masks(masks_dir, size, config)
+    shares = np.array([coverage(mask, valid) for mask in candidates])
+    chosen, buckets = assign_masks(len(textures), shares, config.bucket_edges, config.seed)
+    visible = candidates[chosen]
+    regions = np.stack([missing_region(mask, valid) for mask in visible])
+
+    torch.manual_seed(config.seed)
+    generator, info = load_inpainter(model_file)
+    if info["uv_size"] != size:
+        raise UserError(f"{model_file}: trained at uv size {info['uv_size']}, test textures are {size}")
+    tick = time.perf_counter()
+    outputs = {"coarse": inpaint(generator, textures, visible, valid, "coarse", config.batch_size)}
+    seconds_per_texture = (time.perf_counter() - tick) / len(textures)
+    outputs["refined"] = inpaint(generator, textures, visible, valid, "refined", config.batch_size)
+    mean_texture = np.rint(train_textures.astype(np.float64).mean(0)).astype(np.uint8)
+    masked = np.stack([masked_input(t, r) for t, r in zip(textures, regions)])
+    outputs["telea"] = np.stack([fill_opencv(t, r, "telea") for t, r in zip(masked, regions)])
+    outputs["navier_stokes"] = np.stack([fill_opencv(t, r, "navier_stokes") for t, r in zip(masked, regions)])
+    outputs["mirror"] = np.stack([fill_mirror(t, r) for t, r in zip(masked, regions)])
+    outputs["mean_texture"] = np.stack([fill_mean(t, r, mean_texture) for t, r in zip(masked, regions)])
+
+    scores = {method: [region_scores(out[i], textures[i], regions[i]) for i in range(len(textures))]
+              for method, out in outputs.items()}
+    table: dict[str, dict] = {}
+    for bucket_index, name in [(None, "overall")] + list(enumerate(config.bucket_names)):
+        members = np.arange(len(textures)) if bucket_index is None else np.flatnonzero(buckets == bucket_index)
+        table[name] = {"count": int(len(members))}
+        for method in outputs:
+            for key in ("l1", "psnr", "ssim"):
+                values = np.array([scores[method][i][key] for i in members])
+                finite = values[np.isfinite(values)]
+                table[name].setdefault(method, {})[key] = round(float(finite.mean()), 4) if len(finite) else None
+    holes = regions.astype(np.float32)
+    losses = table_4_1(model_file, textures, holes, train_section.get("vgg_weights"), train_section.get("seed", 0),
+                       config.batch_size)
+    shipped = info["ship_output"]
+    verdict = {name: bool(table[name][shipped]["psnr"] is not None and table[name]["mirror"]["psnr"] is not None
+                          and table[name][shipped]["psnr"] > table[name]["mirror"]["psnr"])
+               for name in config.bucket_names if table[name]["count"]}
+    metrics = {"table_4_1": losses, "by_bucket": table, "ship_output": shipped,
+               "model_beats_mirror_fill": verdict, "test_textures": int(len(textures)),
+               "vgg": "imagenet" if train_section.get("vgg_weights") else "random (fixed seed)",
+               "mask_coverage_mean": round(float(shares[chosen].mean()), 4)}
+    write_json(metrics_path, metrics)
+    # Timing varies run to run, so it lives apart from eval.json (which must be identical for identical inputs).
+    write_json(timing_path, {"inference_seconds_per_texture": round(seconds_per_texture, 4),
+                             "textures": int(len(textures))})
+    write_json(plot_path, {"psnr_by_bucket": [
+        {"label": f"{name} (n={table[name]['count']}) / {method}", "bucket": name, "method": method,
+         "psnr": table[name][method]["psnr"]}
+        for name in config.bucket_names if table[name]["count"] for method in (shipped, *BASELINES)]})
+    write_figures(figures_dir, config, textures, masked, outputs[shipped], outputs, buckets, table)
+    return metrics
+
+
+def write_figures(folder: Path, config: EvaluateParams, textures, masked, model_output, outputs, buckets, table) -> None:
+    """Per bucket: rows of GT | masked | model | best baseline (thesis figures 4.1-4.3)."""
+    for index, name in enumerate(config.bucket_names):
+        members = np.flatnonzero(buckets == index)[: config.figure_rows]
+        if not len(members):
+            continue
+        best = max(BASELINES, key=lambda m: table[name][m]["psnr"] or -np.inf)
+        rows = [np.hstack([textures[i], masked[i], model_output[i], outputs[best][i]]) for i in members]
+        write_png(Path(folder) / f"{name}.png", np.vstack(rows))

@@ -1,0 +1,290 @@
+"""`headtex faces`: synthetic identities (or a folder of real photos) -> data/faces/ shards, preview, metrics/faces.json."""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from headtex.detect import detect_faces, largest_face
+from headtex.faces.core import (
+    FacesParams, RenderedIdentity, Regions, appearance_regions, make_square, preview_grid, render_identity,
+    sample_identity, to_rgb8,
+)
+from headtex.io import ShardWriter, UserError, atomic_dir, load_npz, write_index, write_json, write_png
+from headtex.params import UVParams, load_params, section
+from headtex.pool import default_workers, parallel_map, tune_worker_process
+from headtex.template.core import Template
+from headtex.template.files import load_template
+
+PREVIEW_IDENTITIES = 8
+PREVIEW_TILE = 128
+DETECTION_MAX_ABS_YAW = 45.0  # the detection check covers the views dlib's frontal HOG detector is meant for
+DETECTION_CHUNK = 16  # images per detection task
+MIN_SIDE = 32  # photos smaller than this are rejected, not upscaled
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_LISTED = 50  # problem lines kept in metrics/faces.json (all of them go to the log)
+
+
+@functools.lru_cache(maxsize=2)
+def _assets(template_dir: str) -> tuple[Template, Regions, Regions]:
+    """The template and its appearance regions, loaded once per process."""
+    tune_worker_process()
+    template = load_template(Path(template_dir))
+    regions = appearance_regions(template.albedo_render, template.render_texel_triangle >= 0,
+                                 template.vertex_uv[template.landmark_ids])
+    return template, regions, regions.resized(template.albedo.shape[0])
+
+
+def _synthetic_identity(task: tuple[str, FacesParams, int]) -> RenderedIdentity:
+    template_dir, config, identity = task
+    template, render_regions, uv_regions = _assets(template_dir)
+    sample = sample_identity(config, identity, template.basis_names)
+    return render_identity(template, render_regions, uv_regions, sample, config.image_size, config.supersample)
+
+
+@dataclass
+class IngestedIdentity:
+    """One folder of photos: the usable views, their file names, and what was wrong or converted."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # "path: problem", the file was not used
+    conversions: list[str] = field(default_factory=list)  # "path: converted ...", the file was used
+
+
+def read_photo(path: Path, config: FacesParams) -> tuple[np.ndarray, list[str]]:
+    """A photo file as a square uint8 RGB image of image_size; ValueError says why it cannot be used."""
+    try:
+        data = np.frombuffer(path.read_bytes(), np.uint8)
+    except OSError as error:
+        raise ValueError(f"cannot read ({error.strerror or error.__class__.__name__})") from None
+    # PNG: as stored (16-bit, alpha); JPEG: also honour the EXIF orientation of phone photos.
+    flags = cv2.IMREAD_UNCHANGED if path.suffix.lower() == ".png" else cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise ValueError("cannot decode: corrupt or not a PNG/JPEG image")
+    if image.ndim == 3 and image.shape[2] in (3, 4):  # OpenCV decodes to BGR(A)
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise ValueError(f"too small ({image.shape[1]}x{image.shape[0]}; at least {MIN_SIDE} px a side)")
+    matte = tuple(config.alpha_background)
+    rgb, conversions = to_rgb8(image, matte)
+    square, more = make_square(rgb, config.image_size, config.square, matte)
+    return square, conversions + more
+
+
+def _ingest_identity(task: tuple[str, list[str], FacesParams]) -> IngestedIdentity:
+    folder, names, config = task
+    result = IngestedIdentity()
+    for name in names:
+        path = Path(folder) / name
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            result.problems.append(f"{path}: not a .png/.jpg file; ignored")
+            continue
+        try:
+            image, conversions = read_photo(path, config)
+        except ValueError as error:
+            result.problems.append(f"{path}: {error}")
+            continue
+        result.images.append(image)
+        result.files.append(name)
+        if conversions:
+            result.conversions.append(f"{path}: converted ({', '.join(conversions)})")
+    if not result.images:
+        result.problems.append(f"{folder}: no usable view; identity skipped")
+    return result
+
+
+def _detect_chunk(task: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray | bool]:
+    """dlib HOG (upsample 1) on each image: whether a face is found, or the largest face's 68 landmarks
+    where `want_landmarks` asks for them (the landmark predictor costs extra)."""
+    images, want_landmarks = task
+    found = []
+    for image, landmarks in zip(images, want_landmarks):
+        if landmarks:
+            detection = largest_face(image, "hog", 1)
+            found.append(False if detection is None else detection.landmarks.astype(np.float32))
+        else:
+            found.append(len(detect_faces(image, "hog", 1)) > 0)
+    return found
+
+
+def _record(identity: int, images: np.ndarray, yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray,
+            landmarks: np.ndarray, **truth: np.ndarray) -> dict[str, np.ndarray]:
+    views = len(images)
+    return dict(images=images, identity=np.full(views, identity, np.int64), view=np.arange(views, dtype=np.int16),
+                yaw=yaw.astype(np.float32), pitch=pitch.astype(np.float32), roll=roll.astype(np.float32),
+                landmarks=landmarks.astype(np.float32), **truth)
+
+
+def _generate_synthetic(config: FacesParams, template_dir: Path, writer: ShardWriter, workers: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Render every identity into shards; returns the preview identities' views and lit textures."""
+    tasks = [(str(template_dir), config, identity) for identity in range(config.identities)]
+    preview_views, preview_textures = [], []
+    for identity, rendered in enumerate(parallel_map(_synthetic_identity, tasks, workers, "faces")):
+        writer.add(_record(identity, rendered.images, rendered.yaw, rendered.pitch, rendered.roll, rendered.landmarks,
+                           lit_texture=rendered.lit_texture, shape=rendered.shape))
+        if identity < PREVIEW_IDENTITIES:
+            preview_views.append(rendered.images)
+            preview_textures.append(rendered.lit_texture)
+    writer.flush()
+    return preview_views, preview_textures
+
+
+def list_directory(root: Path) -> tuple[list[tuple[Path, list[str]]], list[str]]:
+    """(identity folder, its entry names sorted) for every sub-folder of root, sorted by name; and the
+    problem lines for entries of root that are not folders (hidden entries are skipped everywhere)."""
+    if not root.is_dir():
+        raise UserError(f"{root}: faces.dir is not a folder (expected one sub-folder of photos per identity)")
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    folders = [p for p in entries if p.is_dir()]
+    if not folders:
+        raise UserError(f"{root}: no identity sub-folders (expected one sub-folder of photos per identity)")
+    stray = [f"{p}: not inside an identity sub-folder; ignored" for p in entries if not p.is_dir()]
+    return [(folder, sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))) for folder in folders], stray
+
+
+def _ingest_directory(config: FacesParams, writer: ShardWriter, workers: int) -> dict:
+    """Read every identity folder into shards; returns names, problems, conversions and the preview views."""
+    listing, problems = list_directory(Path(config.dir))
+    tasks = [(str(folder), names, config) for folder, names in listing]
+    names, conversions, preview_views, view_counts = {}, [], [], []
+    for (folder, _), ingested in zip(listing, parallel_map(_ingest_identity, tasks, workers, "faces")):
+        problems += ingested.problems
+        conversions += ingested.conversions
+        if not ingested.images:
+            continue
+        identity = len(names)
+        views = len(ingested.images)
+        nan = np.full(views, np.nan, np.float32)
+        writer.add(_record(identity, np.stack(ingested.images), nan, nan, nan, np.full((views, 68, 2), np.nan, np.float32)))
+        names[identity] = {"folder": folder.name, "files": ingested.files}
+        view_counts.append(views)
+        if identity < PREVIEW_IDENTITIES:
+            preview_views.append(np.stack(ingested.images))
+    writer.flush()
+    if not names:
+        raise UserError(f"{config.dir}: no usable photo in any identity folder ({len(problems)} problems, first: {problems[0]})")
+    return dict(names=names, problems=problems, conversions=conversions, preview_views=preview_views,
+                view_counts=view_counts)
+
+
+def detection_check(folder: Path, entries: list[dict], check_identities: int, max_abs_yaw: float | None,
+                    workers: int) -> dict:
+    """dlib HOG face-found rate over the views of the first identities (|yaw| <= max_abs_yaw where the pose is known).
+
+    Also compares dlib's landmarks with the true projected ones at yaw 0 (synthetic).
+    """
+    found = checked = 0
+    missed, errors = [], []
+    for entry in entries:
+        if not any(i < check_identities for i in entry["identities"]):
+            continue
+        shard = load_npz(folder / entry["file"])
+        chosen = shard["identity"] < check_identities
+        if max_abs_yaw is not None:
+            chosen &= np.abs(shard["yaw"]) <= max_abs_yaw
+        rows = np.flatnonzero(chosen)
+        truth = np.isfinite(shard["landmarks"][rows]).all(axis=(1, 2)) & (shard["yaw"][rows] == 0.0)
+        if checked == 0 and len(rows):
+            largest_face(shard["images"][rows[0]])  # load dlib's models here, so that forked workers share them
+        chunks = [(shard["images"][rows[i:i + DETECTION_CHUNK]], truth[i:i + DETECTION_CHUNK])
+                  for i in range(0, len(rows), DETECTION_CHUNK)]
+        results = [result for chunk in parallel_map(_detect_chunk, chunks, workers, "faces: dlib check")
+                   for result in chunk]
+        for row, result in zip(rows, results):
+            checked += 1
+            identity, view, yaw = int(shard["identity"][row]), int(shard["view"][row]), float(shard["yaw"][row])
+            if result is False:
+                missed.append(f"identity {identity} view {view} (yaw {yaw:g}): no face found")
+                continue
+            found += 1
+            if result is not True:
+                # Inner landmarks (17-67): dlib's jaw points follow the silhouette, not the mesh's jaw line.
+                errors.append(np.linalg.norm(result[17:] - shard["landmarks"][row][17:], axis=1).mean())
+    report = {"checked_views": checked, "found": found, "rate": round(found / checked, 4) if checked else None,
+              "missed": missed}
+    if errors:
+        report["landmark_error_px_yaw0"] = {"mean": round(float(np.mean(errors)), 2),
+                                            "max": round(float(np.max(errors)), 2), "views": len(errors)}
+    return report
+
+
+def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, workers: int = 0) -> dict:
+    """The faces stage: writes out/ (shards, index.json, preview/) and metrics_path.
+
+    Returns the metrics plus `log_lines`: every bad-input and conversion line, for the log.
+    """
+    started = time.perf_counter()
+    params = load_params(params_path)
+    config = section(params, "faces", FacesParams)
+    uv = section(params, "uv", UVParams)
+    workers = workers if workers and workers > 0 else default_workers()
+    tune_worker_process()
+    synthetic = config.source == "synthetic"
+    template = None
+    if synthetic:
+        template = _assets(str(template_dir))[0]  # loaded before the pool forks: workers inherit it
+        if template.albedo.shape[0] != uv.size:
+            raise UserError(f"{template_dir}: template built for uv.size {template.albedo.shape[0]}, params.yaml "
+                            f"says {uv.size}; rebuild it (`headtex template`)")
+        unknown = sorted(set(config.shape_std_scale) - set(template.basis_names))
+        if unknown:
+            raise UserError(f"params.yaml [faces]: shape_std_scale names unknown shape modes {unknown}; "
+                            f"the template has {template.basis_names}")
+
+    with atomic_dir(out) as staging:
+        writer = ShardWriter(staging, config.shard_size, per_identity=("lit_texture", "shape"))
+        tick = time.perf_counter()
+        if synthetic:
+            preview_views, preview_textures = _generate_synthetic(config, template_dir, writer, workers)
+            views = len(config.yaw_degrees)
+            facts = dict(source="synthetic", yaw_degrees=[float(y) for y in config.yaw_degrees], views_per_identity=views,
+                         has_truth=True, shape_names=template.basis_names, identities=config.identities)
+            ingest = dict(problems=[], conversions=[])
+        else:
+            ingest = _ingest_directory(config, writer, workers)
+            preview_views, preview_textures = ingest["preview_views"], None
+            counts = ingest["view_counts"]
+            facts = dict(source="directory", views_per_identity=counts[0] if len(set(counts)) == 1 else None,
+                         view_counts=counts, has_truth=False, names=ingest["names"], identities=len(counts))
+        generate_seconds = time.perf_counter() - tick
+        images = sum(entry["count"] for entry in writer.entries)
+
+        tick = time.perf_counter()
+        check = config.detection_check_identities
+        check = facts["identities"] if check is None else min(check, facts["identities"])
+        detection = detection_check(staging, writer.entries, check, DETECTION_MAX_ABS_YAW if synthetic else None, workers)
+        detection_seconds = time.perf_counter() - tick
+
+        write_png(staging / "preview" / "grid.png", preview_grid(preview_views, PREVIEW_TILE, preview_textures))
+        write_index(staging, writer.entries, image_size=config.image_size, uv_size=uv.size, images=images, **facts)
+
+    metrics = {
+        "source": config.source,
+        "identities": facts["identities"],
+        "images": images,
+        "workers": workers,
+        "seconds": round(time.perf_counter() - started, 2),
+        "generate_seconds": round(generate_seconds, 2),
+        "images_per_second": round(images / generate_seconds, 2),
+        "bad_inputs": len(ingest["problems"]),
+        "bad_input_lines": ingest["problems"][:MAX_LISTED],
+        "converted": len(ingest["conversions"]),
+        "converted_lines": ingest["conversions"][:MAX_LISTED],
+        "detection_check_identities": check,
+        "detection_seconds": round(detection_seconds, 2),
+        "hog_missed_views": detection["missed"][:MAX_LISTED],
+    }
+    rate_key = "hog_detection_rate_abs_yaw_le_45" if synthetic else "hog_detection_rate_all_views"
+    metrics[rate_key] = detection["rate"]
+    metrics["hog_checked_views"] = detection["checked_views"]
+    if "landmark_error_px_yaw0" in detection:
+        metrics["dlib_vs_true_inner_landmarks_px_yaw0"] = detection["landmark_error_px_yaw0"]
+    write_json(metrics_path, metrics)
+    metrics["log_lines"] = ingest["problems"] + ingest["conversions"]
+    return metrics

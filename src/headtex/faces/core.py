@@ -1,0 +1,500 @@
+"""Faces core: synthetic multi-view identities with ground truth, and conversion of real photos (arrays only, no I/O).
+
+A synthetic identity is the head template with sampled shape coefficients, an
+albedo variation (skin tone, hair tone, beard, clothing, brightness/contrast, all
+in CIELAB on soft regions of the UV layout), one light (ambient + directional,
+colour temperature) fixed in the head frame and one background; the camera
+orbits the lit head, so the identity's lit UV texture is the ground truth seen by
+every view.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from headtex.geometry import Light, project, render_textured, rotation_matrix
+from headtex.io import UserError
+from headtex.template.core import Template, default_camera, lit_texture
+
+# Purposes of the per-identity random streams: np.random.default_rng([seed, identity, purpose]).
+SHAPE, LOOK, LIGHT, BACKGROUND, POSE = range(5)
+
+# Blackbody colours in sRGB (D65 white), from published blackbody colour tables; interpolated for the light's tint.
+KELVIN = np.array([3000, 3500, 4000, 4500, 5000, 5500, 6000, 6500, 7000, 7500, 8000, 9000, 10000], dtype=np.float64)
+KELVIN_RGB = np.array([
+    [255, 180, 107], [255, 196, 137], [255, 209, 163], [255, 219, 186], [255, 228, 206], [255, 236, 224],
+    [255, 243, 239], [255, 249, 253], [245, 243, 255], [235, 238, 255], [227, 233, 255], [214, 225, 255],
+    [204, 219, 255],
+], dtype=np.float64)
+
+
+def _default_yaws() -> list[float]:
+    # 0-based views 1, 5, 7 (the thesis' "second, sixth and eighth images", its blend views) sit at -35, 0, +35 degrees.
+    return [-50.0, -35.0, -25.0, -15.0, -5.0, 0.0, 15.0, 35.0, 40.0, 45.0, 50.0]
+
+
+@dataclass
+class FacesParams:
+    """The `faces:` section of params.yaml (see the comments there)."""
+
+    source: str = "synthetic"
+    dir: str | None = None
+    identities: int = 64
+    image_size: int = 256
+    yaw_degrees: list[float] = field(default_factory=_default_yaws)
+    seed: int = 0
+    shard_size: int = 1024
+    supersample: int = 2
+    pitch_jitter_degrees: float = 4.0
+    roll_jitter_degrees: float = 3.0
+    shape_std: float = 1.0
+    shape_std_scale: dict[str, float] = field(default_factory=lambda: {
+        "head_width": 1.5, "face_length": 1.2, "jaw_width": 1.8, "chin_length": 1.2, "nose_length": 1.0,
+        "nose_width": 1.3, "nose_depth": 1.2, "cheek_fullness": 1.3,
+    })
+    shape_clip: float = 2.0
+    skin_lightness: list[float] = field(default_factory=lambda: [30.0, 72.0])
+    skin_a: list[float] = field(default_factory=lambda: [9.0, 16.0])
+    skin_b: list[float] = field(default_factory=lambda: [12.0, 24.0])
+    hair_tones: dict[str, list[float]] = field(default_factory=lambda: {
+        "black": [10.0, 1.0, 2.0, 0.3], "brown": [28.0, 7.0, 15.0, 0.4], "blonde": [55.0, 5.0, 24.0, 0.2],
+        "grey": [58.0, 0.0, 3.0, 0.1],
+    })
+    hair_jitter: list[float] = field(default_factory=lambda: [5.0, 2.0, 4.0])
+    beard: list[float] = field(default_factory=lambda: [0.0, 1.3])
+    mirror_blend: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    brightness: list[float] = field(default_factory=lambda: [-0.05, 0.05])
+    contrast: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    ambient: list[float] = field(default_factory=lambda: [0.35, 0.55])
+    diffuse: list[float] = field(default_factory=lambda: [0.45, 0.75])
+    light_cone_degrees: float = 45.0
+    colour_temperature_kelvin: list[float] = field(default_factory=lambda: [4500.0, 7500.0])
+    background_kinds: list[str] = field(default_factory=lambda: ["solid", "gradient", "noise"])
+    background_value: list[float] = field(default_factory=lambda: [0.15, 0.95])
+    background_saturation: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    detection_check_identities: int | None = None
+    square: str = "crop"
+    alpha_background: list[int] = field(default_factory=lambda: [128, 128, 128])
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.source not in ("synthetic", "directory"):
+            problems.append(f"source must be 'synthetic' or 'directory', not {self.source!r}")
+        if self.source == "directory" and not self.dir:
+            problems.append("source 'directory' needs dir (a folder with one sub-folder per identity)")
+        if self.square not in ("crop", "pad"):
+            problems.append(f"square must be 'crop' or 'pad', not {self.square!r}")
+        if self.identities < 1 or self.shard_size < 1 or self.supersample < 1 or self.image_size < 32:
+            problems.append("identities, shard_size and supersample must be >= 1 and image_size >= 32")
+        if self.detection_check_identities is not None and self.detection_check_identities < 0:
+            problems.append("detection_check_identities must be >= 0 or null (all)")
+        if not self.yaw_degrees or any(abs(y) >= 90 for y in self.yaw_degrees):
+            problems.append("yaw_degrees must list at least one view, each within (-90, 90)")
+        for name in ("skin_lightness", "skin_a", "skin_b", "beard", "mirror_blend", "brightness", "contrast", "ambient",
+                     "diffuse", "colour_temperature_kelvin", "background_value", "background_saturation"):
+            value = getattr(self, name)
+            if len(value) != 2 or value[0] > value[1]:
+                problems.append(f"{name} must be a range [low, high], not {value}")
+        if not self.hair_tones or any(len(v) != 4 or v[3] < 0 for v in self.hair_tones.values()):
+            problems.append("hair_tones must map names to [L, a, b, weight >= 0]")
+        unknown = sorted(set(self.background_kinds) - {"solid", "gradient", "noise"})
+        if not self.background_kinds or unknown:
+            problems.append(f"background_kinds must be some of solid, gradient, noise (unknown: {unknown})")
+        if problems:
+            raise UserError("params.yaml [faces]: " + "; ".join(problems))
+
+
+# --- appearance regions of the template (computed once per template) -------------------------------------
+
+@dataclass
+class Regions:
+    """Soft regions of the template albedo in the UV layout (float32 in [0, 1]) and their reference CIELAB colours."""
+
+    skin: np.ndarray
+    hair: np.ndarray
+    brows: np.ndarray
+    beard: np.ndarray
+    clothing: np.ndarray
+    skin_lab: np.ndarray  # 3: median L*, a*, b* of the skin
+    hair_lab: np.ndarray
+    clothing_lab: np.ndarray
+    boxes: dict[str, tuple[slice, slice]] = field(init=False)  # where each region is non-zero (work is done there only)
+
+    def __post_init__(self) -> None:
+        self.boxes = {}
+        for name in ("skin", "hair", "brows", "beard", "clothing"):
+            rows, cols = np.nonzero(getattr(self, name) > 1e-3)
+            self.boxes[name] = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)) if len(rows) \
+                else (slice(0, 0), slice(0, 0))
+
+    def resized(self, size: int) -> Regions:
+        """The same regions at another UV resolution (area-averaged, so edges stay soft)."""
+        def resize(mask: np.ndarray) -> np.ndarray:
+            return cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
+
+        return Regions(resize(self.skin), resize(self.hair), resize(self.brows), resize(self.beard),
+                       resize(self.clothing), self.skin_lab, self.hair_lab, self.clothing_lab)
+
+
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+
+
+def from_lab(lab: np.ndarray) -> np.ndarray:
+    rgb = cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_Lab2RGB)
+    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * t))  # = 1 / (1 + exp(-t)), without overflow
+
+
+def appearance_regions(albedo: np.ndarray, valid: np.ndarray, landmark_uv: np.ndarray) -> Regions:
+    """Skin, hair, beard and clothing regions of a template albedo, from its colours and the 68 landmarks' UVs.
+
+    Hair = dark texels outside the face (the hull of the jaw and brow landmarks);
+    brows = dark texels along the brow landmarks; clothing = bright, colourless
+    texels below the chin; beard = skin of the lower face and under the chin;
+    skin = the rest of the head minus the eyes.
+    Lengths are in texels of a 512 layout, scaled to the albedo's size.
+    """
+    size = albedo.shape[0]
+    unit = size / 512.0
+    lab = to_lab(albedo)
+    lightness, chroma = lab[..., 0], np.hypot(lab[..., 1], lab[..., 2])
+    points = landmark_uv * size - 0.5  # texel coordinates
+    rows = np.arange(size, dtype=np.float32)[:, None]
+
+    def blur(mask: np.ndarray, sigma: float) -> np.ndarray:
+        return cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigma * unit)
+
+    def hull(polygon: np.ndarray) -> np.ndarray:
+        mask = np.zeros((size, size), np.uint8)
+        cv2.fillConvexPoly(mask, np.round(cv2.convexHull(polygon.astype(np.float32))).astype(np.int32), 1)
+        return mask.astype(np.float32)
+
+    face = hull(points[:27])
+    dark = _sigmoid((28.0 - blur(lightness, 2.0)) / 4.0)
+    hair = blur(dark * (1.0 - blur(face, 8.0)), 3.0)
+    eyes = np.clip(1.5 * blur(cv2.dilate(np.maximum(hull(points[36:42]), hull(points[42:48])), np.ones((5, 5))), 2.0), 0, 1)
+    below_chin = _sigmoid((rows - points[8, 1]) / (4.0 * unit))
+    clothing = blur(_sigmoid((lightness - 85.0) / 3.0) * _sigmoid((15.0 - chroma) / 3.0) * below_chin, 2.0)
+    brow_band = np.zeros((size, size), np.float32)
+    for side in (points[17:22], points[22:27]):
+        cv2.polylines(brow_band, [np.round(side).astype(np.int32)], False, 1.0, max(1, round(14 * unit)))
+    brows = blur(brow_band, 3.0) * _sigmoid((40.0 - blur(lightness, 1.0)) / 3.0) * (1.0 - hair)
+    skin = np.clip(1.0 - hair - eyes - clothing - brows, 0.0, 1.0) * blur(valid, 2.0)
+    # Beard: the jaw below the nose plus a band under the chin, as one smooth region.
+    jaw = np.vstack([points[2:15], points[2:15] + [0.0, 50.0 * unit], points[31:36]])
+    below_nose = _sigmoid((rows - points[33, 1] - 6.0 * unit) / (3.0 * unit))
+    beard = blur(hull(jaw) * below_nose, 8.0) * skin
+
+    def reference(weight: np.ndarray) -> np.ndarray:
+        core = weight > 0.9 * weight.max()
+        return np.median(lab[core], axis=0).astype(np.float32)
+
+    return Regions(skin, hair, brows, beard, clothing, reference(skin * (1.0 - beard)), reference(hair),
+                   reference(clothing))
+
+
+# --- per-identity sampling ----------------------------------------------------------------------------------
+
+@dataclass
+class Look:
+    """An identity's albedo variation."""
+
+    skin_lab: np.ndarray  # 3: target median skin colour (CIELAB)
+    hair_lab: np.ndarray  # 3: target hair colour
+    hair_contrast: float  # gain on the hair's strand detail
+    beard: float  # 0 = clean-shaven ... 1 = the scan's stubble ... >1 = denser
+    clothing_lab: np.ndarray
+    mirror_blend: float  # share of the left-right mirrored albedo mixed in (changes asymmetric details)
+    brightness: float
+    contrast: float
+
+
+@dataclass
+class Identity:
+    """Everything random about one synthetic identity; identical across its views except the pose jitter."""
+
+    identity: int
+    shape: np.ndarray  # K float32 shape coefficients
+    look: Look
+    light: Light
+    background: np.ndarray  # S,S,3 uint8
+    yaw: np.ndarray  # V float32 degrees
+    pitch: np.ndarray
+    roll: np.ndarray
+
+
+def _uniform(rng: np.random.Generator, bounds: list[float]) -> float:
+    return float(rng.uniform(bounds[0], bounds[1]))
+
+
+def sample_shape(config: FacesParams, rng: np.random.Generator, basis_names: list[str]) -> np.ndarray:
+    std = config.shape_std * np.array([config.shape_std_scale.get(name, 1.0) for name in basis_names])
+    coefficients = np.clip(rng.standard_normal(len(basis_names)), -config.shape_clip, config.shape_clip) * std
+    return coefficients.astype(np.float32)
+
+
+def sample_look(config: FacesParams, rng: np.random.Generator) -> Look:
+    skin = np.array([_uniform(rng, config.skin_lightness), _uniform(rng, config.skin_a), _uniform(rng, config.skin_b)])
+    tones = np.array(list(config.hair_tones.values()), dtype=np.float64)
+    tone = tones[rng.choice(len(tones), p=tones[:, 3] / tones[:, 3].sum()), :3]
+    hair = tone + rng.standard_normal(3) * np.asarray(config.hair_jitter)
+    hair[0] = np.clip(hair[0], 4.0, 80.0)
+    hue = rng.uniform(0, 2 * np.pi)
+    clothing = np.array([rng.uniform(15, 90), *(rng.uniform(0, 40) * np.array([np.cos(hue), np.sin(hue)]))])
+    return Look(
+        skin_lab=skin.astype(np.float32), hair_lab=hair.astype(np.float32),
+        hair_contrast=float(1.0 + 0.6 * max(0.0, hair[0] - 15.0) / 50.0),  # light hair shows its strands more
+        beard=_uniform(rng, config.beard), clothing_lab=clothing.astype(np.float32),
+        mirror_blend=_uniform(rng, config.mirror_blend), brightness=_uniform(rng, config.brightness),
+        contrast=_uniform(rng, config.contrast),
+    )
+
+
+def kelvin_tint(kelvin: float) -> np.ndarray:
+    """RGB multiplier of a light of this colour temperature, normalised to unit luminance."""
+    rgb = np.array([np.interp(kelvin, KELVIN, KELVIN_RGB[:, c]) for c in range(3)]) / 255.0
+    return rgb / (rgb @ np.array([0.2126, 0.7152, 0.0722]))
+
+
+def sample_light(config: FacesParams, rng: np.random.Generator) -> Light:
+    """Ambient + one directional light within a cone about front-and-above, tinted by a colour temperature."""
+    axis = np.array([0.0, 0.35, 1.0]) / np.linalg.norm([0.0, 0.35, 1.0])
+    # Uniform direction on the spherical cap of half-angle light_cone_degrees about +z, then tilted onto `axis`.
+    cos_max = np.cos(np.radians(config.light_cone_degrees))
+    cos_theta = rng.uniform(cos_max, 1.0)
+    phi = rng.uniform(0, 2 * np.pi)
+    sin_theta = np.sqrt(1 - cos_theta**2)
+    local = np.array([sin_theta * np.cos(phi), sin_theta * np.sin(phi), cos_theta])
+    tilt = np.arctan2(axis[1], axis[2])
+    to_axis = np.array([[1, 0, 0], [0, np.cos(tilt), np.sin(tilt)], [0, -np.sin(tilt), np.cos(tilt)]])
+    direction = to_axis @ local
+    tint = kelvin_tint(_uniform(rng, config.colour_temperature_kelvin))
+    ambient, diffuse = _uniform(rng, config.ambient), _uniform(rng, config.diffuse)
+    # The ambient fill is half as tinted as the key light (sky and room light mix colours).
+    return Light(ambient=tuple(float(v) for v in ambient * (0.5 + 0.5 * tint)),
+                 diffuse=tuple(float(v) for v in diffuse * tint), direction=tuple(float(v) for v in direction))
+
+
+def sample_background(config: FacesParams, rng: np.random.Generator) -> np.ndarray:
+    """A solid colour, a linear gradient or smooth colour noise: backgrounds with no face-like structure."""
+    size = config.image_size
+
+    def colour() -> np.ndarray:
+        hsv = np.array([[[rng.uniform(0, 180), 255 * _uniform(rng, config.background_saturation),
+                          255 * _uniform(rng, config.background_value)]]], dtype=np.float32)
+        return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+    kind = config.background_kinds[rng.integers(len(config.background_kinds))]
+    first = colour()
+    if kind == "solid":
+        image = np.broadcast_to(first, (size, size, 3))
+    elif kind == "gradient":
+        second = colour()
+        angle = rng.uniform(0, 2 * np.pi)
+        grid = (np.arange(size, dtype=np.float32) - (size - 1) / 2) / size
+        t = np.clip(0.5 + np.cos(angle) * grid[None, :] + np.sin(angle) * grid[:, None], 0, 1)[..., None]
+        image = first * (1 - t) + second * t
+    else:
+        cells = rng.integers(2, 5)
+        jitter = rng.normal(0, 25, (cells, cells, 3)).astype(np.float32)
+        image = cv2.resize(first + jitter, (size, size), interpolation=cv2.INTER_CUBIC)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+def sample_identity(config: FacesParams, identity: int, basis_names: list[str]) -> Identity:
+    """All random choices of one identity, each from its own stream [seed, identity, purpose]."""
+    def rng(purpose: int) -> np.random.Generator:
+        return np.random.default_rng([config.seed, identity, purpose])
+
+    views = len(config.yaw_degrees)
+    pose = rng(POSE)
+    return Identity(
+        identity=identity,
+        shape=sample_shape(config, rng(SHAPE), basis_names),
+        look=sample_look(config, rng(LOOK)),
+        light=sample_light(config, rng(LIGHT)),
+        background=sample_background(config, rng(BACKGROUND)),
+        yaw=np.asarray(config.yaw_degrees, dtype=np.float32),
+        pitch=pose.uniform(-1, 1, views).astype(np.float32) * config.pitch_jitter_degrees,
+        roll=pose.uniform(-1, 1, views).astype(np.float32) * config.roll_jitter_degrees,
+    )
+
+
+# --- albedo variation, rendering --------------------------------------------------------------------------------
+
+def vary_albedo(albedo: np.ndarray, regions: Regions, look: Look) -> np.ndarray:
+    """The identity's albedo: the template albedo re-toned in CIELAB on its soft regions (uint8, same size)."""
+    size = albedo.shape[0]
+    rgb = albedo.astype(np.float32) * np.float32(1 / 255)
+    if look.mirror_blend > 0:
+        rgb = (1 - look.mirror_blend) * rgb + look.mirror_blend * rgb[:, ::-1]  # u -> 1 - u mirrors the head
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+
+    def blend(name: str, retone) -> None:
+        """lab += weight * (retone(lab) - lab) inside the region's box."""
+        box = regions.boxes[name]
+        part, weight = lab[box], getattr(regions, name)[box][..., None]
+        part += weight * (retone(part) - part)
+
+    def clean_shave(part: np.ndarray) -> np.ndarray:
+        # Towards clean skin (the skin's reference colour + a little fine detail) for beard < 1, denser above 1.
+        clean = regions.skin_lab + 0.35 * (part - cv2.GaussianBlur(part, (0, 0), 6.0 * size / 512.0))
+        return clean + look.beard * (part - clean)
+
+    def skin_tone(part: np.ndarray) -> np.ndarray:
+        # The skin's median becomes the target; L* is scaled (darker skin has darker detail too),
+        # a* and b* are shifted (scaling them would turn the lips magenta).
+        toned = part + (look.skin_lab - regions.skin_lab)
+        toned[..., 0] = part[..., 0] * (look.skin_lab[0] / regions.skin_lab[0])
+        return toned
+
+    def hair_tone(part: np.ndarray) -> np.ndarray:
+        # The target colour plus the strands' detail around the scan's hair colour.
+        toned = look.hair_lab + 0.5 * (part - regions.hair_lab)
+        toned[..., 0] = look.hair_lab[0] + look.hair_contrast * (part[..., 0] - regions.hair_lab[0])
+        return toned
+
+    def brow_tone(part: np.ndarray) -> np.ndarray:
+        # Eyebrows change half as much as the hair did (fair-haired people have lighter brows), and
+        # their lightness scales with the skin's (dark-skinned people have darker ones).
+        toned = part + 0.5 * (look.hair_lab - regions.hair_lab)
+        toned[..., 0] += part[..., 0] * (look.skin_lab[0] / regions.skin_lab[0] - 1.0)
+        return toned
+
+    def clothing_tone(part: np.ndarray) -> np.ndarray:
+        toned = np.empty_like(part)
+        toned[:] = look.clothing_lab
+        toned[..., 0] += part[..., 0] - regions.clothing_lab[0]  # keep the folds' shading
+        return toned
+
+    blend("beard", clean_shave)
+    blend("skin", skin_tone)
+    blend("hair", hair_tone)
+    blend("brows", brow_tone)
+    blend("clothing", clothing_tone)
+    lab[..., 0] = np.clip(50.0 + look.contrast * (lab[..., 0] - 50.0) + 100.0 * look.brightness, 0, 100)
+    return from_lab(lab)
+
+
+@dataclass
+class RenderedIdentity:
+    """One identity's views and ground truth, in the shard layout of data/faces (docs/DATA.md)."""
+
+    images: np.ndarray  # V,S,S,3 uint8
+    yaw: np.ndarray  # V float32 degrees
+    pitch: np.ndarray
+    roll: np.ndarray
+    landmarks: np.ndarray  # V,68,2 float32 (x, y) pixels
+    lit_texture: np.ndarray  # U,U,3 uint8
+    shape: np.ndarray  # K float32
+
+
+def identity_textures(template: Template, render_regions: Regions, uv_regions: Regions,
+                      identity: Identity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shaped vertices, lit texture at the render resolution, lit texture at uv.size = the ground truth)."""
+    vertices = template.shaped(identity.shape)
+    textures = []
+    for albedo, regions, triangle, barycentrics in (
+        (template.albedo_render, render_regions, template.render_texel_triangle, template.render_texel_barycentrics),
+        (template.albedo, uv_regions, template.texel_triangle, template.texel_barycentrics),
+    ):
+        albedo = vary_albedo(albedo, regions, identity.look)
+        textures.append(lit_texture(albedo, vertices, template.faces, triangle, barycentrics, identity.light))
+    return vertices, textures[0], textures[1]
+
+
+def render_identity(template: Template, render_regions: Regions, uv_regions: Regions, identity: Identity,
+                    image_size: int, supersample: int = 2) -> RenderedIdentity:
+    """Render every view of one identity and its ground truth (lit UV texture, pose, projected landmarks)."""
+    vertices, render_texture, truth = identity_textures(template, render_regions, uv_regions, identity)
+    scale, translation = default_camera(image_size)
+    images, landmarks = [], []
+    for yaw, pitch, roll in zip(identity.yaw, identity.pitch, identity.roll):
+        screen = project(vertices, rotation_matrix(float(yaw), float(pitch), float(roll)), scale, translation)
+        # Back faces are culled: the camera stays within +-90 degrees of the face, where the head
+        # hides its own inside (measured: < 0.1 % of pixels change at yaw 50).
+        image, _ = render_textured(screen, template.faces, template.vertex_uv, render_texture, image_size,
+                                   identity.background, supersample, cull_back_faces=True)
+        images.append(image)
+        landmarks.append(screen[template.landmark_ids, :2])
+    return RenderedIdentity(
+        images=np.stack(images), yaw=identity.yaw, pitch=identity.pitch, roll=identity.roll,
+        landmarks=np.stack(landmarks).astype(np.float32), lit_texture=truth, shape=identity.shape,
+    )
+
+
+# --- real photographs ---------------------------------------------------------------------------------------
+
+def to_rgb8(image: np.ndarray, matte: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
+    """Any decoded image (H,W[,C], uint8/uint16/float, RGB order) as uint8 RGB, with the conversions made.
+
+    16-bit and float images are scaled to 8 bits, grayscale is replicated to RGB and
+    alpha is composited on `matte`. Raises ValueError when no safe conversion exists.
+    """
+    conversions = []
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4) or min(image.shape[:2]) < 1:
+        raise ValueError(f"unsupported image layout {image.shape}")
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        conversions.append("16-bit")
+    elif image.dtype.kind == "f":
+        if not np.isfinite(image).all():
+            raise ValueError("floating-point image with NaN or infinite values")
+        image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        conversions.append("float")
+    elif image.dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {image.dtype}")
+    channels = image.shape[2]
+    if channels in (2, 4):
+        alpha = image[..., -1:].astype(np.float32) / 255.0
+        colour = image[..., :-1].astype(np.float32)
+        image = np.clip(colour * alpha + np.asarray(matte, np.float32)[:colour.shape[2]] * (1 - alpha) + 0.5, 0, 255)
+        image = image.astype(np.uint8)
+        conversions.append("alpha")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+        conversions.append("grayscale")
+    return np.ascontiguousarray(image), conversions
+
+
+def make_square(image: np.ndarray, size: int, mode: str, matte: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
+    """Centre-crop (or pad with `matte`) to a square, then resize to size x size."""
+    height, width = image.shape[:2]
+    conversions = []
+    if height != width:
+        conversions.append(f"non-square {width}x{height} ({mode})")
+        side = min(height, width) if mode == "crop" else max(height, width)
+        if mode == "crop":
+            top, left = (height - side) // 2, (width - side) // 2
+            image = image[top:top + side, left:left + side]
+        else:
+            canvas = np.empty((side, side, 3), np.uint8)
+            canvas[:] = np.asarray(matte, np.uint8)
+            top, left = (side - height) // 2, (side - width) // 2
+            canvas[top:top + height, left:left + width] = image
+            image = canvas
+    if image.shape[0] != size:
+        shrink = image.shape[0] > size
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return image, conversions
+
+
+# --- previews -------------------------------------------------------------------------------------------------
+
+def preview_grid(rows: list[np.ndarray], tile: int, first_column: list[np.ndarray] | None = None) -> np.ndarray:
+    """One row per identity: its views (V,S,S,3, V may vary) as tile x tile thumbnails, optionally led by another image."""
+    columns = max(len(views) for views in rows) + (first_column is not None)
+    grid = np.full((len(rows) * tile, columns * tile, 3), 255, np.uint8)
+    for r, views in enumerate(rows):
+        images = ([first_column[r]] if first_column is not None else []) + list(views)
+        for c, image in enumerate(images):
+            grid[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA)
+    return grid

@@ -1,0 +1,1 @@
+"""PAF stage: face detection, 68 landmarks, template fitting and partial UV textures (thesis 3.2)."""

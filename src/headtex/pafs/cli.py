@@ -1,0 +1,265 @@
+"""`headtex pafs`: data/faces -> per view PAF + visibility + landmarks + fit -> data/pafs/, metrics/pafs.json."""
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from headtex.io import (
+    ShardWriter, UserError, atomic_dir, iter_shards, read_index, write_index, write_json, write_png,
+)
+from headtex.pafs.core import JawRegion, PafsParams, fitted_landmarks, jaw_region, landmark_nme, process_image, psnr
+from headtex.params import UVParams, load_params, section
+from headtex.pool import default_workers, parallel_map
+from headtex.template.core import Template
+from headtex.template.files import load_template
+
+YAW_BUCKETS = (15.0, 35.0, 50.0)  # fidelity figures for |yaw| <= each bucket (cumulative)
+REJECTION_MAX_ABS_YAW = 45.0  # the issue's rejection target covers |yaw| <= 45 deg
+PREVIEW_TILE = 128
+MAX_LISTED = 50  # no-face lines kept in metrics/pafs.json (all of them go to the log)
+OUTPUT_KEYS = ("identity", "view", "paf", "visible", "landmarks", "rotation", "pose", "scale", "translation", "shape",
+               "view_cosine")
+
+
+@functools.lru_cache(maxsize=2)
+def _assets(template_dir: str) -> tuple[Template, JawRegion]:
+    """The template and its jaw region, loaded once per worker process."""
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe them
+    template = load_template(Path(template_dir))
+    return template, jaw_region(template)
+
+
+def _face_third(size: int) -> np.ndarray:
+    """Texels of the UV layout's middle third (the face), where the landmarks constrain the fit."""
+    u = (np.arange(size) + 0.5) / size
+    return np.broadcast_to((u > 1 / 3) & (u < 2 / 3), (size, size))
+
+
+def _process_identity(task: tuple[str, PafsParams, dict]) -> dict:
+    """All views of one identity: per-view outputs, or the views with no face; plus fidelity rows with truth."""
+    template_dir, config, item = task
+    template, jaw = _assets(template_dir)
+    views, missing, fidelity, fallbacks = [], [], [], 0
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for index, image in enumerate(item["images"]):
+        result = process_image(image, template, config, jaw)
+        if result is None:
+            missing.append(index)
+            continue
+        views.append(result)
+        fallbacks += result.detector != config.detector
+        if "lit_texture" in item:
+            truth = item["landmarks"][index]
+            seen = (result.visible > 0) & (template.texel_triangle >= 0)
+            fidelity.append(dict(
+                yaw=float(item["yaw"][index]),
+                yaw_error=float(result.fit.pose[0] - item["yaw"][index]),
+                pitch_error=float(result.fit.pose[1] - item["pitch"][index]),
+                roll_error=float(result.fit.pose[2] - item["roll"][index]),
+                nme_detected=float(landmark_nme(result.landmarks, truth)),
+                nme_fitted=float(landmark_nme(fitted_landmarks(template, result.fit), truth)),
+                psnr=psnr(result.paf, item["lit_texture"], seen),
+                psnr_face=psnr(result.paf, item["lit_texture"], seen & _face_third(seen.shape[0])),
+                visible_fraction=float(seen.sum() / max(1, (template.texel_triangle >= 0).sum())),
+                shape_error=float(np.sqrt(np.mean((result.fit.shape - item["shape"]) ** 2))),
+                shape_truth=float(np.sqrt(np.mean(item["shape"] ** 2))),
+                residual_px=result.fit.residual,
+            ))
+    # CPU time too: on a shared machine the wall time measures the neighbours as much as this stage.
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    common = dict(seconds=seconds, cpu_seconds=cpu_seconds, fidelity=fidelity, fallbacks=fallbacks)
+    if missing:
+        return dict(missing=missing, **common)
+    fits = [v.fit for v in views]
+    arrays = dict(
+        identity=np.full(len(views), item["identity"], dtype=np.int64),
+        view=item["view"].astype(np.int16),
+        paf=np.stack([v.paf for v in views]),
+        visible=np.stack([v.visible for v in views]),
+        landmarks=np.stack([v.landmarks for v in views]).astype(np.float32),
+        rotation=np.stack([f.rotation for f in fits]).astype(np.float32),
+        pose=np.stack([f.pose for f in fits]).astype(np.float32),
+        scale=np.array([f.scale for f in fits], dtype=np.float32),
+        translation=np.stack([f.translation for f in fits]).astype(np.float32),
+        shape=np.stack([f.shape for f in fits]).astype(np.float32),
+        view_cosine=np.stack([v.view_cosine for v in views]),
+    )
+    return dict(missing=[], arrays=arrays, **common)
+
+
+def _identity_items(arrays: dict[str, np.ndarray], has_truth: bool) -> list[dict]:
+    """Split a faces shard (flattened by view) into one item per identity, in shard order."""
+    items = []
+    for identity in dict.fromkeys(arrays["identity"].tolist()):
+        rows = np.flatnonzero(arrays["identity"] == identity)
+        item = dict(identity=int(identity), view=arrays["view"][rows], images=arrays["images"][rows],
+                    yaw=arrays["yaw"][rows])
+        if has_truth:
+            slot = int(np.flatnonzero(arrays["identity_ids"] == identity)[0])
+            item.update(pitch=arrays["pitch"][rows], roll=arrays["roll"][rows], landmarks=arrays["landmarks"][rows],
+                        lit_texture=arrays["lit_texture"][slot], shape=arrays["shape"][slot])
+        items.append(item)
+    return items
+
+
+def preview(images: np.ndarray, arrays: dict[str, np.ndarray], truth_landmarks: np.ndarray | None) -> np.ndarray:
+    """One row per view: image | detected landmarks (green; truth in red) | PAF | visibility mask."""
+    rows = []
+    for index, image in enumerate(images):
+        scale = PREVIEW_TILE / image.shape[0]
+        tile = cv2.resize(image, (PREVIEW_TILE, PREVIEW_TILE), interpolation=cv2.INTER_AREA)
+        marked = tile.copy()
+        groups = [((255, 0, 0), truth_landmarks[index])] if truth_landmarks is not None else []
+        for colour, points in groups + [((0, 255, 0), arrays["landmarks"][index])]:
+            for x, y in np.rint(points * scale).astype(int):
+                cv2.circle(marked, (int(x), int(y)), 1, colour, -1)
+        paf = cv2.resize(arrays["paf"][index], (PREVIEW_TILE, PREVIEW_TILE), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(arrays["visible"][index], (PREVIEW_TILE, PREVIEW_TILE), interpolation=cv2.INTER_NEAREST)
+        rows.append(np.hstack([tile, marked, paf, np.repeat(mask[..., None], 3, axis=2)]))
+    return np.vstack(rows)
+
+
+def _summary(values: list[float], statistic=np.median, digits: int = 4) -> float | None:
+    values = [v for v in values if np.isfinite(v)]
+    return round(float(statistic(values)), digits) if values else None
+
+
+def fidelity_metrics(rows: list[dict]) -> dict:
+    """Landmark NME, pose errors, PAF PSNR and coverage against the synthetic ground truth, by |yaw| bucket."""
+    by_bucket = {}
+    for bucket in YAW_BUCKETS:
+        chosen = [r for r in rows if abs(r["yaw"]) <= bucket]
+        by_bucket[f"abs_yaw_le_{bucket:g}"] = {
+            "views": len(chosen),
+            "nme_fitted_mean": _summary([r["nme_fitted"] for r in chosen], np.mean),
+            "nme_detected_mean": _summary([r["nme_detected"] for r in chosen], np.mean),
+            "yaw_error_degrees_median": _summary([abs(r["yaw_error"]) for r in chosen], digits=2),
+            "paf_psnr_db_median": _summary([r["psnr"] for r in chosen], digits=2),
+        }
+    per_yaw = {}
+    for yaw in sorted({r["yaw"] for r in rows}):
+        chosen = [r for r in rows if r["yaw"] == yaw]
+        per_yaw[f"{yaw:g}"] = {
+            "nme_fitted_mean": _summary([r["nme_fitted"] for r in chosen], np.mean),
+            "yaw_error_degrees_mean": _summary([r["yaw_error"] for r in chosen], np.mean, 2),
+            "paf_psnr_db_median": _summary([r["psnr"] for r in chosen], digits=2),
+            "visible_fraction_mean": _summary([r["visible_fraction"] for r in chosen], np.mean, 3),
+        }
+    return {
+        "views": len(rows),
+        "nme_definition": "mean point error / distance of the true outer eye corners (36, 45), 68 points; "
+                          "fitted = the template's annotated landmark vertices through the fit, detected = dlib",
+        "by_abs_yaw": by_bucket,
+        "by_yaw": per_yaw,
+        "yaw_error_degrees_median": _summary([abs(r["yaw_error"]) for r in rows], digits=2),
+        "pitch_error_degrees_median": _summary([abs(r["pitch_error"]) for r in rows], digits=2),
+        "roll_error_degrees_median": _summary([abs(r["roll_error"]) for r in rows], digits=2),
+        "paf_psnr_db_median": _summary([r["psnr"] for r in rows], digits=2),
+        "paf_psnr_db_mean": _summary([r["psnr"] for r in rows], np.mean, 2),
+        "paf_psnr_face_third_db_median": _summary([r["psnr_face"] for r in rows], digits=2),
+        "visible_fraction_mean": _summary([r["visible_fraction"] for r in rows], np.mean, 3),
+        "shape_rms_error": _summary([r["shape_error"] for r in rows], np.mean, 3),
+        "shape_rms_error_of_mean_shape": _summary([r["shape_truth"] for r in rows], np.mean, 3),  # the baseline
+        "landmark_residual_px_median": _summary([r["residual_px"] for r in rows], digits=2),
+    }
+
+
+def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metrics_path: Path,
+        workers: int | None = None) -> dict:
+    """The pafs stage: writes out/ (shards, index.json, preview/) and metrics_path; returns the metrics
+    plus `log_lines` (one line per view with no face, for the log)."""
+    started = time.perf_counter()
+    # Before the pool forks: an OpenCV thread pool started in this process deadlocks forked workers.
+    cv2.setNumThreads(1)
+    params = load_params(params_path)
+    uv = section(params, "uv", UVParams)
+    config = section(params, "pafs", PafsParams, uv_size=uv.size)
+    workers = workers if workers and workers > 0 else (config.workers if config.workers > 0 else default_workers())
+    index = read_index(faces_dir)
+    template = load_template(template_dir)
+    if template.texel_triangle.shape[0] != config.uv_size:
+        raise UserError(f"{template_dir}: template built for uv.size {template.texel_triangle.shape[0]}, "
+                        f"params.yaml says {config.uv_size}; rebuild it (`headtex template`)")
+    has_truth = bool(index.get("has_truth"))
+    if has_truth and index.get("uv_size") != config.uv_size:
+        raise UserError(f"{faces_dir}/index.json: ground truth at uv_size {index.get('uv_size')}, "
+                        f"params.yaml says {config.uv_size}; rerun `headtex faces`")
+
+    identities_in = views_in = 0
+    rejected, no_face_lines, fidelity, no_face_yaws, all_yaws = [], [], [], [], []
+    process_seconds, cpu_seconds, fallbacks = 0.0, 0.0, 0
+    with atomic_dir(out) as staging:
+        writer = ShardWriter(staging, config.shard_size)
+        previews = 0
+        tick = time.perf_counter()
+        for entry, arrays in iter_shards(faces_dir):
+            needed = {"images", "identity", "view", "yaw"}
+            needed |= {"pitch", "roll", "landmarks", "lit_texture", "shape", "identity_ids"} if has_truth else set()
+            missing_keys = needed - set(arrays)
+            if missing_keys:
+                raise UserError(f"{faces_dir / entry['file']}: missing arrays {sorted(missing_keys)}")
+            items = _identity_items(arrays, has_truth)
+            tasks = [(str(template_dir), config, item) for item in items]
+            for item, result in zip(items, parallel_map(_process_identity, tasks, workers, "pafs")):
+                identities_in += 1
+                views_in += len(item["view"])
+                all_yaws.extend(item["yaw"].tolist())
+                process_seconds += result["seconds"]
+                cpu_seconds += result["cpu_seconds"]
+                fallbacks += result["fallbacks"]
+                fidelity.extend(result["fidelity"])
+                if result["missing"]:
+                    rejected.append(item["identity"])
+                    for index_ in result["missing"]:
+                        yaw = float(item["yaw"][index_])
+                        no_face_yaws.append(yaw)
+                        no_face_lines.append(f"identity {item['identity']} view {int(item['view'][index_])}"
+                                             + ("" if np.isnan(yaw) else f" (yaw {yaw:g})") + ": no face found")
+                    continue
+                writer.add({key: result["arrays"][key] for key in OUTPUT_KEYS})
+                if previews < config.preview_identities:
+                    truth = item["landmarks"] if has_truth else None
+                    write_png(staging / "preview" / f"identity-{item['identity']:05d}.png",
+                              preview(item["images"], result["arrays"], truth))
+                    previews += 1
+        writer.flush()
+        stage_seconds = time.perf_counter() - tick
+        kept = [i for entry in writer.entries for i in entry["identities"]]
+        facts = {key: index[key] for key in ("source", "image_size", "yaw_degrees", "views_per_identity", "names")
+                 if key in index}
+        write_index(staging, writer.entries, uv_size=config.uv_size, has_truth=has_truth, identities=len(kept),
+                    views=sum(entry["count"] for entry in writer.entries), rejected_identities=rejected, **facts)
+
+    yaws = np.array(all_yaws, dtype=np.float64)
+    within = np.abs(yaws) <= REJECTION_MAX_ABS_YAW
+    missed_within = sum(1 for y in no_face_yaws if abs(y) <= REJECTION_MAX_ABS_YAW)
+    metrics = {
+        "detector": config.detector,
+        "fallback_detector": config.fallback_detector,
+        "views_found_by_fallback": fallbacks,
+        "contour": config.contour,
+        "identities_in": identities_in,
+        "identities_kept": len(kept),
+        "identities_rejected": len(rejected),
+        "identity_rejection_rate": round(len(rejected) / max(1, identities_in), 4),
+        "views_in": views_in,
+        "views_out": sum(entry["count"] for entry in writer.entries),
+        "views_no_face": len(no_face_lines),
+        "view_no_face_rate": round(len(no_face_lines) / max(1, views_in), 4),
+        "no_face_lines": no_face_lines[:MAX_LISTED],
+        "workers": workers,
+        "seconds": round(time.perf_counter() - started, 2),
+        "images_per_second": round(views_in / max(stage_seconds, 1e-9), 2),
+        "worker_ms_per_image": round(1000 * process_seconds / max(1, views_in), 1),
+        "worker_cpu_ms_per_image": round(1000 * cpu_seconds / max(1, views_in), 1),
+    }
+    if within.any():
+        metrics["view_no_face_rate_abs_yaw_le_45"] = round(missed_within / int(within.sum()), 4)
+    if has_truth and fidelity:
+        metrics["fidelity"] = fidelity_metrics(fidelity)
+    write_json(metrics_path, metrics)
+    return {**metrics, "log_lines": no_face_lines}

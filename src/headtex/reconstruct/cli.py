@@ -1,0 +1,248 @@
+"""`headtex reconstruct`: photos -> per photo a folder with the textured head (OBJ + MTL + texture PNG),
+the partial texture and its mask, the fit (fit.json), an overlay and a preview strip."""
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from headtex.detect import detect_faces
+from headtex.inpaint import Generator
+from headtex.io import UserError, atomic_dir, write_json, write_png
+from headtex.pafs.core import JawRegion, PafsParams, fitted_landmarks, jaw_region
+from headtex.params import UVParams, load_params, section
+from headtex.reconstruct.core import (
+    Reconstruction, ReconstructParams, complete_texture, detection_attempts, landmark_predictor, overlay, preview,
+    reconstruct, torch_threads,
+)
+from headtex.reconstruct.photo import read_photo
+from headtex.template.core import Template
+from headtex.template.files import load_template, write_obj
+
+# Photos that ship with an installed package, so a fresh machine has a real photograph without a download.
+EXAMPLES = {
+    "astronaut": "skimage.data.astronaut(): NASA portrait of astronaut Eileen Collins (public domain), "
+                 "bundled with scikit-image",
+}
+OUTPUT_FILES = ("head.obj", "head.mtl", "texture.png", "partial.png", "mask.png", "fit.json", "overlay.png",
+                "preview.png")
+CAMERA = ("weak perspective: x = scale (R X)_x + tx, y = -scale (R X)_y + ty (photo pixels, y down); X in the head "
+          "frame of head.obj (mm; x = subject's left, y = up, z = out of the face); R = Rz(roll) Rx(pitch) Ry(yaw); "
+          "yaw > 0 turns the nose to the image's right, pitch > 0 tilts it down")
+
+
+@dataclass
+class Assets:
+    """What every photo needs, loaded once per command."""
+
+    template: Template
+    jaw: JawRegion
+    generator: Generator
+    model: dict  # file, latent, ship_output, uv_size
+
+
+def load_assets(template_dir: Path, model_path: Path, uv_size: int) -> Assets:
+    from headtex.train.files import load_inpainter
+
+    template = load_template(template_dir)
+    size = template.texel_triangle.shape[0]
+    if size != uv_size:
+        raise UserError(f"{template_dir}: template built for uv.size {size}, params.yaml says {uv_size}; "
+                        "rebuild it with `headtex template`")
+    generator, info = load_inpainter(model_path)
+    if info["uv_size"] != size:
+        raise UserError(f"{model_path}: model trained at {info['uv_size']}x{info['uv_size']} texels, the template "
+                        f"has {size}x{size}; retrain it (`headtex train`) or use the matching template")
+    return Assets(template, jaw_region(template), generator, {"file": str(model_path), **info})
+
+
+def warm_up(assets: Assets, pafs: PafsParams) -> None:
+    """Load dlib's detector and landmark model and run the network once (torch sets up its convolutions
+    on the first call), so that per-photo timings measure the photo; this goes to setup_seconds."""
+    detect_faces(np.zeros((64, 64, 3), dtype=np.uint8), pafs.detector, 0)
+    landmark_predictor()
+    size = assets.template.texel_triangle.shape
+    complete_texture(assets.generator, np.zeros(size + (3,), np.uint8), np.zeros(size, np.uint8),
+                     assets.template.texel_valid, assets.model["ship_output"])
+
+
+def example_photo(name: str) -> np.ndarray:
+    if name not in EXAMPLES:
+        raise UserError(f"unknown example {name!r}: choose from {', '.join(EXAMPLES)}")
+    import skimage.data
+
+    return np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
+
+
+def folder_names(labels: list[str]) -> list[str]:
+    """One output folder name per input (the photo's stem; repeated stems get -2, -3, ...)."""
+    seen: Counter[str] = Counter()
+    names = []
+    for label in labels:
+        stem = Path(label).stem or "photo"
+        seen[stem] += 1
+        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return names
+
+
+def rounded(array: np.ndarray, digits: int = 3) -> list:
+    return np.round(np.asarray(array, dtype=np.float64), digits).tolist()
+
+
+def fit_record(label: str, image: np.ndarray, notes: list[str], result: Reconstruction, assets: Assets) -> dict:
+    """Everything fit.json holds (except the writing time, added last)."""
+    template, fit, face = assets.template, result.fit, result.face
+    yaw, pitch, roll = fit.pose
+    valid = template.texel_valid
+    return {
+        "photo": label,
+        "image_size": [int(image.shape[1]), int(image.shape[0])],
+        "conversions": notes,
+        "detector": face.detector,
+        "detector_upsample": face.upsample,
+        "detector_score": round(face.score, 4),
+        "face_box": rounded(face.box, 1),
+        "detection_downscale": round(face.detect_factor, 4),
+        "landmarks": rounded(face.landmarks, 2),
+        "fitted_landmarks": rounded(fitted_landmarks(template, fit), 2),
+        "landmark_residual_px": round(fit.residual, 3),
+        "pose_degrees": {"yaw": round(yaw, 3), "pitch": round(pitch, 3), "roll": round(roll, 3)},
+        "rotation": rounded(fit.rotation, 6),
+        "scale_px_per_mm": round(float(fit.scale), 6),
+        "translation_px": rounded(fit.translation, 3),
+        "camera": CAMERA,
+        # Lists, not a mapping: the coefficients' order is the basis order (fit.json is written with sorted keys).
+        "shape": {"names": list(template.basis_names), "coefficients": rounded(fit.shape, 4),
+                  "units": "standard deviations of each mode (template.npz basis: mm per unit)"},
+        "visible_fraction": round(float((result.visible[valid] > 0).mean()), 4),
+        "sampling": {"box": list(result.sample_box), "downscale": round(result.sample_factor, 4)},
+        "model": assets.model,
+        "mesh": {"vertices": int(len(template.vertices)), "triangles": int(len(template.faces)),
+                 "frame": "head frame, millimetres"},
+    }
+
+
+def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: Path, assets: Assets,
+                      config: ReconstructParams, pafs: PafsParams, save_photo: bool = False,
+                      read_seconds: float = 0.0) -> dict:
+    """Reconstruct one photo and write its folder atomically; returns fit.json's contents."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder (output for {label})")
+    started = time.perf_counter()
+    result = reconstruct(image, assets.template, assets.jaw, assets.generator, assets.model["ship_output"],
+                         config, pafs)
+    if result is None:
+        tried = ", ".join(f"{detector} (upsample {upsample})" for detector, upsample in detection_attempts(config, pafs))
+        raise UserError(f"{label}: no face found (dlib {tried})")
+    timings = {"read": read_seconds, **result.timings}
+    tick = time.perf_counter()
+    pictures = {"overlay.png": overlay(image, assets.template, result.fit, result.face.landmarks,
+                                       config.overlay_max_side, result.face.detection_copy),
+                "preview.png": preview(image, assets.template, result, config.preview_size)}
+    timings["pictures"] = time.perf_counter() - tick
+    if save_photo:
+        pictures["photo.png"] = image
+    record = fit_record(label, image, notes, result, assets)
+    tick = time.perf_counter()
+    try:
+        with atomic_dir(folder) as staging:
+            write_files(staging, assets.template, result, pictures)
+            timings["writing"] = time.perf_counter() - tick
+            timings["total"] = read_seconds + time.perf_counter() - started
+            record["timings_seconds"] = {key: round(value, 4) for key, value in timings.items()}
+            write_json(staging / "fit.json", record)
+    except OSError as error:
+        raise UserError(f"{folder}: cannot write the output ({error.strerror or error})") from None
+    return record
+
+
+def write_files(folder: Path, template: Template, result: Reconstruction, pictures: dict[str, np.ndarray]) -> None:
+    """The textured head (in the head frame, mm, as MeshLab shows it), the textures, the mask and the pictures."""
+    write_obj(folder / "head.obj", template.shaped(result.fit.shape), template.faces, template.vertex_uv, "texture.png")
+    write_png(folder / "texture.png", result.texture)
+    write_png(folder / "partial.png", result.paf)
+    write_png(folder / "mask.png", result.visible)
+    for name, picture in pictures.items():
+        write_png(folder / name, picture)
+
+
+def run(params_path: Path, photos: list[Path], out: Path, model_path: Path, template_dir: Path,
+        examples: list[str] = (), metrics_path: Path | None = None) -> dict:
+    """Reconstruct every photo (and example) into out/<name>/; a bad photo among several is reported and
+    skipped, a single bad photo raises."""
+    params = load_params(params_path)
+    config = section(params, "reconstruct", ReconstructParams)
+    uv = section(params, "uv", UVParams)
+    pafs = section(params, "pafs", PafsParams, uv_size=uv.size)
+    inputs = [(str(path), Path(path)) for path in photos] + [(name, name) for name in examples]
+    if not inputs:
+        raise UserError("no photos given: pass PHOTO... or --example astronaut")
+    unknown = [name for name in examples if name not in EXAMPLES]
+    if unknown:  # before any work
+        raise UserError(f"unknown example {unknown[0]!r}: choose from {', '.join(EXAMPLES)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{out}: cannot create the output folder ({error.strerror or error})") from None
+    with torch_threads(config.threads):
+        return reconstruct_all(inputs, out, model_path, template_dir, config, pafs, uv.size, metrics_path)
+
+
+def reconstruct_all(inputs: list[tuple[str, Path | str]], out: Path, model_path: Path, template_dir: Path,
+                    config: ReconstructParams, pafs: PafsParams, uv_size: int, metrics_path: Path | None) -> dict:
+    started = time.perf_counter()
+    assets = load_assets(template_dir, model_path, uv_size)
+    warm_up(assets, pafs)
+    setup_seconds = time.perf_counter() - started
+
+    records, failures = [], []
+    names = folder_names([label if isinstance(source, Path) else f"{label}.png" for label, source in inputs])
+    progress = tqdm(list(zip(inputs, names)), desc="reconstruct", unit="photo", disable=None if len(inputs) > 1 else True,
+                    leave=False)
+    for (label, source), name in progress:
+        try:
+            tick = time.perf_counter()
+            if isinstance(source, Path):
+                image, notes = read_photo(source)
+            else:
+                image, notes = example_photo(source), [f"example photo {EXAMPLES[source]}"]
+            record = reconstruct_photo(image, notes, label, out / name, assets, config, pafs,
+                                       save_photo=not isinstance(source, Path),
+                                       read_seconds=time.perf_counter() - tick)
+            records.append({"folder": str(out / name), **record})
+        except UserError as error:
+            if len(inputs) == 1:
+                raise
+            failures.append({"photo": label, "error": str(error)})
+            tqdm.write(f"error: {error}", file=sys.stderr)
+        finally:
+            image = None  # a 20000 px photo is 1.2 GB: free it before reading the next
+
+    totals = [r["timings_seconds"]["total"] for r in records]
+    metrics = {
+        "photos": len(inputs),
+        "written": len(records),
+        "failed": len(failures),
+        "failures": failures,
+        "model": assets.model,
+        "setup_seconds": round(setup_seconds, 3),  # template, model, dlib models, one warm-up forward pass
+        "torch_threads": torch.get_num_threads(),
+        "seconds_per_photo_median": round(float(np.median(totals)), 4) if totals else None,
+        "per_photo": {Path(r["folder"]).name: {
+            "photo": r["photo"], "image_size": r["image_size"], "detector": r["detector"],
+            "detector_score": r["detector_score"], "pose_degrees": r["pose_degrees"],
+            "landmark_residual_px": r["landmark_residual_px"], "visible_fraction": r["visible_fraction"],
+            "timings_seconds": r["timings_seconds"]} for r in records},
+    }
+    if metrics_path is not None:
+        write_json(metrics_path, metrics)
+    return {**metrics, "folders": [r["folder"] for r in records]}

@@ -1,0 +1,354 @@
+"""Training the inpainting GAN (thesis 3.4, 4.1, App. B): data, one training step, learning rates, sample grid.
+
+Pure: arrays and modules in, arrays and numbers out; no files, no printing, no global RNG state
+(network initialisation runs under `torch.random.fork_rng`, every data draw comes from
+`np.random.default_rng([seed, identity, purpose, epoch])`), so a resumed run repeats an
+uninterrupted one exactly and nothing depends on the number of workers or processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset
+
+from headtex.inpaint import Critic, Generator, VGG16Features, composite, critic_loss, generator_loss, init_weights
+from headtex.io import UserError
+from headtex.masks.core import draw_training_mask
+
+PURPOSE_TRAIN_MASK = 61  # rng purpose: mask and flip of one training texture in one epoch
+PURPOSE_SAMPLE_MASK = 62  # rng purpose: the fixed masks of the per-epoch sample grid
+LOSS_NAMES = ("first_mask_l1", "second_mask_l1", "first_mask_l1_missing", "second_mask_l1_missing",
+              "perceptual", "gan", "d_loss", "g_total")
+# Keys that may change between an interrupted run and its resumption without changing what it computes
+# (epochs only extends the schedule; the rest are how, not what).
+RESUMABLE_CHANGES = ("epochs", "device", "precision", "compile", "num_workers", "ship_output")
+
+
+@dataclass
+class ModelParams:
+    """`model:` section: the network size shared by train and everything that loads the model."""
+
+    latent: int = 16  # thesis: 64
+
+    def __post_init__(self) -> None:
+        if self.latent < 1:
+            raise UserError(f"params.yaml [model]: latent must be >= 1, got {self.latent}")
+
+
+@dataclass
+class TrainParams:
+    """`train:` section (thesis App. B), plus `p_real` and `max_strokes` shared from `masks:`."""
+
+    epochs: int = 3
+    batch_size: int = 8  # per process; the global batch under torchrun is batch_size x world size
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    b1: float = 0.5
+    b2: float = 0.999
+    weight_decay: float = 0.0
+    lr_decrease_epoch: int = 10
+    lr_decrease_factor: float = 0.5
+    lambda_l1: float = 100.0
+    lambda_perceptual: float = 10.0
+    lambda_gan: float = 10.0
+    init_gain: float | None = 0.02  # Xavier-normal gain; None = PyTorch's default initialisation
+    seed: int = 0
+    vgg_weights: str | None = None  # torchvision vgg16 ImageNet file; None = fixed-seed random VGG
+    ship_output: str = "coarse"  # the thesis ships the coarse output
+    flips: bool = True  # horizontal flips (the UV layout is symmetric about u = 0.5)
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    compile: bool = False
+    num_workers: int = 0
+    p_real: float = 0.8  # shared: masks.p_real
+    max_strokes: int = 15  # shared: masks.max_strokes (free-form masks)
+
+    def __post_init__(self) -> None:
+        # PyYAML (YAML 1.1) reads 2e-4 as a string, and `dvc exp run -S train.lr_g=2e-4` may write it so
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            kind = {"float": float, "float | None": float, "int": int}.get(str(field.type))
+            if kind is not None and value is not None and not isinstance(value, bool):
+                try:
+                    setattr(self, field.name, kind(value))
+                except (TypeError, ValueError):
+                    raise UserError(f"params.yaml [train]: {field.name} must be a number, got {value!r}") from None
+        choices = {"ship_output": ("coarse", "refined"), "device": ("auto", "cpu", "cuda"),
+                   "precision": ("auto", "fp32", "bf16", "fp16")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise UserError(f"params.yaml [train]: {key} must be one of {', '.join(allowed)}, "
+                                f"got {getattr(self, key)!r}")
+        for key in ("epochs", "batch_size", "lr_decrease_epoch"):
+            if getattr(self, key) < 1:
+                raise UserError(f"params.yaml [train]: {key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.p_real <= 1:
+            raise UserError(f"params.yaml [masks]: p_real must be in [0, 1], got {self.p_real}")
+
+    def fingerprint(self) -> dict:
+        """The settings that determine the training trajectory (compared before resuming)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUMABLE_CHANGES}
+
+
+# ---- data ----
+
+def hole_from_visible(visible: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Model hole channel (1 = missing) from a mask (255 = visible); the ONE place this conversion happens.
+
+    Texels off the head (`valid` False) are never holes: they are known (whatever the texture holds there),
+    so the generator is neither asked to paint them nor scored on them.
+    """
+    return (1.0 - visible.astype(np.float32) / 255.0) * valid
+
+
+def training_example(texture: np.ndarray, identity: int, epoch: int, bank: np.ndarray, valid: np.ndarray,
+                     config: TrainParams) -> tuple[np.ndarray, np.ndarray]:
+    """(texture, hole) for one identity in one epoch: a seeded mask and, with flips, a seeded mirror."""
+    rng = np.random.default_rng([config.seed, int(identity), PURPOSE_TRAIN_MASK, epoch])
+    visible = draw_training_mask(rng, bank, config.p_real, texture.shape[0], config.max_strokes)
+    if config.flips and rng.random() < 0.5:
+        # mirror left/right of the head; texels off the mirrored head stay known, like off the head
+        texture = texture[:, ::-1]
+        valid = valid & valid[:, ::-1]
+    return np.ascontiguousarray(texture), hole_from_visible(visible, valid)
+
+
+def sample_examples(textures: np.ndarray, identities: np.ndarray, bank: np.ndarray, valid: np.ndarray,
+                    config: TrainParams, count: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed (textures, holes) shown in every epoch's sample grid: the lowest identities, fixed masks."""
+    order = np.argsort(identities, kind="stable")[:count]
+    holes = []
+    for index in order:
+        rng = np.random.default_rng([config.seed, int(identities[index]), PURPOSE_SAMPLE_MASK])
+        visible = draw_training_mask(rng, bank, config.p_real, textures.shape[1], config.max_strokes)
+        holes.append(hole_from_visible(visible, valid))
+    return textures[order], np.stack(holes)
+
+
+class TextureDataset(Dataset):
+    """Training textures in memory with a fresh, seeded mask per identity and epoch (call set_epoch)."""
+
+    def __init__(self, textures: np.ndarray, identities: np.ndarray, bank: np.ndarray, valid: np.ndarray,
+                 config: TrainParams):
+        self.textures, self.identities, self.bank, self.valid, self.config = textures, identities, bank, valid, config
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.textures)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        texture, hole = training_example(self.textures[index], self.identities[index], self.epoch,
+                                         self.bank, self.valid, self.config)
+        return torch.from_numpy(texture), torch.from_numpy(hole)
+
+
+def to_image(texture: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,H,W,3) -> float (N,3,H,W) in [-1, 1]."""
+    return texture.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """float (N,3,H,W) in [-1, 1] -> uint8 (N,H,W,3)."""
+    return ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+# ---- devices ----
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("params.yaml [train]: device is cuda but no CUDA device is available (use auto or cpu)")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """Autocast dtype: auto = bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU."""
+    if name == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+# ---- training ----
+
+def learning_rate_factor(epoch: int, config: TrainParams) -> float:
+    """Step schedule of the DeepFillv2 port: x lr_decrease_factor every lr_decrease_epoch epochs (0-based epoch)."""
+    return config.lr_decrease_factor ** (epoch // config.lr_decrease_epoch)
+
+
+def build_networks(latent: int, config: TrainParams) -> tuple[Generator, Critic]:
+    """Generator and critic initialised from train.seed without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        generator, critic = Generator(latent), Critic(latent)
+        if config.init_gain is not None:
+            init_weights(generator, config.init_gain)
+            init_weights(critic, config.init_gain)
+    return generator, critic
+
+
+class Trainer:
+    """Generator, critic, frozen VGG and both Adam optimisers; `train_step` = one critic + one generator update."""
+
+    def __init__(self, latent: int, config: TrainParams, vgg: VGG16Features, device: torch.device,
+                 distributed: bool = False):
+        self.config, self.device, self.latent = config, device, latent
+        self.dtype = resolve_precision(config.precision, device)
+        self.channels_last = device.type == "cuda"
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.generator, self.critic = (net.to(device, memory_format=memory_format)
+                                       for net in build_networks(latent, config))
+        self.vgg = vgg.to(device, memory_format=memory_format)
+        betas = (config.b1, config.b2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), config.lr_g, betas, weight_decay=config.weight_decay)
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), config.lr_d, betas, weight_decay=config.weight_decay)
+        # loss scaling is needed for fp16 only; one scaler per optimiser because the two backward passes are separate
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.step_count = 0
+        self.distributed = distributed
+        generator_run, critic_run = self.generator, self.critic
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            generator_run = DistributedDataParallel(self.generator, device_ids=ids)
+            critic_run = DistributedDataParallel(self.critic, device_ids=ids)
+        if config.compile:
+            generator_run, critic_run = torch.compile(generator_run), torch.compile(critic_run)
+        self.generator_run, self.critic_run = generator_run, critic_run
+        # the generator's GAN loss goes through the plain critic (frozen): no DDP gradient sync for it
+        self.critic_frozen = torch.compile(self.critic) if config.compile else self.critic
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def set_epoch(self, epoch: int) -> None:
+        factor = learning_rate_factor(epoch, self.config)
+        for group in self.opt_g.param_groups:
+            group["lr"] = self.config.lr_g * factor
+        for group in self.opt_d.param_groups:
+            group["lr"] = self.config.lr_d * factor
+
+    def learning_rates(self) -> tuple[float, float]:
+        return self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]
+
+    def prepare(self, texture: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (N,H,W,3) and hole (N,H,W) on any device -> image (N,3,H,W) in [-1,1], hole (N,1,H,W)."""
+        image = to_image(texture.to(self.device, non_blocking=True))
+        hole = hole.to(self.device, non_blocking=True)[:, None].float()
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+            hole = hole.contiguous(memory_format=torch.channels_last)
+        return image, hole
+
+    def train_step(self, texture: torch.Tensor, hole: torch.Tensor) -> dict[str, float]:
+        """One WGAN critic update then one generator update (as in the DeepFillv2 port); returns the losses.
+
+        Losses are averaged over processes; a NaN/Inf loss raises UserError naming the step, before any update
+        with it is applied.
+        """
+        image, hole = self.prepare(texture, hole)
+        config = self.config
+        with self.autocast():
+            coarse, refined = self.generator_run(image, hole)
+        coarse, refined = coarse.float(), refined.float()
+
+        with self.autocast():
+            d_loss = critic_loss(self.critic_run, image, composite(refined, image, hole), hole)
+        (d_value,) = self._synced_finite({"d_loss": d_loss.detach().float()})
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(d_loss).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+
+        self.critic.requires_grad_(False)
+        try:
+            with self.autocast():
+                total, parts = generator_loss(coarse, refined, image, hole, self.critic_frozen, self.vgg,
+                                              config.lambda_l1, config.lambda_perceptual, config.lambda_gan)
+        finally:
+            self.critic.requires_grad_(True)
+        values = {name: torch.tensor(value, device=self.device) for name, value in parts.items()}
+        values["g_total"] = total.detach().float()
+        averaged = self._synced_finite(values)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler_g.scale(total).backward()
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        self.step_count += 1
+        return {**dict(zip(values, averaged)), "d_loss": d_value}
+
+    def _synced_finite(self, values: dict[str, torch.Tensor]) -> list[float]:
+        """Mean over processes (one all-reduce); raise on NaN/Inf so that every process stops at the same step."""
+        stacked = torch.stack([v.reshape(()) for v in values.values()])
+        if self.distributed:
+            dist.all_reduce(stacked)
+            stacked /= dist.get_world_size()
+        result = stacked.tolist()
+        bad = [f"{name}={value}" for name, value in zip(values, result) if not math.isfinite(value)]
+        if bad:
+            raise UserError(f"training diverged at step {self.step_count + 1}: non-finite loss ({', '.join(bad)}), "
+                            "stopped before applying it; with bf16/fp16 try train.precision fp32 (then --resume "
+                            "continues from the last checkpoint), else lower train.lr_g / train.lr_d")
+        return result
+
+    @torch.no_grad()
+    def predict(self, texture: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(image, coarse, refined) in [-1,1] for uint8 textures and holes, without gradients."""
+        image, hole = self.prepare(texture, hole)
+        with self.autocast():
+            coarse, refined = self.generator(image, hole)
+        return image, coarse.float(), refined.float()
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.state_dict(), "critic": self.critic.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
+            "step": self.step_count,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.scaler_g.load_state_dict(state["scaler_g"])
+        self.scaler_d.load_state_dict(state["scaler_d"])
+        self.step_count = int(state["step"])
+
+
+def sample_grid(image: torch.Tensor, hole: torch.Tensor, coarse: torch.Tensor, refined: torch.Tensor) -> np.ndarray:
+    """One row per sample: GT | masked input (holes white, as the generator sees them) | coarse | refined."""
+    hole = hole.to(image.device)[:, None].float()
+    masked = image * (1 - hole) + hole
+    columns = [to_uint8(x) for x in (image, masked, composite(coarse, image, hole), composite(refined, image, hole))]
+    return np.concatenate([np.concatenate(row, axis=1) for row in zip(*columns)], axis=0)
+
+
+@torch.no_grad()
+def inpaint(generator: Generator, textures: np.ndarray, visible: np.ndarray, valid: np.ndarray,
+            ship_output: str = "coarse", batch_size: int = 8) -> np.ndarray:
+    """Complete uint8 textures (N,U,U,3) given masks (N,U,U, 255 = visible): known texels kept, holes painted."""
+    device = next(generator.parameters()).device
+    completed = []
+    for start in range(0, len(textures), batch_size):
+        image = to_image(torch.from_numpy(np.ascontiguousarray(textures[start:start + batch_size])).to(device))
+        hole = torch.from_numpy(hole_from_visible(visible[start:start + batch_size], valid))[:, None].to(device)
+        output = generator.forward_coarse(image, hole) if ship_output == "coarse" else generator(image, hole)[1]
+        completed.append(to_uint8(composite(output, image, hole)))
+    return np.concatenate(completed) if completed else np.zeros_like(textures)

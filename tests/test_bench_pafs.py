@@ -1,0 +1,62 @@
+"""pafs speed benchmarks: skipped by `make test`, run by `make bench` (pytest --benchmark-only).
+
+Per image: dlib HOG detection + 68 landmarks, the template fit, the PAF (z-buffer, per-texel
+projection, bilinear sampling); and the whole stage's throughput on 2 workers over faces-stage data.
+"""
+import json
+
+import pytest
+
+from headtex.detect import largest_face
+from headtex.pafs.core import PafsParams, fit_landmarks, jaw_region, partial_texture, process_image
+from headtex.template.core import lit_texture, render_view
+from headtex.geometry import Light
+
+YAW = 25.0
+
+
+@pytest.fixture(scope="module")
+def view(template):
+    lit = lit_texture(template.albedo_render, template.vertices, template.faces, template.render_texel_triangle,
+                      template.render_texel_barycentrics, Light())
+    image, _ = render_view(template, template.vertices, lit, YAW, 256, background=(90, 120, 150))
+    return image, largest_face(image).landmarks
+
+
+def test_bench_detect_hog_256(benchmark, view):
+    detection = benchmark(largest_face, view[0], "hog", 1)
+    assert detection is not None
+
+
+def test_bench_fit_landmarks(benchmark, template, view):
+    jaw = jaw_region(template)
+    fit = benchmark(fit_landmarks, template, view[1], 20.0, 5, "silhouette", jaw)
+    assert abs(fit.pose[0] - YAW) < 10
+
+
+def test_bench_partial_texture(benchmark, template, view):
+    fit = fit_landmarks(template, view[1])
+    paf, visible, _ = benchmark(partial_texture, view[0], template, fit, 70.0, 3.0)
+    assert (visible > 0).mean() > 0.2
+
+
+def test_bench_process_image(benchmark, template, view):
+    jaw = jaw_region(template)
+    result = benchmark(process_image, view[0], template, PafsParams(), jaw)
+    assert result is not None
+
+
+def test_bench_stage_two_workers(benchmark, template_dir, tmp_path):
+    """images/s of `headtex pafs` with 2 workers on 16 faces-stage identities x 11 views."""
+    from headtex.faces.cli import run as faces
+    from headtex.pafs.cli import run as pafs
+
+    params = tmp_path / "params.yaml"
+    params.write_text("uv:\n  size: 192\nfaces:\n  identities: 16\n  detection_check_identities: 0\n"
+                      "pafs:\n  preview_identities: 0\n")
+    faces(params, template_dir, tmp_path / "faces", tmp_path / "faces.json", workers=2)
+    metrics = benchmark.pedantic(pafs, args=(params, tmp_path / "faces", template_dir, tmp_path / "pafs",
+                                             tmp_path / "pafs.json", 2), rounds=1, iterations=1)
+    benchmark.extra_info.update({key: metrics[key] for key in ("images_per_second", "views_in", "workers")})
+    print(json.dumps({key: metrics[key] for key in ("images_per_second", "worker_ms_per_image", "views_in")}))
+    assert metrics["views_in"] == 16 * 11

@@ -1,0 +1,122 @@
+"""reconstruct speed on a 1-megapixel photo: skipped by `make test`, run by `make bench` (pytest --benchmark-only).
+
+The photo: scikit-image's astronaut upscaled to 1024x1024 and saved as a JPEG (quality 92); the model:
+an untrained generator at the shipped size (model.latent = 16; weights do not change the cost).
+Split: read, detection, landmarks, fit, sampling (z-buffer + PAF), inpainting, pictures (overlay +
+preview), writing; and the whole per-photo path (read -> folder written).
+"""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from headtex.detect import detect_faces
+from headtex.inpaint import Generator
+from headtex.pafs.core import PafsParams, fit_landmarks, partial_texture
+from headtex.params import UVParams
+from headtex.reconstruct.cli import load_assets, reconstruct_photo, warm_up, write_files
+from headtex.reconstruct.core import (
+    ReconstructParams, complete_texture, downscaled, landmark_predictor, overlay, preview, reconstruct, sampling_view,
+    torch_threads,
+)
+from headtex.reconstruct.photo import read_photo
+from headtex.train.files import save_inpainter
+
+SIDE = 1024  # 1 megapixel
+LATENT = 16  # params.yaml model.latent
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, template_dir):
+    import skimage.data
+
+    folder = tmp_path_factory.mktemp("bench")
+    photo = folder / "astronaut-1mp.jpg"
+    big = cv2.resize(skimage.data.astronaut(), (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(photo), cv2.cvtColor(big, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        save_inpainter(folder / "inpainter.pt", Generator(LATENT), LATENT, "coarse", UVParams().size)
+    assets = load_assets(template_dir, folder / "inpainter.pt", UVParams().size)
+    config, pafs = ReconstructParams(), PafsParams()
+    with torch_threads(config.threads):  # as `headtex reconstruct` runs (reconstruct.threads)
+        warm_up(assets, pafs)
+        image, _ = read_photo(photo)
+        result = reconstruct(image, assets.template, assets.jaw, assets.generator, "coarse", config, pafs)
+        assert result is not None and result.face.detector == "hog"
+        yield dict(folder=folder, photo=photo, image=image, assets=assets, config=config, pafs=pafs, result=result)
+
+
+def test_bench_read(benchmark, setup):
+    image, _ = benchmark(read_photo, setup["photo"])
+    assert image.shape == (SIDE, SIDE, 3)
+
+
+def test_bench_detection(benchmark, setup):
+    small, _ = downscaled(setup["image"], setup["config"].detect_max_side)
+    faces = benchmark(detect_faces, small, "hog", setup["config"].upsample)
+    assert faces
+
+
+def test_bench_landmarks(benchmark, setup):
+    box = detect_faces(setup["image"], "hog", 0)[0][0]
+    parts = benchmark(lambda: landmark_predictor()(setup["image"], box).parts())
+    assert len(parts) == 68
+
+
+def test_bench_fit(benchmark, setup):
+    result, pafs = setup["result"], setup["pafs"]
+    fit = benchmark(fit_landmarks, setup["assets"].template, result.face.landmarks, pafs.shape_regularisation,
+                    pafs.fit_iterations, pafs.contour, setup["assets"].jaw)
+    assert fit.residual < 10
+
+
+def test_bench_sampling(benchmark, setup):
+    template, fit, config, pafs = setup["assets"].template, setup["result"].fit, setup["config"], setup["pafs"]
+
+    def sample():
+        crop, crop_fit, _, _ = sampling_view(setup["image"], template, fit, config.sample_max_side)
+        return partial_texture(crop, template, crop_fit, pafs.max_view_angle_degrees, pafs.depth_tolerance_mm)
+
+    _, visible, _ = benchmark(sample)
+    assert (visible > 0).any()
+
+
+def test_bench_inpainting(benchmark, setup):
+    assets, result = setup["assets"], setup["result"]
+    texture = benchmark(complete_texture, assets.generator, result.paf, result.visible, assets.template.texel_valid,
+                        "coarse")
+    assert texture.shape == result.paf.shape
+
+
+def test_bench_pictures(benchmark, setup):
+    template, result, config = setup["assets"].template, setup["result"], setup["config"]
+
+    def pictures():
+        return (overlay(setup["image"], template, result.fit, result.face.landmarks, config.overlay_max_side),
+                preview(setup["image"], template, result, config.preview_size))
+
+    drawn, strip = benchmark(pictures)
+    assert drawn.shape == setup["image"].shape and strip.shape[0] == config.preview_size
+
+
+def test_bench_writing(benchmark, setup):
+    template, result, folder = setup["assets"].template, setup["result"], setup["folder"] / "writing"
+    folder.mkdir(exist_ok=True)
+    pictures = {"overlay.png": setup["image"], "preview.png": np.zeros((256, 1536, 3), np.uint8)}
+    benchmark(write_files, folder, template, result, pictures)
+    assert (folder / "head.obj").is_file()
+
+
+def test_bench_photo_1mp(benchmark, setup):
+    """Read -> detect -> landmarks -> fit -> sample -> inpaint -> pictures -> folder written (one photo)."""
+    assets, config, pafs, folder = setup["assets"], setup["config"], setup["pafs"], setup["folder"]
+
+    def one_photo():
+        image, notes = read_photo(setup["photo"])
+        return reconstruct_photo(image, notes, str(setup["photo"]), folder / "out" / "astronaut-1mp", assets,
+                                 config, pafs)
+
+    record = benchmark.pedantic(one_photo, rounds=7, warmup_rounds=1)
+    benchmark.extra_info["last_timings_seconds"] = record["timings_seconds"]
+    assert record["detector"] == "hog"

@@ -1,0 +1,232 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from headtex.detect import largest_face
+from headtex.faces.cli import run
+from headtex.faces.core import (
+    FacesParams, appearance_regions, make_square, render_identity, sample_identity, to_lab, to_rgb8, vary_albedo,
+)
+from headtex.geometry import project, render_textured, rotation_matrix
+from headtex.io import UserError, iter_shards, read_index
+from headtex.template.core import default_camera
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def regions(template):
+    render = appearance_regions(template.albedo_render, template.render_texel_triangle >= 0,
+                                template.vertex_uv[template.landmark_ids])
+    return render, render.resized(template.albedo.shape[0])
+
+
+def write_params(folder: Path, **faces) -> Path:
+    """params.yaml with the repository's sections and `faces` overridden."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["faces"].update(faces)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_embedded_defaults_are_the_params_yaml_section():
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["faces"]
+    assert FacesParams(**section) == FacesParams()
+    views = FacesParams().yaw_degrees
+    assert len(views) == 11 and [views[1], views[5], views[7]] == [-35, 0, 35]  # the thesis' blend views 2, 6, 8
+
+
+def test_identity_sampling_is_seeded_per_identity(template):
+    config = FacesParams()
+    first, again = (sample_identity(config, 3, template.basis_names) for _ in range(2))
+    np.testing.assert_array_equal(first.shape, again.shape)
+    np.testing.assert_array_equal(first.background, again.background)
+    assert first.light == again.light and first.look.skin_lab.tolist() == again.look.skin_lab.tolist()
+    other = sample_identity(config, 4, template.basis_names)
+    assert not np.array_equal(first.shape, other.shape) and first.light != other.light
+    reseeded = sample_identity(FacesParams(seed=1), 3, template.basis_names)
+    assert not np.array_equal(first.shape, reseeded.shape)
+
+
+def test_skin_and_hair_tones_reach_their_targets(template, regions):
+    render_regions, _ = regions
+    look = sample_identity(FacesParams(), 0, template.basis_names).look
+    look.mirror_blend, look.brightness, look.contrast, look.beard = 0.0, 0.0, 1.0, 1.0
+    for skin_l, hair_l in ((35.0, 60.0), (70.0, 12.0)):
+        look.skin_lab[0], look.hair_lab[0] = skin_l, hair_l
+        lab = to_lab(vary_albedo(template.albedo_render, render_regions, look))
+        skin = lab[(render_regions.skin > 0.95) & (render_regions.beard < 0.05), 0]
+        hair = lab[render_regions.hair > 0.95, 0]
+        assert abs(np.median(skin) - skin_l) < 3.0
+        assert abs(np.median(hair) - hair_l) < 6.0
+
+
+@pytest.mark.parametrize("identity", [0, 1, 2])
+def test_true_landmarks_match_dlib_at_yaw_0(template, regions, identity):
+    config = FacesParams(yaw_degrees=[0.0])
+    rendered = render_identity(template, *regions, sample_identity(config, identity, template.basis_names), 256)
+    detection = largest_face(rendered.images[0], "hog", 1)
+    assert detection is not None
+    # Inner points (brows, nose, eyes, mouth); dlib's jaw points follow the silhouette rather than the mesh.
+    error = np.linalg.norm(detection.landmarks[17:] - rendered.landmarks[0, 17:], axis=1)
+    assert error.mean() < 4.0 and np.median(error) < 4.0
+
+
+def test_views_share_one_identity_and_its_lit_texture_is_what_they_show(template, regions):
+    config = FacesParams(yaw_degrees=[-35.0, 0.0, 35.0])
+    identity = sample_identity(config, 5, template.basis_names)
+    rendered = render_identity(template, *regions, identity, 128)
+    assert rendered.images.shape == (3, 128, 128, 3) and rendered.images.dtype == np.uint8
+    assert rendered.lit_texture.shape == template.albedo.shape and rendered.landmarks.shape == (3, 68, 2)
+    np.testing.assert_array_equal(rendered.yaw, [-35.0, 0.0, 35.0])
+    assert np.abs(rendered.pitch).max() <= config.pitch_jitter_degrees and len(set(rendered.pitch.tolist())) == 3
+    # One background for all views: the corners are identical.
+    assert (rendered.images[:, :4, :4] == rendered.images[:1, :4, :4]).all()
+    # Re-rendering each view from the ground-truth lit texture (uv.size) gives the same picture.
+    scale, translation = default_camera(128)
+    vertices = template.shaped(identity.shape)
+    for view, (yaw, pitch, roll) in enumerate(zip(identity.yaw, identity.pitch, identity.roll)):
+        screen = project(vertices, rotation_matrix(float(yaw), float(pitch), float(roll)), scale, translation)
+        again, coverage = render_textured(screen, template.faces, template.vertex_uv, rendered.lit_texture, 128,
+                                          identity.background)
+        head = coverage > 0.99
+        difference = np.abs(again.astype(int) - rendered.images[view])[head]
+        assert np.median(difference) <= 4 and difference.mean() < 6
+        np.testing.assert_allclose(rendered.landmarks[view], screen[template.landmark_ids, :2], atol=1e-4)
+
+
+def test_identities_look_different(template, regions):
+    config = FacesParams(yaw_degrees=[0.0])
+    renders = [render_identity(template, *regions, sample_identity(config, i, template.basis_names), 96)
+               for i in range(6)]
+    textures = np.stack([r.lit_texture for r in renders]).astype(np.float32)
+    valid = template.texel_valid
+    for i in range(6):
+        for j in range(i):
+            assert np.abs(textures[i] - textures[j])[valid].mean() > 8.0  # not the same texture
+    skin_lightness = [np.median(to_lab(r.lit_texture)[regions[1].skin > 0.95, 0]) for r in renders]
+    assert np.ptp(skin_lightness) > 15.0  # light and dark skin among six identities
+    shapes = np.stack([r.shape for r in renders])
+    shift = np.linalg.norm(np.tensordot(shapes, template.basis, axes=1), axis=2).max(1)  # mm, furthest vertex
+    assert (shift > 5.0).all()
+
+
+def test_rgb_conversions():
+    matte = (10, 20, 30)
+    gray16 = np.full((40, 50), 65535, np.uint16)
+    rgb, conversions = to_rgb8(gray16, matte)
+    assert rgb.shape == (40, 50, 3) and rgb.dtype == np.uint8 and (rgb == 255).all()
+    assert conversions == ["16-bit", "grayscale"]
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., :3], rgba[:, 20:, 3] = 200, 255  # left half transparent
+    rgb, conversions = to_rgb8(rgba, matte)
+    assert conversions == ["alpha"] and (rgb[:, :20] == matte).all() and (rgb[:, 20:] == 200).all()
+    square, notes = make_square(np.zeros((100, 60, 3), np.uint8), 32, "crop", matte)
+    assert square.shape == (32, 32, 3) and notes and "non-square" in notes[0]
+    with pytest.raises(ValueError):
+        to_rgb8(np.zeros((4, 4, 3), np.int32), matte)
+
+
+def shards_of(folder: Path) -> dict[str, np.ndarray]:
+    arrays = [shard for _, shard in iter_shards(folder)]
+    return {key: np.concatenate([a[key] for a in arrays]) for key in arrays[0]}
+
+
+def test_same_shards_with_one_or_two_workers(template_dir, template, tmp_path):
+    # 5 identities x 11 views in shards of <= 24 views: 2 identities (22 views) per shard, never split.
+    params = write_params(tmp_path, identities=5, image_size=64, shard_size=24, detection_check_identities=0)
+    outputs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"faces{workers}"
+        metrics = run(params, template_dir, out, tmp_path / f"faces{workers}.json", workers)
+        assert metrics["images"] == 55 and metrics["identities"] == 5 and metrics["images_per_second"] > 0
+        outputs[workers] = out
+    index = read_index(outputs[1])
+    assert [entry["identities"] for entry in index["shards"]] == [[0, 1], [2, 3], [4]]
+    assert index["has_truth"] and index["views_per_identity"] == 11 and index["uv_size"] == template.albedo.shape[0]
+    assert index["image_size"] == 64 and index["source"] == "synthetic"
+    for entry in index["shards"]:
+        one = dict(np.load(outputs[1] / entry["file"], allow_pickle=False))
+        two = dict(np.load(outputs[2] / entry["file"], allow_pickle=False))
+        assert one.keys() == two.keys() == {"images", "identity", "view", "yaw", "pitch", "roll", "landmarks",
+                                            "identity_ids", "lit_texture", "shape"}
+        for key in one:
+            assert one[key].dtype == two[key].dtype and one[key].tobytes() == two[key].tobytes(), key
+    data = shards_of(outputs[1])
+    assert data["images"].shape == (55, 64, 64, 3) and data["lit_texture"].shape[0] == 5
+    assert data["view"].dtype == np.int16 and data["identity"].dtype == np.int64
+    np.testing.assert_array_equal(data["view"][:11], np.arange(11))
+    assert (outputs[1] / "preview" / "grid.png").is_file()
+    saved = json.loads((tmp_path / "faces1.json").read_text())
+    assert {"identities", "images", "seconds", "images_per_second", "bad_inputs"} <= set(saved)
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    assert cv2.imwrite(str(path), image)
+
+
+def test_directory_source_converts_and_reports_bad_files(template_dir, template, regions, tmp_path):
+    photos = tmp_path / "photos"
+    rendered = render_identity(template, *regions, sample_identity(FacesParams(yaw_degrees=[0.0, 20.0]), 0,
+                                                                     template.basis_names), 200)
+    face, turned = rendered.images
+    write_image(photos / "anna" / "a_front.png", face)
+    write_image(photos / "anna" / "b_gray.png", cv2.cvtColor(face, cv2.COLOR_RGB2GRAY))
+    write_image(photos / "anna" / "c_16bit.png", turned.astype(np.uint16) * 257)
+    (photos / "anna" / "d_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    write_image(photos / "anna" / "e_wide.jpg", np.hstack([face, face[:, :50]]))
+    rgba = np.dstack([turned, np.full(turned.shape[:2], 255, np.uint8)])
+    rgba[:20, :, 3] = 0
+    write_image(photos / "ben" / "1.png", rgba)
+    (photos / "ben" / "notes.txt").write_text("taken on a Tuesday")
+    (photos / "README.txt").write_text("one folder per person")
+    (photos / "carl" / "broken.png").parent.mkdir(parents=True)
+    (photos / "carl" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+
+    params = write_params(tmp_path, source="directory", dir=str(photos), detection_check_identities=None)
+    metrics = run(params, template_dir, tmp_path / "faces", tmp_path / "faces.json", 1)
+    assert metrics["identities"] == 2 and metrics["images"] == 5
+    lines = metrics["bad_input_lines"]
+    assert metrics["bad_inputs"] == len(lines) == 5
+    assert any("d_corrupt.jpg" in line and "decode" in line for line in lines)
+    assert any("notes.txt" in line for line in lines) and any("README.txt" in line for line in lines)
+    assert any("broken.png" in line for line in lines) and any("carl" in line and "no usable view" in line for line in lines)
+    converted = " ".join(metrics["converted_lines"])
+    assert metrics["converted"] == 4  # gray, 16-bit, wide, alpha
+    assert "b_gray.png" in converted and "grayscale" in converted and "16-bit" in converted
+    assert "alpha" in converted and "non-square" in converted
+
+    index = read_index(tmp_path / "faces")
+    assert index["source"] == "directory" and not index["has_truth"] and index["view_counts"] == [4, 1]
+    assert index["names"]["0"] == {"folder": "anna", "files": ["a_front.png", "b_gray.png", "c_16bit.png", "e_wide.jpg"]}
+    data = shards_of(tmp_path / "faces")
+    assert "lit_texture" not in data and "shape" not in data
+    assert data["images"].shape == (5, 256, 256, 3) and np.isnan(data["yaw"]).all() and np.isnan(data["landmarks"]).all()
+    np.testing.assert_array_equal(data["view"], [0, 1, 2, 3, 0])
+    gray = data["images"][1]
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    assert (data["images"][4][:20] == 128).all()  # transparent rows composited on alpha_background
+    assert metrics["hog_detection_rate_all_views"] > 0.5
+
+
+def test_bad_params_are_one_line_errors(tmp_path, template_dir):
+    params = write_params(tmp_path, source="webcam")
+    with pytest.raises(UserError, match="source must be"):
+        run(params, template_dir, tmp_path / "faces", tmp_path / "faces.json", 1)
+    params = write_params(tmp_path, source="directory", dir=str(tmp_path / "nowhere"))
+    result = subprocess.run([sys.executable, "-m", "headtex", "faces", "--params", str(params), "--template",
+                             str(template_dir), "--out", str(tmp_path / "faces"), "--metrics", str(tmp_path / "m.json")],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "nowhere" in result.stderr
+    assert not (tmp_path / "faces").exists()

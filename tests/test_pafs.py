@@ -1,0 +1,295 @@
+"""pafs stage: fitting, visibility, mirrored PAFs, and the stage on a tiny faces-format dataset."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from headtex.detect import largest_face
+from headtex.geometry import Light, interpolate, project, rotation_matrix, vertex_normals, view_direction
+from headtex.io import UserError, load_npz, read_index, save_npz, write_index
+from headtex.pafs.core import (
+    CONTOUR_MODES, Fit, PafsParams, fit_landmarks, fitted_landmarks, jaw_region, landmark_nme, partial_texture,
+    process_image, psnr,
+)
+from headtex.template.core import default_camera, lit_texture, render_view
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 256
+BACKGROUND = (90, 120, 150)
+
+
+def lit_textures(template, shape, light=Light()):
+    """(texture for rendering, true lit texture at uv.size) of the template deformed by shape coefficients."""
+    vertices = template.shaped(shape)
+    render = lit_texture(template.albedo_render, vertices, template.faces, template.render_texel_triangle,
+                         template.render_texel_barycentrics, light)
+    truth = lit_texture(template.albedo, vertices, template.faces, template.texel_triangle,
+                        template.texel_barycentrics, light)
+    return render, truth
+
+
+def render(template, yaw, pitch=0.0, roll=0.0, shape=None, texture=None):
+    """A 256 px view of the (shaped) template and its true projected landmarks."""
+    shape = np.zeros(len(template.basis_names)) if shape is None else shape
+    texture = lit_textures(template, shape)[0] if texture is None else texture
+    image, screen = render_view(template, template.shaped(shape), texture, yaw, SIZE, pitch, roll, BACKGROUND)
+    return image, screen[template.landmark_ids, :2]
+
+
+def true_fit(template, yaw, pitch=0.0, roll=0.0, shape=None):
+    scale, translation = default_camera(SIZE)
+    shape = np.zeros(len(template.basis_names)) if shape is None else shape
+    return Fit(rotation_matrix(yaw, pitch, roll), scale, translation, shape)
+
+
+def synthetic_landmarks(template, shape, yaw, pitch, roll):
+    scale, translation = default_camera(SIZE)
+    points = template.shaped(shape)[template.landmark_ids]
+    return project(points, rotation_matrix(yaw, pitch, roll), scale, translation)[:, :2]
+
+
+# --- fitting ------------------------------------------------------------------------------------------------
+
+def test_fit_recovers_known_pose_and_shape_noise_free(template):
+    rng = np.random.default_rng(0)
+    shape = rng.normal(size=len(template.basis_names))
+    landmarks = synthetic_landmarks(template, shape, 30.0, 4.0, -3.0)
+    fit = fit_landmarks(template, landmarks, shape_regularisation=0.01, iterations=30, contour="fixed")
+    np.testing.assert_allclose(fit.pose, [30.0, 4.0, -3.0], atol=0.3)
+    scale, translation = default_camera(SIZE)
+    assert abs(fit.scale / scale - 1) < 0.005
+    np.testing.assert_allclose(fit.translation, translation, atol=0.5)
+    # At 30 deg of yaw every mode moves some landmark, so the coefficients themselves come back.
+    assert np.sqrt(np.mean((fit.shape - shape) ** 2)) < 0.1
+    assert fit.residual < 0.05
+
+
+def test_fit_with_noisy_landmarks_stays_close(template):
+    rng = np.random.default_rng(1)
+    noise_px = 1.5
+    scale, _ = default_camera(SIZE)
+    yaw_errors, nmes, shape_errors, prior_errors = [], [], [], []
+    for _ in range(12):
+        shape = rng.normal(size=len(template.basis_names))
+        yaw, pitch, roll = rng.uniform(-40, 40), rng.uniform(-8, 8), rng.uniform(-6, 6)
+        truth = synthetic_landmarks(template, shape, yaw, pitch, roll)
+        # shape_regularisation = the landmark noise variance in mm^2 (a unit-normal prior on the coefficients)
+        fit = fit_landmarks(template, truth + rng.normal(scale=noise_px, size=truth.shape),
+                            shape_regularisation=(noise_px / scale) ** 2, contour="fixed")
+        yaw_errors.append(abs(fit.pose[0] - yaw))
+        nmes.append(landmark_nme(fitted_landmarks(template, fit), truth))
+        shape_errors.append(np.sqrt(np.mean((fit.shape - shape) ** 2)))
+        prior_errors.append(np.sqrt(np.mean(shape ** 2)))
+    assert np.median(yaw_errors) < 2.0 and max(yaw_errors) < 4.0
+    assert np.mean(nmes) < 0.015  # 1.5 px of noise on ~80 px of inter-ocular distance, averaged down by the fit
+    # Better than guessing the mean shape, though far from exact: head_width (a 4 % stretch of x)
+    # trades with the camera scale, and several modes barely move the 68 landmarks.
+    assert np.mean(shape_errors) < 0.8 * np.mean(prior_errors)
+
+
+def test_silhouette_contour_fixes_large_yaw(template):
+    """dlib's far-side jaw points follow the cheek's outline: matching them to fixed vertices biases the yaw."""
+    jaw = jaw_region(template)
+    for yaw in (-40.0, 40.0):
+        image, _ = render(template, yaw)
+        detection = largest_face(image)
+        errors = {mode: abs(fit_landmarks(template, detection.landmarks, contour=mode, jaw=jaw).pose[0] - yaw)
+                  for mode in CONTOUR_MODES}
+        assert errors["silhouette"] < 4.0, errors
+        assert errors["fixed"] > errors["silhouette"] + 3.0, errors
+
+
+# --- partial textures -----------------------------------------------------------------------------------------
+
+def test_paf_matches_truth_with_true_fit(template):
+    rng = np.random.default_rng(2)
+    shape = 0.7 * rng.normal(size=len(template.basis_names))
+    texture, truth = lit_textures(template, shape, Light(direction=(-0.4, 0.3, 1.0)))
+    image, _ = render(template, 25.0, 3.0, -2.0, shape, texture)
+    paf, visible, cosine = partial_texture(image, template, true_fit(template, 25.0, 3.0, -2.0, shape))
+    seen = visible > 0
+    assert 0.3 < seen.sum() / template.texel_valid.sum() < 0.8
+    assert not (seen & ~template.texel_valid).any()
+    assert psnr(paf, truth, seen) > 28.0  # only resampling error when the geometry is right
+    assert (paf[~seen] == 0).all() and (cosine[~seen] == 0).all() and (cosine[seen] > 0).all()
+
+
+def test_visibility_at_yaw_60_hides_far_cheek(template):
+    image, _ = render(template, 60.0)
+    fit = true_fit(template, 60.0)
+    _, visible, cosine = partial_texture(image, template, fit, max_view_angle_degrees=70.0)
+    size = visible.shape[0]
+    u = (np.arange(size) + 0.5) / size
+    cheeks = np.zeros_like(template.texel_valid)
+    cheeks[int(0.35 * size):int(0.6 * size)] = True  # cheek height band
+    near = cheeks & template.texel_valid & (u < 0.3)[None]  # subject's right (-x) turns towards the camera
+    far = cheeks & template.texel_valid & (u > 0.7)[None]
+    assert (visible[near] > 0).mean() > 0.9
+    assert (visible[far] > 0).mean() < 0.02
+    # Without the grazing-angle limit, the depth test alone still hides texels that face the camera
+    # (behind the nose and the cheekbone).
+    _, visible_90, _ = partial_texture(image, template, fit, max_view_angle_degrees=90.0)
+    normals = interpolate(vertex_normals(template.vertices, template.faces), template.faces,
+                          np.maximum(template.texel_triangle, 0), template.texel_barycentrics)
+    normals /= np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
+    facing = template.texel_valid & (normals @ view_direction(fit.rotation) > 0.2)
+    hidden = facing & (visible_90 == 0)
+    assert hidden.sum() > 100
+    # Seen texels' view cosine is stored as cos * 255.
+    seen = visible > 0
+    np.testing.assert_allclose(cosine[seen] / 255.0, (normals @ view_direction(fit.rotation))[seen], atol=0.01)
+
+
+def test_mirrored_image_gives_mirrored_paf(template):
+    image, _ = render(template, 20.0)
+    params = PafsParams()
+    original = process_image(image, template, params)
+    mirrored = process_image(np.ascontiguousarray(image[:, ::-1]), template, params)
+    assert abs(original.fit.pose[0] + mirrored.fit.pose[0]) < 3.0  # the mirror turns the other way
+    # The UV layout is symmetric about u = 0.5 (the template only roughly): flip columns back.
+    paf, visible = mirrored.paf[:, ::-1], mirrored.visible[:, ::-1]
+    both = (original.visible > 0) & (visible > 0)
+    union = (original.visible > 0) | (visible > 0)
+    assert both.sum() / union.sum() > 0.75
+    mean_difference = np.abs(original.paf[both].astype(float) - paf[both]).mean()
+    assert mean_difference < 11.0
+    # ... and unflipped they disagree far more (the test can fail).
+    unflipped = (original.visible > 0) & (mirrored.visible > 0)
+    assert unflipped.sum() / ((original.visible > 0) | (mirrored.visible > 0)).sum() < 0.6
+
+
+def test_image_without_face_returns_none(template):
+    blank = np.full((SIZE, SIZE, 3), 128, dtype=np.uint8)
+    assert process_image(blank, template, PafsParams(fallback_detector=None)) is None
+
+
+def test_params_are_validated():
+    with pytest.raises(UserError, match="detector"):
+        PafsParams(detector="sift")
+    with pytest.raises(UserError, match="contour"):
+        PafsParams(contour="spline")
+    with pytest.raises(UserError, match="max_view_angle"):
+        PafsParams(max_view_angle_degrees=120.0)
+
+
+# --- the stage on a tiny faces-format dataset -------------------------------------------------------------------
+
+def write_faces(folder: Path, template, identities: list[dict]) -> None:
+    """A faces-stage dataset (docs/DATA.md) in one shard: each identity dict has images, yaw and truth."""
+    arrays = {key: [] for key in ("images", "identity", "view", "yaw", "pitch", "roll", "landmarks")}
+    for number, entry in enumerate(identities):
+        views = len(entry["images"])
+        arrays["images"].append(np.stack(entry["images"]))
+        arrays["identity"].append(np.full(views, number, np.int64))
+        arrays["view"].append(np.arange(views, dtype=np.int16))
+        arrays["yaw"].append(np.asarray(entry["yaw"], np.float32))
+        arrays["pitch"].append(np.zeros(views, np.float32))
+        arrays["roll"].append(np.zeros(views, np.float32))
+        arrays["landmarks"].append(np.stack(entry["landmarks"]).astype(np.float32))
+    shard = {key: np.concatenate(value) for key, value in arrays.items()}
+    shard["identity_ids"] = np.arange(len(identities), dtype=np.int64)
+    shard["lit_texture"] = np.stack([entry["truth"] for entry in identities])
+    shard["shape"] = np.stack([entry["shape"] for entry in identities]).astype(np.float32)
+    save_npz(folder / "shard-00000.npz", **shard)
+    write_index(folder, [{"file": "shard-00000.npz", "identities": list(range(len(identities))),
+                          "count": int(len(shard["images"]))}],
+                source="synthetic", image_size=SIZE, uv_size=template.albedo.shape[0], yaw_degrees=[-20.0, 20.0],
+                views_per_identity=2, has_truth=True)
+
+
+@pytest.fixture(scope="module")
+def stage_run(template, template_dir, tmp_path_factory):
+    """The stage on 3 identities x 2 views; identity 1's second view has no face."""
+    folder = tmp_path_factory.mktemp("pafs")
+    rng = np.random.default_rng(3)
+    identities = []
+    for number in range(3):
+        shape = 0.5 * rng.normal(size=len(template.basis_names))
+        texture, truth = lit_textures(template, shape)
+        views = [render(template, yaw, shape=shape, texture=texture) for yaw in (-20.0, 20.0)]
+        images = [image for image, _ in views]
+        if number == 1:
+            images[1] = np.full_like(images[1], 128)
+        identities.append(dict(images=images, landmarks=[lm for _, lm in views], yaw=[-20.0, 20.0], truth=truth,
+                               shape=shape))
+    faces = folder / "faces"
+    write_faces(faces, template, identities)
+    params = folder / "params.yaml"
+    params.write_text(f"uv:\n  size: {template.albedo.shape[0]}\n"
+                      "pafs:\n  shard_size: 2\n  preview_identities: 1\n  fallback_detector: null\n")
+    from headtex.pafs.cli import run
+
+    metrics = run(params, faces, template_dir, folder / "pafs", folder / "pafs.json", workers=2)
+    return folder, metrics
+
+
+def test_stage_counts_a_view_without_face_and_drops_its_identity(stage_run):
+    folder, metrics = stage_run
+    assert metrics["identities_in"] == 3 and metrics["identities_rejected"] == 1 and metrics["identities_kept"] == 2
+    assert metrics["views_no_face"] == 1 and metrics["no_face_lines"] == ["identity 1 view 1 (yaw 20): no face found"]
+    assert metrics["identity_rejection_rate"] == pytest.approx(1 / 3, abs=1e-3)
+    index = read_index(folder / "pafs")
+    assert index["rejected_identities"] == [1]
+    assert [entry["identities"] for entry in index["shards"]] == [[0], [2]]  # shard_size 2 = one identity each
+    assert json.loads((folder / "pafs.json").read_text())["views_out"] == 4
+
+
+def test_stage_writes_the_documented_arrays(stage_run, template):
+    folder, metrics = stage_run
+    size = template.albedo.shape[0]
+    arrays = load_npz(folder / "pafs" / "shard-00001.npz")
+    expected = {
+        "identity": ((2,), np.int64), "view": ((2,), np.int16), "paf": ((2, size, size, 3), np.uint8),
+        "visible": ((2, size, size), np.uint8), "landmarks": ((2, 68, 2), np.float32),
+        "rotation": ((2, 3, 3), np.float32), "pose": ((2, 3), np.float32), "scale": ((2,), np.float32),
+        "translation": ((2, 2), np.float32), "shape": ((2, len(template.basis_names)), np.float32),
+        "view_cosine": ((2, size, size), np.uint8),
+    }
+    assert set(arrays) == set(expected)
+    for key, (shape, dtype) in expected.items():
+        assert arrays[key].shape == shape and arrays[key].dtype == dtype, key
+    assert arrays["identity"].tolist() == [2, 2] and arrays["view"].tolist() == [0, 1]
+    assert set(np.unique(arrays["visible"])) == {0, 255}
+    assert (arrays["paf"][arrays["visible"] == 0] == 0).all()
+    np.testing.assert_allclose(arrays["pose"][:, 0], [-20.0, 20.0], atol=8.0)
+    assert (folder / "pafs" / "preview" / "identity-00000.png").is_file()
+    fidelity = metrics["fidelity"]
+    assert fidelity["views"] == 5  # fidelity covers every view with a face, kept or not
+    assert fidelity["paf_psnr_db_median"] > 18.0
+    assert fidelity["by_abs_yaw"]["abs_yaw_le_35"]["nme_fitted_mean"] < 0.08
+
+
+def test_stage_on_photos_without_ground_truth(template, template_dir, tmp_path):
+    """A `directory` faces dataset: no truth arrays, NaN yaw; the stage still writes PAFs, no fidelity."""
+    images = np.stack([render(template, yaw)[0] for yaw in (-10.0, 10.0)] + [np.full((SIZE, SIZE, 3), 128, np.uint8)])
+    faces = tmp_path / "faces"
+    save_npz(faces / "shard-00000.npz", images=images, identity=np.array([0, 0, 1]), view=np.array([0, 1, 0], np.int16),
+             yaw=np.full(3, np.nan, np.float32), pitch=np.full(3, np.nan, np.float32),
+             roll=np.full(3, np.nan, np.float32), landmarks=np.full((3, 68, 2), np.nan, np.float32),
+             identity_ids=np.array([0, 1]))
+    write_index(faces, [{"file": "shard-00000.npz", "identities": [0, 1], "count": 3}], source="directory",
+                image_size=SIZE, uv_size=template.albedo.shape[0], has_truth=False, names=[["a", ["1.png", "2.png"]],
+                                                                                        ["b", ["1.png"]]])
+    params = tmp_path / "params.yaml"
+    params.write_text(f"uv:\n  size: {template.albedo.shape[0]}\npafs:\n  fallback_detector: null\n")
+    from headtex.pafs.cli import run
+
+    metrics = run(params, faces, template_dir, tmp_path / "pafs", tmp_path / "pafs.json", workers=1)
+    assert "fidelity" not in metrics and "view_no_face_rate_abs_yaw_le_45" not in metrics
+    assert metrics["no_face_lines"] == ["identity 1 view 0: no face found"] and metrics["identities_kept"] == 1
+    index = read_index(tmp_path / "pafs")
+    assert index["source"] == "directory" and index["names"][0][0] == "a" and index["has_truth"] is False
+    assert load_npz(tmp_path / "pafs" / "shard-00000.npz")["paf"].shape[0] == 2
+
+
+def test_command_reports_missing_faces_in_one_line(tmp_path, template_dir):
+    result = subprocess.run([sys.executable, "-m", "headtex", "pafs", "--faces", str(tmp_path / "nowhere"),
+                             "--template", str(template_dir),
+                             "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error:") and "nowhere" in result.stderr
+    assert "Traceback" not in result.stderr

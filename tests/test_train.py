@@ -1,0 +1,309 @@
+"""train stage: data conventions, one training step, NaN stop, checkpoints and resume, dvclive output, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from headtex.inpaint import VGG16Features
+from headtex.io import UserError, save_npz, write_index, write_png
+from headtex.train.core import (
+    Trainer, TrainParams, hole_from_visible, inpaint, learning_rate_factor, sample_grid, training_example,
+)
+from headtex.train.files import CHECKPOINT_NAME, load_inpainter
+
+SIZE = 32  # tiny textures: the generator needs a multiple of 4, the critic 32 for one patch
+IDENTITIES = 6
+
+
+def smooth_textures(count: int, size: int, seed: int = 0) -> np.ndarray:
+    """Smooth random colour fields (bilinear upsampling of 4x4 noise): learnable structure, like skin."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    return np.stack([cv2.resize(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), (size, size),
+                                interpolation=cv2.INTER_LINEAR) for _ in range(count)])
+
+
+def valid_region(size: int) -> np.ndarray:
+    """On the head except the two top corners (asymmetric on purpose, to exercise flips)."""
+    valid = np.ones((size, size), bool)
+    valid[:4, :6] = False
+    valid[:3, -3:] = False
+    return valid
+
+
+@pytest.fixture
+def data(tmp_path) -> dict:
+    textures_dir, masks_dir = tmp_path / "textures", tmp_path / "masks"
+    textures = smooth_textures(IDENTITIES, SIZE)
+    identities = np.arange(10, 10 + IDENTITIES)
+    save_npz(textures_dir / "shard-00000.npz", textures=textures[:4], identity=identities[:4])
+    save_npz(textures_dir / "shard-00001.npz", textures=textures[4:], identity=identities[4:])
+    write_index(textures_dir, [{"file": "shard-00000.npz", "identities": identities[:4].tolist(), "count": 4},
+                               {"file": "shard-00001.npz", "identities": identities[4:].tolist(), "count": 2}])
+    bank = np.full((3, SIZE, SIZE), 255, np.uint8)
+    bank[0, :, : SIZE // 2] = 0  # left half occluded
+    bank[1, SIZE // 4:, SIZE // 3:] = 0
+    bank[2, 8:20, 8:20] = 0
+    save_npz(masks_dir / "shard-00000.npz", masks=bank, identity=np.arange(3), view=np.zeros(3, np.int16))
+    write_index(masks_dir, [{"file": "shard-00000.npz", "identities": [0, 1, 2], "count": 3}])
+    write_png(tmp_path / "valid.png", valid_region(SIZE).astype(np.uint8) * 255)
+    return {"root": tmp_path, "textures": textures_dir, "masks": masks_dir, "valid": tmp_path / "valid.png",
+            "texture_array": textures, "bank": bank}
+
+
+def write_params(path: Path, **train) -> Path:
+    params = {"masks": {"p_real": 0.5, "max_strokes": 6}, "model": {"latent": 4},
+              "train": {"epochs": 2, "batch_size": 2, "lr_g": 1e-3, "lr_d": 1e-3, "lr_decrease_epoch": 1,
+                        "seed": 3, **train}}
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def run_train(data: dict, params: Path, tag: str, resume: bool = False, live: Path | None = None) -> dict:
+    from headtex.train.cli import run
+
+    root = data["root"]
+    return run(params, data["textures"], data["masks"], data["valid"], root / tag / "inpainter.pt",
+               root / tag / "checkpoints", live or root / tag / "live", resume=resume)
+
+
+def fixed_batch(config: TrainParams, data: dict, count: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [training_example(data["texture_array"][i], 10 + i, 0, data["bank"], valid_region(SIZE), config)
+             for i in range(count)]
+    return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs]))
+
+
+# ---- data conventions ----
+
+def test_hole_channel_is_one_minus_visible_on_the_head_only():
+    visible = np.array([[255, 0], [0, 255]], np.uint8)
+    valid = np.array([[True, True], [False, True]])
+    np.testing.assert_array_equal(hole_from_visible(visible, valid), [[0, 1], [0, 0]])  # off-head: known
+
+
+def test_training_example_masks_flips_and_seeding(data):
+    valid = valid_region(SIZE)
+    config = TrainParams(p_real=1.0, seed=5, flips=True)
+    texture = data["texture_array"][0]
+    seen_flip, seen_plain = False, False
+    for epoch in range(12):
+        out, hole = training_example(texture, 10, epoch, data["bank"], valid, config)
+        flipped = np.array_equal(out, texture[:, ::-1])
+        assert flipped or np.array_equal(out, texture)
+        seen_flip |= flipped
+        seen_plain |= not flipped
+        region = valid & valid[:, ::-1] if flipped else valid
+        # with p_real = 1 the hole is a bank mask, restricted to the head
+        assert any(np.array_equal(hole, (bank == 0) & region) for bank in data["bank"])
+        again = training_example(texture, 10, epoch, data["bank"], valid, config)
+        assert np.array_equal(again[0], out) and np.array_equal(again[1], hole)  # seeded by (seed, identity, epoch)
+    assert seen_flip and seen_plain
+    no_flips = TrainParams(p_real=1.0, seed=5, flips=False)
+    assert all(np.array_equal(training_example(texture, 10, e, data["bank"], valid, no_flips)[0], texture)
+               for e in range(6))
+    strokes = TrainParams(p_real=0.0, max_strokes=6)
+    _, hole = training_example(texture, 10, 0, data["bank"], valid, strokes)
+    assert 0 < hole.mean() < 1 and hole[~valid].max() == 0
+
+
+def test_learning_rate_schedule():
+    config = TrainParams(lr_decrease_epoch=10, lr_decrease_factor=0.5)
+    assert [learning_rate_factor(e, config) for e in (0, 9, 10, 19, 20)] == [1, 1, 0.5, 0.5, 0.25]
+
+
+def test_bad_params_are_user_errors(tmp_path, data):
+    with pytest.raises(UserError, match="ship_output"):
+        TrainParams(ship_output="best")
+    assert TrainParams(lr_g="2e-4").lr_g == 2e-4  # PyYAML reads 2e-4 as a string
+    with pytest.raises(UserError, match="lr_d must be a number"):
+        TrainParams(lr_d="fast")
+    with pytest.raises(UserError, match="p_real"):
+        params = tmp_path / "p.yaml"
+        params.write_text(yaml.safe_dump({"train": {"epochs": 1}}))
+        run_train(data, params, "x")
+    write_png(data["valid"], np.full((SIZE + 4, SIZE + 4), 255, np.uint8))
+    with pytest.raises(UserError, match="valid.png"):
+        run_train(data, write_params(tmp_path / "q.yaml"), "y")
+
+
+def test_command_reports_user_errors_in_one_line(data, tmp_path, monkeypatch, capsys):
+    from headtex.cli import main
+
+    params = write_params(tmp_path / "params.yaml")
+    monkeypatch.setattr(sys, "argv", ["headtex", "train", "--params", str(params), "--textures", str(tmp_path / "none"),
+                                      "--masks", str(data["masks"]), "--valid", str(data["valid"])])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    missing = tmp_path / "none"
+    assert capsys.readouterr().err.strip() == f"error: {missing / 'index.json'}: missing; run the stage that writes {missing} first"
+
+
+# ---- training ----
+
+def test_repeated_training_step_lowers_the_loss(data):
+    # the full step (critic update, then generator update with L1 + perceptual + GAN) on one fixed batch:
+    # the reconstruction losses fall; the WGAN terms are adversarial and need not
+    config = TrainParams(p_real=0.5, seed=0, lr_g=5e-4, lr_d=1e-4)
+    trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"))
+    texture, hole = fixed_batch(config, data)
+    losses = [trainer.train_step(texture, hole) for _ in range(15)]
+    assert trainer.step_count == 15
+
+    def l1(step: dict) -> float:
+        return step["first_mask_l1"] + step["second_mask_l1"]
+
+    assert np.mean([l1(step) for step in losses[-3:]]) < 0.9 * l1(losses[0])
+    assert losses[-1]["first_mask_l1"] < losses[0]["first_mask_l1"]
+
+
+def test_nan_loss_stops_naming_the_step_before_updating(data):
+    config = TrainParams(p_real=0.5)
+    trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"))
+    texture, hole = fixed_batch(config, data)
+    trainer.train_step(texture, hole)
+    with torch.no_grad():
+        trainer.generator.coarse.layers[0].conv.weight[0, 0, 0, 0] = float("nan")
+    critic_before = {k: v.clone() for k, v in trainer.critic.state_dict().items()}
+    with pytest.raises(UserError, match=r"diverged at step 2: non-finite loss \(d_loss=nan"):
+        trainer.train_step(texture, hole)
+    for key, value in trainer.critic.state_dict().items():
+        if not key.endswith(("_u", "_v")):  # spectral-norm power iteration runs in every forward
+            assert torch.equal(value, critic_before[key]), key
+
+
+def test_sample_grid_and_inpaint_keep_known_texels(data):
+    config = TrainParams(p_real=1.0)
+    trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"))
+    texture, hole = fixed_batch(config, data)
+    image, coarse, refined = trainer.predict(texture, hole)
+    grid = sample_grid(image, hole, coarse, refined)
+    assert grid.shape == (2 * SIZE, 4 * SIZE, 3) and grid.dtype == np.uint8
+    np.testing.assert_array_equal(grid[:SIZE, :SIZE], texture[0].numpy())  # GT column
+    known = hole[0].numpy() == 0
+    np.testing.assert_array_equal(grid[:SIZE, 2 * SIZE:3 * SIZE][known], texture[0].numpy()[known])
+    visible = ((1 - hole.numpy()) * 255).astype(np.uint8)
+    completed = inpaint(trainer.generator, texture.numpy(), visible, valid_region(SIZE))
+    known = hole.numpy() == 0
+    np.testing.assert_array_equal(completed[known], texture.numpy()[known])
+    assert not np.array_equal(completed, texture.numpy())
+
+
+# ---- the stage ----
+
+def test_train_stage_writes_model_checkpoint_and_dvclive_logs(data, tmp_path):
+    result = run_train(data, write_params(tmp_path / "params.yaml"), "run")
+    assert result["steps"] == 6 and result["vgg"] == "random (seed 0)" and not result["vgg_pretrained"]
+    generator, info = load_inpainter(data["root"] / "run" / "inpainter.pt")
+    assert info == {"latent": 4, "ship_output": "coarse", "uv_size": SIZE}
+    torch.load(data["root"] / "run" / "inpainter.pt", weights_only=True)
+    assert (data["root"] / "run" / "checkpoints" / CHECKPOINT_NAME).is_file()
+    live = Path(result["live_dir"])
+    metrics = json.loads((live / "metrics.json").read_text())
+    assert metrics["step"] == 5 and metrics["epochs"] == 2 and metrics["device"] == "cpu"
+    for name in ("first_mask_l1", "second_mask_l1", "first_mask_l1_missing", "perceptual", "gan", "d_loss",
+                 "lr_g", "images_per_second"):
+        assert name in metrics["batch"] and name in metrics["epoch"]
+    assert metrics["epoch"]["lr_g"] == pytest.approx(5e-4)  # halved after epoch 1 (lr_decrease_epoch 1)
+    steps = (live / "plots" / "metrics" / "batch" / "first_mask_l1.tsv").read_text().splitlines()
+    assert len(steps) == 1 + 6
+    assert len((live / "plots" / "metrics" / "epoch" / "d_loss.tsv").read_text().splitlines()) == 1 + 2
+    assert sorted(p.name for p in (live / "plots" / "images" / "samples").iterdir()) == \
+        ["epoch-001.png", "epoch-002.png"]
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(data, tmp_path, monkeypatch):
+    # real dvclive files (not its test mode, which writes to a new temporary folder each time), outside any repo
+    monkeypatch.delenv("DVCLIVE_TEST", raising=False)
+    monkeypatch.chdir(tmp_path)
+    params = write_params(tmp_path / "params.yaml", epochs=3)
+    run_train(data, params, "straight", live=tmp_path / "live_straight")
+
+    original_step = Trainer.train_step
+
+    def interrupted_step(self, texture, hole):
+        if self.step_count == 4:  # in the middle of epoch 2, after the checkpoint of epoch 1
+            raise KeyboardInterrupt
+        return original_step(self, texture, hole)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(data, params, "resumed", live=tmp_path / "live_resumed")
+    monkeypatch.setattr(Trainer, "train_step", original_step)
+    assert not (data["root"] / "resumed" / "inpainter.pt").exists()
+    result = run_train(data, params, "resumed", resume=True, live=tmp_path / "live_resumed")
+    assert result["steps"] == 9
+
+    straight = torch.load(data["root"] / "straight" / "inpainter.pt", weights_only=True)["generator"]
+    resumed = torch.load(data["root"] / "resumed" / "inpainter.pt", weights_only=True)["generator"]
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    for plot in ("batch/first_mask_l1.tsv", "epoch/d_loss.tsv"):
+        a = (tmp_path / "live_straight" / "plots" / "metrics" / plot).read_text().splitlines()
+        b = (tmp_path / "live_resumed" / "plots" / "metrics" / plot).read_text().splitlines()
+        assert [row.split("\t")[:2] for row in a] == [row.split("\t")[:2] for row in b]  # steps, values
+
+
+def test_corrupt_or_foreign_checkpoint_is_a_clear_error(data, tmp_path):
+    params = write_params(tmp_path / "params.yaml", epochs=1)
+    checkpoint = data["root"] / "run" / "checkpoints" / CHECKPOINT_NAME
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(UserError, match=rf"{CHECKPOINT_NAME}: corrupt or unreadable training checkpoint"):
+        run_train(data, params, "run", resume=True)
+    torch.save({"generator": {}}, checkpoint)
+    with pytest.raises(UserError, match="not a headtex training checkpoint"):
+        run_train(data, params, "run", resume=True)
+    run_train(data, params, "run")  # without --resume it starts over
+    with pytest.raises(UserError, match="other settings or data.*lr_g"):
+        run_train(data, write_params(tmp_path / "other.yaml", epochs=2, lr_g=2e-3), "run", resume=True)
+    (data["root"] / "run" / "inpainter.pt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="inpainter.pt: corrupt"):
+        load_inpainter(data["root"] / "run" / "inpainter.pt")
+
+
+# ---- multi-process (torchrun's environment, gloo on CPU) ----
+
+def _ddp_worker(rank: int, world: int, port: int, root: str, params: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank), DVCLIVE_TEST="true")
+    torch.set_num_threads(1)
+    from headtex.train.cli import run
+
+    root = Path(root)
+    run(Path(params), root / "textures", root / "masks", root / "valid.png", root / out / "inpainter.pt",
+        root / out / "checkpoints", root / out / "live")
+
+
+@pytest.mark.slow  # ~15 s: two spawned processes import torch and join a gloo group
+def test_ddp_two_processes_match_one_process_with_the_global_batch(data, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # 6 textures: per-process batch 1 x 2 processes = batch 2 in one process (same global order, mean gradients).
+    # The two sum gradients in different orders; a GAN amplifies such rounding differences when the steps are
+    # large against the weights, so: PyTorch's default init (Xavier gain 0.02 makes weights ~2e-3) and lr 1e-4.
+    settings = dict(epochs=1, init_gain=None, lr_g=1e-4, lr_d=1e-4)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(data["root"]),
+                                                   str(write_params(tmp_path / "ddp.yaml", batch_size=1, **settings)),
+                                                   "ddp"), nprocs=2)
+    run_train(data, write_params(tmp_path / "one.yaml", batch_size=2, **settings), "one")
+    # compare what the generators compute: the conv biases in front of instance norm are cancelled by it, get
+    # rounding-noise gradients, and Adam turns those into different (irrelevant) values
+    ddp, _ = load_inpainter(data["root"] / "ddp" / "inpainter.pt")
+    one, _ = load_inpainter(data["root"] / "one" / "inpainter.pt")
+    config = TrainParams(p_real=0.5)
+    texture, hole = fixed_batch(config, data, count=3)
+    image, hole = texture.permute(0, 3, 1, 2).float() / 127.5 - 1, hole[:, None]
+    with torch.no_grad():
+        for a, b in zip(ddp(image, hole), one(image, hole)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
