@@ -56,12 +56,15 @@ def detect_faces(image: np.ndarray, detector: str = "hog", upsample: int = 1) ->
     raise UserError(f"unknown detector {detector!r}: use 'hog' or 'cnn'")
 
 
+def landmarks_in_box(image: np.ndarray, box: dlib.rectangle) -> np.ndarray:
+    """The 68 ibug landmarks (x, y) inside a detected face box."""
+    return np.array([[p.x, p.y] for p in _predictor()(image, box).parts()], dtype=np.float64)
+
+
 def largest_face(image: np.ndarray, detector: str = "hog", upsample: int = 1) -> Detection | None:
     """The largest detected face with its 68 landmarks, or None when there is no face."""
     faces = detect_faces(image, detector, upsample)
     if not faces:
         return None
     box, score = max(faces, key=lambda face: face[0].area())
-    shape = _predictor()(image, box)
-    landmarks = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-    return Detection((box.left(), box.top(), box.right(), box.bottom()), float(score), landmarks)
+    return Detection((box.left(), box.top(), box.right(), box.bottom()), float(score), landmarks_in_box(image, box))

@@ -8,17 +8,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import dlib
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from headtex.detect import detect_faces
+from headtex.detect import detect_faces, landmarks_in_box
 from headtex.inpaint import Generator
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.pafs.core import JawRegion, PafsParams, fitted_landmarks, jaw_region
 from headtex.params import UVParams, load_params, section
 from headtex.reconstruct.core import (
-    Reconstruction, ReconstructParams, complete_texture, detection_attempts, landmark_predictor, overlay, preview,
+    Reconstruction, ReconstructParams, complete_texture, detection_attempts, overlay, preview,
     reconstruct, torch_threads,
 )
 from headtex.reconstruct.photo import read_photo
@@ -65,8 +66,9 @@ def load_assets(template_dir: Path, model_path: Path, uv_size: int) -> Assets:
 def warm_up(assets: Assets, pafs: PafsParams) -> None:
     """Load dlib's detector and landmark model and run the network once (torch sets up its convolutions
     on the first call), so that per-photo timings measure the photo; this goes to setup_seconds."""
-    detect_faces(np.zeros((64, 64, 3), dtype=np.uint8), pafs.detector, 0)
-    landmark_predictor()
+    blank = np.zeros((64, 64, 3), dtype=np.uint8)
+    detect_faces(blank, pafs.detector, 0)
+    landmarks_in_box(blank, dlib.rectangle(0, 0, 63, 63))
     size = assets.template.texel_triangle.shape
     complete_texture(assets.generator, np.zeros(size + (3,), np.uint8), np.zeros(size, np.uint8),
                      assets.template.texel_valid, assets.model["ship_output"])

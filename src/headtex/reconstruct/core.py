@@ -19,8 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from headtex.detect import detect_faces
-from headtex.detect import _predictor as landmark_predictor  # the 68-point model detect.largest_face uses
+from headtex.detect import detect_faces, landmarks_in_box
 from headtex.geometry import project
 from headtex.inpaint import Generator
 from headtex.io import UserError
@@ -135,10 +134,9 @@ def find_face(image: np.ndarray, config: ReconstructParams, pafs: PafsParams,
         return None
     tick = time.perf_counter()
     detector, upsample, (box, score) = found
-    parts = landmark_predictor()(small, box).parts()
     # Per axis: the copy's sides are rounded, so its x and y factors differ slightly.
     axis_factor = np.array([image.shape[1] / small.shape[1], image.shape[0] / small.shape[0]])
-    landmarks = to_original(np.array([[p.x, p.y] for p in parts], dtype=np.float64), axis_factor)
+    landmarks = to_original(landmarks_in_box(small, box), axis_factor)
     corners = to_original(np.array([[box.left(), box.top()], [box.right(), box.bottom()]]), axis_factor)
     timings["landmarks"] = time.perf_counter() - tick
     return Face(landmarks, tuple(float(v) for v in corners.ravel()), float(score), detector, upsample, factor, small)
