@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from headtex.detect import detect_faces
+from headtex.detect import detect_faces, landmarks_in_box
 from headtex.inpaint import Generator
 from headtex.pafs.core import PafsParams, fit_landmarks, partial_texture
 from headtex.params import UVParams
 from headtex.reconstruct.cli import load_assets, reconstruct_photo, warm_up, write_files
 from headtex.reconstruct.core import (
-    ReconstructParams, complete_texture, downscaled, landmark_predictor, overlay, preview, reconstruct, sampling_view,
+    ReconstructParams, complete_texture, downscaled, overlay, preview, reconstruct, sampling_view,
     torch_threads,
 )
 from headtex.reconstruct.photo import read_photo
@@ -60,8 +60,8 @@ def test_bench_detection(benchmark, setup):
 
 def test_bench_landmarks(benchmark, setup):
     box = detect_faces(setup["image"], "hog", 0)[0][0]
-    parts = benchmark(lambda: landmark_predictor()(setup["image"], box).parts())
-    assert len(parts) == 68
+    landmarks = benchmark(landmarks_in_box, setup["image"], box)
+    assert landmarks.shape == (68, 2)
 
 
 def test_bench_fit(benchmark, setup):
