@@ -10,9 +10,10 @@ import pytest
 from headtex.detect import largest_face
 from headtex.geometry import Light, interpolate, project, rotation_matrix, vertex_normals, view_direction
 from headtex.io import UserError, load_npz, read_index, save_npz, write_index
+from headtex.metrics import region_psnr
 from headtex.pafs.core import (
     CONTOUR_MODES, Fit, PafsParams, fit_landmarks, fitted_landmarks, jaw_region, landmark_nme, partial_texture,
-    process_image, psnr,
+    process_image,
 )
 from headtex.template.core import default_camera, lit_texture, render_view
 
@@ -113,7 +114,7 @@ def test_paf_matches_truth_with_true_fit(template):
     seen = visible > 0
     assert 0.3 < seen.sum() / template.texel_valid.sum() < 0.8
     assert not (seen & ~template.texel_valid).any()
-    assert psnr(paf, truth, seen) > 28.0  # only resampling error when the geometry is right
+    assert region_psnr(paf, truth, seen) > 28.0  # only resampling error when the geometry is right
     assert (paf[~seen] == 0).all() and (cosine[~seen] == 0).all() and (cosine[seen] > 0).all()
 
 

@@ -10,10 +10,11 @@ import numpy as np
 
 from headtex.blend.core import (
     REJECTION_REASONS, BlendParams, Blended, colour_features, enclosed_holes, gate_reasons, robust_z, split_identities,
-    texture_psnr, texture_ssim, thirds_texture, visibility_texture,
+    thirds_texture, visibility_texture,
 )
 from headtex.io import SHARD_PATTERN, UserError, atomic_dir, read_index, read_png, save_npz, write_index, write_json, write_png
 from headtex.masks.core import MasksParams, held_out_identities
+from headtex.metrics import region_psnr, region_ssim
 from headtex.params import UVParams, load_params, section
 from headtex.pool import default_workers, parallel_map
 
@@ -85,8 +86,8 @@ def _blend_task(task: Task) -> list[dict]:
             unseen_texels={m: int((task.valid & ~b.seen).sum()) for m, b in blended.items()},
         )
         if identity in truth:
-            result["psnr"] = {m: texture_psnr(b.texture, truth[identity], task.valid) for m, b in blended.items()}
-            result["ssim"] = {m: texture_ssim(b.texture, truth[identity], task.valid) for m, b in blended.items()}
+            result["psnr"] = {m: region_psnr(b.texture, truth[identity], task.valid) for m, b in blended.items()}
+            result["ssim"] = {m: region_ssim(b.texture, truth[identity], task.valid) for m, b in blended.items()}
         if identity in task.preview:
             position = {int(v): k for k, v in enumerate(arrays["view"][rows])}
             row = [arrays["paf"][rows][position[v]] for v in task.config.views]

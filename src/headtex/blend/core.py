@@ -328,20 +328,3 @@ def visibility_texture(
     texture = np.clip(texture + 0.5, 0, 255).astype(np.uint8)
     label = np.where(seen, weights.argmax(0), -1)
     return Blended(texture, seen, seam_ratio(texture, label, textures, seen))
-
-
-# ---------------------------------------------------------------- fidelity
-
-def texture_psnr(texture: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
-    """PSNR (dB, peak 255) on the valid region."""
-    from skimage.metrics import peak_signal_noise_ratio
-
-    return float(peak_signal_noise_ratio(truth[valid], texture[valid], data_range=255))
-
-
-def texture_ssim(texture: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
-    """Mean SSIM (skimage, per channel, 7×7 windows) over the valid region."""
-    from skimage.metrics import structural_similarity
-
-    _, ssim_map = structural_similarity(truth, texture, channel_axis=2, data_range=255, full=True)
-    return float(ssim_map.mean(axis=2)[valid].mean())

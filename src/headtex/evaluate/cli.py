@@ -11,8 +11,9 @@ import torch
 from headtex.evaluate.core import (
     assign_masks, coverage, fill_mean, fill_mirror, fill_opencv, masked_input, missing_region, region_scores,
 )
-from headtex.io import UserError, iter_shards, read_png, write_json, write_png
+from headtex.io import UserError, write_json, write_png
 from headtex.params import load_params, section
+from headtex.train.cli import read_mask_bank, read_textures, read_valid
 
 BASELINES = ("telea", "navier_stokes", "mirror", "mean_texture")
 
@@ -32,80 +33,83 @@ class EvaluateParams:
             raise UserError("params.yaml [evaluate]: bucket_names needs one name per pair of bucket_edges")
 
 
-def read_textures(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    textures, identities = [], []
-    for _, arrays in iter_shards(folder):
-        textures.append(arrays["textures"])
-        identities.append(arrays["identity"])
-    if not textures:
-        raise UserError(f"{folder}: no textures")
-    return np.concatenate(textures), np.concatenate(identities)
-
-
 def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> np.ndarray:
     """The real bank plus seeded free-form masks (255 = visible)."""
     from headtex.masks.core import free_form_mask
 
-    bank = np.concatenate([arrays["masks"] for _, arrays in iter_shards(masks_dir)])
+    bank = read_mask_bank(masks_dir, size)
     rng = np.random.default_rng([config.seed, 71])
     strokes = np.stack([free_form_mask(rng, size, max_strokes=config.max_strokes)
                         for _ in range(config.free_form_candidates)])
     return np.concatenate([bank, strokes])
 
 
-def table_4_1(model_file: Path, textures: np.ndarray, holes: np.ndarray, vgg_weights: str | None, vgg_seed: int,
-              batch_size: int) -> dict[str, float]:
-    """First/second mask L1, D loss, GAN loss and perceptual loss, computed as training computes them."""
-    from headtex.inpaint import Critic, VGG16Features, critic_loss, generator_loss
+@torch.no_grad()
+def model_outputs(model_file: Path, textures: np.ndarray, visible: np.ndarray, valid: np.ndarray,
+                  vgg_weights: str | None, vgg_seed: int, batch_size: int) -> tuple[dict, dict, dict, float]:
+    """One pass of the trained model over the test set.
+
+    Returns the composited coarse and refined outputs (uint8), the five Table 4.1
+    losses computed as training computes them (averaged over textures), model
+    facts, and the seconds per texture of the shipped coarse inference.
+    """
+    from headtex.inpaint import Critic, VGG16Features, composite, critic_loss, generator_loss
+    from headtex.train.core import hole_from_visible, to_image, to_uint8
     from headtex.train.files import load_inpainter
 
     generator, info = load_inpainter(model_file)
-    loaded = torch.load(model_file, map_location="cpu", weights_only=True)
+    if info["uv_size"] != textures.shape[1]:
+        raise UserError(f"{model_file}: trained at uv size {info['uv_size']}, test textures are {textures.shape[1]}")
+    critic_state = torch.load(model_file, map_location="cpu", weights_only=True).get("critic")
     critic = None
-    if "critic" in loaded:
+    if critic_state is not None:
         critic = Critic(info["latent"])
-        critic.load_state_dict(loaded["critic"])
+        critic.load_state_dict(critic_state)
         critic.eval()
     vgg = VGG16Features(vgg_weights, seed=vgg_seed)
+    outputs = {"coarse": [], "refined": []}
     sums: dict[str, float] = {}
-    with torch.no_grad():
-        for start in range(0, len(textures), batch_size):
-            image = torch.from_numpy(textures[start:start + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1
-            hole = torch.from_numpy(holes[start:start + batch_size].astype(np.float32))[:, None]
-            coarse, refined = generator(image, hole)
-            count = len(image)
-            if critic is not None:
-                _, parts = generator_loss(coarse, refined, image, hole, critic, vgg)
-                parts["d_loss"] = float(critic_loss(critic, image, refined * hole + image * (1 - hole), hole))
-            else:
-                parts = _losses_without_critic(coarse, refined, image, hole, vgg)
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + float(value) * count
-    return {key: round(value / len(textures), 6) for key, value in sorted(sums.items())}
+    coarse_seconds = 0.0
+    for start in range(0, len(textures), batch_size):
+        image = to_image(torch.from_numpy(textures[start:start + batch_size]))
+        hole = torch.from_numpy(hole_from_visible(visible[start:start + batch_size], valid))[:, None]
+        tick = time.perf_counter()
+        coarse = generator.forward_coarse(image, hole)
+        coarse_seconds += time.perf_counter() - tick
+        refined = generator.forward_refine(image, hole, coarse)
+        outputs["coarse"].append(to_uint8(composite(coarse, image, hole)))
+        outputs["refined"].append(to_uint8(composite(refined, image, hole)))
+        if critic is None:  # a model file without its critic: no D/GAN losses
+            from headtex.inpaint import masked_l1, perceptual_loss
 
-
-def _losses_without_critic(coarse, refined, image, hole, vgg) -> dict[str, float]:
-    from headtex.inpaint import composite, masked_l1, perceptual_loss
-
-    first, first_missing = masked_l1(coarse, image, hole)
-    second, second_missing = masked_l1(refined, image, hole)
-    return {"first_mask_l1": first, "second_mask_l1": second, "first_mask_l1_missing": first_missing,
-            "second_mask_l1_missing": second_missing,
-            "perceptual": perceptual_loss(vgg, composite(refined, image, hole), image)}
+            first, first_missing = masked_l1(coarse, image, hole)
+            second, second_missing = masked_l1(refined, image, hole)
+            parts = {"first_mask_l1": first, "second_mask_l1": second, "first_mask_l1_missing": first_missing,
+                     "second_mask_l1_missing": second_missing,
+                     "perceptual": perceptual_loss(vgg, composite(refined, image, hole), image)}
+        else:
+            _, parts = generator_loss(coarse, refined, image, hole, critic, vgg)
+            parts["d_loss"] = critic_loss(critic, image, composite(refined, image, hole), hole)
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + float(value) * len(image)
+    losses = {key: round(value / len(textures), 6) for key, value in sorted(sums.items())}
+    completed = {name: np.concatenate(batches) for name, batches in outputs.items()}
+    # Known texels come back bit-exact (the float round trip could move them by one level).
+    known = hole_from_visible(visible, valid) == 0
+    for output in completed.values():
+        output[known] = textures[known]
+    return completed, losses, info, coarse_seconds / len(textures)
 
 
 def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, valid_path: Path, model_file: Path,
         metrics_path: Path, timing_path: Path, figures_dir: Path, plot_path: Path) -> dict:
-    from headtex.train.core import inpaint
-    from headtex.train.files import load_inpainter
-
     params = load_params(params_path)
     config = section(params, "evaluate", EvaluateParams)
     train_section = params.get("train") or {}
-    textures, identities = read_textures(test_dir)
+    textures, _ = read_textures(test_dir)
     train_textures, _ = read_textures(train_dir)
-    valid = read_png(valid_path) > 127
     size = textures.shape[1]
+    valid = read_valid(valid_path, size)
     candidates = candidate_masks(masks_dir, size, config)
     shares = np.array([coverage(mask, valid) for mask in candidates])
     chosen, buckets = assign_masks(len(textures), shares, config.bucket_edges, config.seed)
@@ -113,13 +117,9 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
     regions = np.stack([missing_region(mask, valid) for mask in visible])
 
     torch.manual_seed(config.seed)
-    generator, info = load_inpainter(model_file)
-    if info["uv_size"] != size:
-        raise UserError(f"{model_file}: trained at uv size {info['uv_size']}, test textures are {size}")
-    tick = time.perf_counter()
-    outputs = {"coarse": inpaint(generator, textures, visible, valid, "coarse", config.batch_size)}
-    seconds_per_texture = (time.perf_counter() - tick) / len(textures)
-    outputs["refined"] = inpaint(generator, textures, visible, valid, "refined", config.batch_size)
+    outputs, losses, info, seconds_per_texture = model_outputs(
+        model_file, textures, visible, valid, train_section.get("vgg_weights"), train_section.get("seed", 0),
+        config.batch_size)
     mean_texture = np.rint(train_textures.astype(np.float64).mean(0)).astype(np.uint8)
     masked = np.stack([masked_input(t, r) for t, r in zip(textures, regions)])
     outputs["telea"] = np.stack([fill_opencv(t, r, "telea") for t, r in zip(masked, regions)])
@@ -138,9 +138,6 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
                 values = np.array([scores[method][i][key] for i in members])
                 finite = values[np.isfinite(values)]
                 table[name].setdefault(method, {})[key] = round(float(finite.mean()), 4) if len(finite) else None
-    holes = regions.astype(np.float32)
-    losses = table_4_1(model_file, textures, holes, train_section.get("vgg_weights"), train_section.get("seed", 0),
-                       config.batch_size)
     shipped = info["ship_output"]
     verdict = {name: bool(table[name][shipped]["psnr"] is not None and table[name]["mirror"]["psnr"] is not None
                           and table[name][shipped]["psnr"] > table[name]["mirror"]["psnr"])

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from skimage.metrics import structural_similarity
+
+from headtex.metrics import region_psnr, region_ssim
 
 
 def missing_region(visible_mask: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -46,12 +47,8 @@ def region_scores(prediction: np.ndarray, truth: np.ndarray, region: np.ndarray)
     """L1 (in [0, 1] units), PSNR (dB) and SSIM of uint8 RGB images, averaged over the region's texels."""
     if not region.any():
         return {"l1": 0.0, "psnr": float("inf"), "ssim": 1.0}
-    error = prediction.astype(np.float64) - truth.astype(np.float64)
-    l1 = float(np.abs(error[region]).mean() / 255.0)
-    mse = float((error[region] ** 2).mean())
-    psnr = float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-    _, ssim_map = structural_similarity(prediction, truth, channel_axis=2, data_range=255, full=True)
-    return {"l1": l1, "psnr": psnr, "ssim": float(ssim_map.mean(axis=2)[region].mean())}
+    l1 = float(np.abs(prediction[region].astype(np.float64) - truth[region].astype(np.float64)).mean() / 255.0)
+    return {"l1": l1, "psnr": region_psnr(prediction, truth, region), "ssim": region_ssim(prediction, truth, region)}
 
 
 def fill_opencv(texture: np.ndarray, region: np.ndarray, method: str, radius: int = 5) -> np.ndarray:

@@ -31,8 +31,7 @@ MAX_LISTED = 50  # problem lines kept in metrics/faces.json (all of them go to t
 
 @functools.lru_cache(maxsize=2)
 def _assets(template_dir: str) -> tuple[Template, Regions, Regions]:
-    """The template and its appearance regions, loaded once per process."""
-    tune_worker_process()
+    """The template and its appearance regions, loaded once per process (pool workers are tuned by parallel_map)."""
     template = load_template(Path(template_dir))
     regions = appearance_regions(template.albedo_render, template.render_texel_triangle >= 0,
                                  template.vertex_uv[template.landmark_ids])
@@ -224,7 +223,7 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
     config = section(params, "faces", FacesParams)
     uv = section(params, "uv", UVParams)
     workers = workers if workers and workers > 0 else default_workers()
-    tune_worker_process()
+    tune_worker_process()  # before any OpenCV work here: its thread pool must not exist when the pool forks
     synthetic = config.source == "synthetic"
     template = None
     if synthetic:

@@ -77,9 +77,7 @@ class Generator(nn.Module):
     def forward(self, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (coarse_out, refined_out), both (N,3,H,W) in [-1,1]."""
         coarse_out = self.forward_coarse(image, hole)
-        known = image * (1 - hole)
-        refined_out = self.refine(torch.cat([known + coarse_out * hole, hole], dim=1))
-        return coarse_out, refined_out
+        return coarse_out, self.forward_refine(image, hole, coarse_out)
 
     def forward_coarse(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """The coarse output alone (what the thesis ships): half the work of forward."""
@@ -88,6 +86,10 @@ class Generator(nn.Module):
             raise ValueError(f"Generator needs H and W divisible by 4 (two stride-2 stages), got {h}x{w}")
         # Holes are filled with 1 (white) so the coarse net sees a constant, not leaked pixels.
         return self.coarse(torch.cat([image * (1 - hole) + hole, hole], dim=1))
+
+    def forward_refine(self, image: torch.Tensor, hole: torch.Tensor, coarse_out: torch.Tensor) -> torch.Tensor:
+        """The refined output given the coarse one (forward = forward_coarse then forward_refine)."""
+        return self.refine(torch.cat([image * (1 - hole) + coarse_out * hole, hole], dim=1))
 
 
 class Critic(nn.Module):

@@ -11,9 +11,10 @@ import numpy as np
 from headtex.io import (
     ShardWriter, UserError, atomic_dir, iter_shards, read_index, write_index, write_json, write_png,
 )
-from headtex.pafs.core import JawRegion, PafsParams, fitted_landmarks, jaw_region, landmark_nme, process_image, psnr
+from headtex.pafs.core import JawRegion, PafsParams, fitted_landmarks, jaw_region, landmark_nme, process_image
+from headtex.metrics import region_psnr
 from headtex.params import UVParams, load_params, section
-from headtex.pool import default_workers, parallel_map
+from headtex.pool import default_workers, parallel_map, tune_worker_process
 from headtex.template.core import Template
 from headtex.template.files import load_template
 
@@ -27,8 +28,7 @@ OUTPUT_KEYS = ("identity", "view", "paf", "visible", "landmarks", "rotation", "p
 
 @functools.lru_cache(maxsize=2)
 def _assets(template_dir: str) -> tuple[Template, JawRegion]:
-    """The template and its jaw region, loaded once per worker process."""
-    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe them
+    """The template and its jaw region, loaded once per worker process (tuned by parallel_map)."""
     template = load_template(Path(template_dir))
     return template, jaw_region(template)
 
@@ -62,8 +62,8 @@ def _process_identity(task: tuple[str, PafsParams, dict]) -> dict:
                 roll_error=float(result.fit.pose[2] - item["roll"][index]),
                 nme_detected=float(landmark_nme(result.landmarks, truth)),
                 nme_fitted=float(landmark_nme(fitted_landmarks(template, result.fit), truth)),
-                psnr=psnr(result.paf, item["lit_texture"], seen),
-                psnr_face=psnr(result.paf, item["lit_texture"], seen & _face_third(seen.shape[0])),
+                psnr=region_psnr(result.paf, item["lit_texture"], seen),
+                psnr_face=region_psnr(result.paf, item["lit_texture"], seen & _face_third(seen.shape[0])),
                 visible_fraction=float(seen.sum() / max(1, (template.texel_triangle >= 0).sum())),
                 shape_error=float(np.sqrt(np.mean((result.fit.shape - item["shape"]) ** 2))),
                 shape_truth=float(np.sqrt(np.mean(item["shape"] ** 2))),
@@ -173,8 +173,7 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
     """The pafs stage: writes out/ (shards, index.json, preview/) and metrics_path; returns the metrics
     plus `log_lines` (one line per view with no face, for the log)."""
     started = time.perf_counter()
-    # Before the pool forks: an OpenCV thread pool started in this process deadlocks forked workers.
-    cv2.setNumThreads(1)
+    tune_worker_process()  # before any OpenCV work here: its thread pool must not exist when the pool forks
     params = load_params(params_path)
     uv = section(params, "uv", UVParams)
     config = section(params, "pafs", PafsParams, uv_size=uv.size)

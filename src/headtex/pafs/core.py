@@ -291,10 +291,3 @@ def landmark_nme(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     inter_ocular = np.linalg.norm(truth[..., OUTER_EYE_CORNERS[0], :] - truth[..., OUTER_EYE_CORNERS[1], :], axis=-1)
     return np.linalg.norm(predicted - truth, axis=-1).mean(-1) / inter_ocular
 
-
-def psnr(texture: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (dB, peak 255) of a texture against the truth on the texels of mask; NaN on an empty mask."""
-    if not mask.any():
-        return float("nan")
-    error = np.mean((texture[mask].astype(np.float64) - truth[mask].astype(np.float64)) ** 2)
-    return float(10.0 * np.log10(255.0 ** 2 / max(error, 1e-10)))

@@ -38,7 +38,7 @@ def read_params(params_path: Path) -> tuple[ModelParams, TrainParams]:
 
 
 def read_textures(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """All training textures (N,U,U,3 uint8) and their identities, in memory (11 GB at the thesis' 99k)."""
+    """All textures of a blend split (N,U,U,3 uint8) and their identities, in memory (11 GB at the thesis' 99k)."""
     textures, identities = [], []
     for entry, arrays in iter_shards(folder):
         path = Path(folder) / entry["file"]
@@ -52,7 +52,7 @@ def read_textures(folder: Path) -> tuple[np.ndarray, np.ndarray]:
         textures.append(shard)
         identities.append(ids.astype(np.int64))
     if not textures or sum(len(t) for t in textures) == 0:
-        raise UserError(f"{folder}: no training textures")
+        raise UserError(f"{folder}: no textures")
     sizes = {t.shape[1] for t in textures}
     if len(sizes) > 1:
         raise UserError(f"{folder}: shards disagree on the texture size ({sorted(sizes)})")
