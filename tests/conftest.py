@@ -27,12 +27,38 @@ def template_dir(sdist, tmp_path_factory) -> Path:
     from headtex.template.cli import run
 
     folder = tmp_path_factory.mktemp("template")
-    run(REPO / "params.yaml", sdist, folder / "template", folder / "template.json")
+    run(REPO / "params.yaml", sdist, folder / "template", folder / "template.json", folder / "timing.json")
     return folder / "template"
 
 
 @pytest.fixture(scope="session")
 def template(template_dir):
-    from headtex.template.files import load_template
+    from headtex.geometry.template import load_template
 
     return load_template(template_dir)
+
+
+def params_for(cls, name: str, partial: bool = False, **overrides):
+    """Section `name` of the repository's params.yaml as `cls`, some values replaced, through the real checks
+    (types, ranges, shared keys): tests use the values a user gets, never a second set of defaults."""
+    import dataclasses
+
+    from headtex.params import load_params, section
+
+    params = load_params(REPO / "params.yaml")
+    shared = {f.name: f.metadata["shared"] for f in dataclasses.fields(cls) if f.metadata.get("shared")}
+    params[name] = dict(params.get(name) or {})
+    for key, value in overrides.items():
+        top, _, leaf = shared.get(key, f"{name}.{key}").partition(".")
+        params[top] = {**(params.get(top) or {}), leaf: value}
+    return section(params, name, cls, partial=partial)
+
+
+def write_params_file(path: Path, section: str, **overrides) -> Path:
+    """The repository's params.yaml with some keys of one section replaced, written to `path`."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params[section].update(overrides)
+    path.write_text(yaml.safe_dump(params))
+    return path

@@ -1,7 +1,7 @@
 """Speed benchmarks: skipped by `make test`, run by `make bench` (pytest --benchmark-only)."""
 
 from headtex.geometry import Light
-from headtex.template.core import lit_texture, render_view
+from headtex.geometry.template import lit_texture, render_view
 
 
 def test_render_256(benchmark, template):

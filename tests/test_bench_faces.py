@@ -8,7 +8,8 @@ import yaml
 from headtex.faces.cli import _assets, run, tune_worker_process
 from headtex.faces.core import FacesParams, render_identity, sample_identity
 from headtex.geometry import project, render_textured, rotation_matrix
-from headtex.template.core import default_camera
+from headtex.geometry.template import default_camera
+from conftest import params_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,7 @@ def assets(template_dir):
 def test_render_view_256(benchmark, assets):
     """One 256x256 view, 2x supersampled, back faces culled, as the faces stage renders it."""
     template = assets[0]
-    identity = sample_identity(FacesParams(), 0, template.basis_names)
+    identity = sample_identity(params_for(FacesParams, "faces"), 0, template.basis_names)
     scale, translation = default_camera(256)
     screen = project(template.shaped(identity.shape), rotation_matrix(20.0), scale, translation)
     image, _ = benchmark(render_textured, screen, template.faces, template.vertex_uv, template.albedo_render, 256,
@@ -33,7 +34,7 @@ def test_render_view_256(benchmark, assets):
 def test_render_identity_11_views(benchmark, assets):
     """One identity end to end in one process: sampling, albedo, two lit textures, 11 views."""
     template, regions, uv_regions = assets
-    config = FacesParams()
+    config = params_for(FacesParams, "faces")
     counter = iter(range(10**6))
 
     def one_identity():
@@ -55,5 +56,5 @@ def test_faces_stage_default_2_workers(benchmark, template_dir, tmp_path):
                                  rounds=1, iterations=1)
     benchmark.extra_info["images"] = metrics["images"]
     benchmark.extra_info["images_per_second"] = metrics["images_per_second"]
-    assert metrics["images"] == FacesParams().identities * len(FacesParams().yaw_degrees)
+    assert metrics["images"] == params_for(FacesParams, "faces").identities * len(params_for(FacesParams, "faces").yaw_degrees)
     assert np.isfinite(metrics["images_per_second"])

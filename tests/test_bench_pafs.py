@@ -7,10 +7,14 @@ import json
 
 import pytest
 
-from headtex.detect import largest_face
-from headtex.pafs.core import PafsParams, fit_landmarks, jaw_region, partial_texture, process_image
-from headtex.template.core import lit_texture, render_view
+from headtex.detection import find_face
+from headtex.fitting import fit_landmarks, jaw_region, partial_texture
+from headtex.pafs.core import PafsParams, process_image
+from headtex.geometry.template import lit_texture, render_view
 from headtex.geometry import Light
+import yaml
+
+from conftest import REPO, params_for
 
 YAW = 25.0
 
@@ -20,11 +24,11 @@ def view(template):
     lit = lit_texture(template.albedo_render, template.vertices, template.faces, template.render_texel_triangle,
                       template.render_texel_barycentrics, Light())
     image, _ = render_view(template, template.vertices, lit, YAW, 256, background=(90, 120, 150))
-    return image, largest_face(image).landmarks
+    return image, find_face(image, [("hog", 1)]).landmarks
 
 
 def test_bench_detect_hog_256(benchmark, view):
-    detection = benchmark(largest_face, view[0], "hog", 1)
+    detection = benchmark(find_face, view[0], [("hog", 1)])
     assert detection is not None
 
 
@@ -42,7 +46,7 @@ def test_bench_partial_texture(benchmark, template, view):
 
 def test_bench_process_image(benchmark, template, view):
     jaw = jaw_region(template)
-    result = benchmark(process_image, view[0], template, PafsParams(), jaw)
+    result = benchmark(process_image, view[0], template, params_for(PafsParams, "pafs"), jaw)
     assert result is not None
 
 
@@ -51,9 +55,11 @@ def test_bench_stage_two_workers(benchmark, template_dir, tmp_path):
     from headtex.faces.cli import run as faces
     from headtex.pafs.cli import run as pafs
 
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["faces"].update(identities=16, detection_check_identities=0)
+    params["pafs"]["preview_identities"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     params = tmp_path / "params.yaml"
-    params.write_text("uv:\n  size: 192\nfaces:\n  identities: 16\n  detection_check_identities: 0\n"
-                      "pafs:\n  preview_identities: 0\n")
     faces(params, template_dir, tmp_path / "faces", tmp_path / "faces.json", workers=2)
     metrics = benchmark.pedantic(pafs, args=(params, tmp_path / "faces", template_dir, tmp_path / "pafs",
                                              tmp_path / "pafs.json", 2), rounds=1, iterations=1)

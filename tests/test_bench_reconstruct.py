@@ -10,17 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from headtex.detect import detect_faces, landmarks_in_box
+from headtex.detection import detect_faces, landmarks_in_box
 from headtex.inpaint import Generator
-from headtex.pafs.core import PafsParams, fit_landmarks, partial_texture
-from headtex.params import UVParams
+from headtex.fitting import fit_landmarks, partial_texture
+from headtex.pafs.core import PafsParams
+from headtex.geometry.uv import UVParams
 from headtex.reconstruct.cli import load_assets, reconstruct_photo, warm_up, write_files
 from headtex.reconstruct.core import (
     ReconstructParams, complete_texture, downscaled, overlay, preview, reconstruct, sampling_view,
     torch_threads,
 )
-from headtex.reconstruct.photo import read_photo
-from headtex.train.files import save_inpainter
+from headtex.photos import read_photo
+from headtex.inpaint.model import save_inpainter
+from conftest import params_for
 
 SIDE = 1024  # 1 megapixel
 LATENT = 16  # params.yaml model.latent
@@ -36,19 +38,19 @@ def setup(tmp_path_factory, template_dir):
     cv2.imwrite(str(photo), cv2.cvtColor(big, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        save_inpainter(folder / "inpainter.pt", Generator(LATENT), LATENT, "coarse", UVParams().size)
-    assets = load_assets(template_dir, folder / "inpainter.pt", UVParams().size)
-    config, pafs = ReconstructParams(), PafsParams()
+        save_inpainter(folder / "inpainter.pt", Generator(LATENT), LATENT, "coarse", params_for(UVParams, "uv").size)
+    assets = load_assets(template_dir, folder / "inpainter.pt", params_for(UVParams, "uv").size)
+    config, pafs = params_for(ReconstructParams, "reconstruct"), params_for(PafsParams, "pafs")
     with torch_threads(config.threads):  # as `headtex reconstruct` runs (reconstruct.threads)
         warm_up(assets, pafs)
-        image, _ = read_photo(photo)
+        image, _ = read_photo(photo, (128, 128, 128))
         result = reconstruct(image, assets.template, assets.jaw, assets.generator, "coarse", config, pafs)
         assert result is not None and result.face.detector == "hog"
         yield dict(folder=folder, photo=photo, image=image, assets=assets, config=config, pafs=pafs, result=result)
 
 
 def test_bench_read(benchmark, setup):
-    image, _ = benchmark(read_photo, setup["photo"])
+    image, _ = benchmark(read_photo, setup["photo"], (128, 128, 128))
     assert image.shape == (SIDE, SIDE, 3)
 
 
@@ -113,7 +115,7 @@ def test_bench_photo_1mp(benchmark, setup):
     assets, config, pafs, folder = setup["assets"], setup["config"], setup["pafs"], setup["folder"]
 
     def one_photo():
-        image, notes = read_photo(setup["photo"])
+        image, notes = read_photo(setup["photo"], (128, 128, 128))
         return reconstruct_photo(image, notes, str(setup["photo"]), folder / "out" / "astronaut-1mp", assets,
                                  config, pafs)
 

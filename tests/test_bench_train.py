@@ -7,12 +7,13 @@ import torch
 
 from headtex.inpaint import VGG16Features
 from headtex.train.core import Trainer, TrainParams
+from conftest import params_for
 
 BATCH = 2
 
 
 def test_train_step_latent64_192(benchmark):
-    config = TrainParams(batch_size=BATCH, precision="auto")
+    config = params_for(TrainParams, "train", batch_size=BATCH, precision="auto")
     trainer = Trainer(64, config, VGG16Features(), torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     rng = np.random.default_rng(0)
     texture = torch.from_numpy(rng.integers(0, 256, (BATCH, 192, 192, 3), dtype=np.uint8))

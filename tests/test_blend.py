@@ -10,9 +10,11 @@ import yaml
 
 from headtex.blend import core
 from headtex.geometry import Light, depth_map, project, rotation_matrix, sample_texture, surface_points, view_direction, visible_points
-from headtex.io import UserError, load_npz, read_index, save_npz, write_index
+from headtex.datasets import MASKS, PAFS, TEXTURES, read_index, split_identities, write_index
+from headtex.io import UserError, load_npz, save_npz
 from headtex.metrics import region_psnr
-from headtex.template.core import default_camera, lit_texture, render_view, texel_normals
+from headtex.geometry.template import default_camera, lit_texture, render_view, texel_normals
+from conftest import params_for
 
 REPO = Path(__file__).resolve().parents[1]
 YAWS = (-35.0, -15.0, 0.0, 15.0, 35.0)  # fixture views; blend.views [0, 2, 4] = -35°, 0°, +35°
@@ -109,7 +111,7 @@ def dataset(template, tmp_path_factory) -> dict:
 
 
 def identity_views(pafs_dir: Path, identity: int):
-    for entry in read_index(pafs_dir)["shards"]:
+    for entry in read_index(pafs_dir, PAFS)["shards"]:
         if identity in entry["identities"]:
             arrays = load_npz(pafs_dir / entry["file"])
             rows = arrays["identity"] == identity
@@ -191,7 +193,7 @@ def test_seams_are_invisible_on_two_colours():
     # One naive cut at u = 0.5 is a seam the gate sees.
     label = np.broadcast_to((np.arange(192) >= 96).astype(int), (192, 192))
     cut = np.where(label[..., None] == 0, pafs[0], pafs[1])
-    assert core.seam_ratio(cut, label, pafs, valid) > core.BlendParams().max_seam_ratio
+    assert core.seam_ratio(cut, label, pafs, valid) > params_for(core.BlendParams, "blend").max_seam_ratio
     # Thirds: the left view in one colour, centre and right in the other; Poisson spreads the change.
     full = np.stack([np.broadcast_to(pafs[0, 0, 0], pafs.shape[1:]), np.broadcast_to(pafs[1, 0, -1], pafs.shape[1:])])
     thirds = core.thirds_blend(full[0], full[1], full[1])
@@ -223,7 +225,7 @@ def test_robust_z_flags_the_outlier():
     features = np.random.default_rng(0).normal(100, 5, size=(50, 6))
     features[7] += 80
     z = np.abs(core.robust_z(features)).max(1)
-    assert z.argmax() == 7 and z[7] > core.BlendParams().max_colour_z > np.delete(z, 7).max()
+    assert z.argmax() == 7 and z[7] > params_for(core.BlendParams, "blend").max_colour_z > np.delete(z, 7).max()
 
 
 # ---------------------------------------------------------------- split
@@ -231,16 +233,16 @@ def test_robust_z_flags_the_outlier():
 def test_split_never_leaks_an_identity():
     ids = np.arange(40)
     held_out = np.arange(32, 40)
-    train, test = core.split_identities(ids[::-1], held_out, 8, seed=3)
+    train, test = split_identities(ids[::-1], held_out, 8, seed=3)
     assert len(test) == 8 and len(train) == 24
     assert not set(train) & set(test) and not (set(train) | set(test)) & set(held_out)
     assert set(train) | set(test) | set(held_out) == set(ids)
-    again = core.split_identities(np.random.default_rng(1).permutation(ids), held_out, 8, seed=3)
+    again = split_identities(np.random.default_rng(1).permutation(ids), held_out, 8, seed=3)
     assert np.array_equal(again[0], train) and np.array_equal(again[1], test)  # order of the input never matters
-    other = core.split_identities(ids, held_out, 8, seed=4)[1]
+    other = split_identities(ids, held_out, 8, seed=4)[1]
     assert not np.array_equal(other, test)  # the seed does
     with pytest.raises(ValueError):
-        core.split_identities(ids, held_out, 32, seed=0)
+        split_identities(ids, held_out, 32, seed=0)
 
 
 # ---------------------------------------------------------------- fidelity on rendered data
@@ -278,11 +280,11 @@ def test_stage_end_to_end(dataset, tmp_path):
     assert fidelity["visibility"]["psnr_db"]["mean"] > fidelity["thirds"]["psnr_db"]["mean"]
     assert 0 < fidelity["visibility"]["ssim"]["mean"] <= 1
 
-    bank_ids = set(read_index(tmp_path / "masks")["held_out_identities"])
+    bank_ids = set(read_index(tmp_path / "masks", MASKS)["held_out_identities"])
     assert bank_ids == {5, 6}  # the highest ids
     split_ids = {}
     for split in ("train", "test"):
-        index = read_index(out / split)
+        index = read_index(out / split, TEXTURES)
         assert index["method"] == "visibility" and index["views"] == [0, 2, 4]
         ids = [i for entry in index["shards"] for i in entry["identities"]]
         for entry in index["shards"]:
@@ -292,7 +294,7 @@ def test_stage_end_to_end(dataset, tmp_path):
         split_ids[split] = set(ids) | {int(i) for i in index["rejected"]}
     assert not split_ids["train"] & split_ids["test"]
     assert not bank_ids & (split_ids["train"] | split_ids["test"])  # the bank never holds a train/test identity
-    masks = [load_npz(tmp_path / "masks" / e["file"]) for e in read_index(tmp_path / "masks")["shards"]]
+    masks = [load_npz(tmp_path / "masks" / e["file"]) for e in read_index(tmp_path / "masks", MASKS)["shards"]]
     assert set(np.concatenate([m["identity"] for m in masks]).tolist()) == bank_ids
     assert (out / "preview" / "grid.png").is_file() and not (out / "pending").exists()
 
@@ -300,14 +302,14 @@ def test_stage_end_to_end(dataset, tmp_path):
     params = write_params(tmp_path / "thirds.yaml", method="thirds")
     thirds = run_blend(params, dataset["pafs"], dataset["faces"], dataset["template"], tmp_path / "t", tmp_path / "t.json", 1)
     assert thirds["fidelity"] == fidelity  # both measured every run, independent of the worker count
-    assert read_index(tmp_path / "t" / "test")["method"] == "thirds"
+    assert read_index(tmp_path / "t" / "test", TEXTURES)["method"] == "thirds"
 
 
 def test_gate_rejects_holes_seen_nowhere_outliers_and_missing_views(dataset, tmp_path):
     from headtex.blend.cli import run
 
     pafs_dir = tmp_path / "pafs"
-    index = read_index(dataset["pafs"])
+    index = read_index(dataset["pafs"], PAFS)
     for entry in index["shards"]:
         arrays = load_npz(dataset["pafs"] / entry["file"])
         identity = arrays["identity"][:, None, None]
@@ -322,10 +324,11 @@ def test_gate_rejects_holes_seen_nowhere_outliers_and_missing_views(dataset, tmp
                 arrays[name][((identity == k) & blind)] = 0
         drop = (arrays["identity"] == 1) & (arrays["view"] == 2)  # identity 1: lost its frontal view
         save_npz(pafs_dir / entry["file"], **{k: v[~drop] for k, v in arrays.items()})
+        entry["count"] = int((~drop).sum())
     write_index(pafs_dir, index["shards"], views_per_identity=len(YAWS))
     metrics = run(write_params(tmp_path / "params.yaml"), pafs_dir, dataset["faces"], dataset["template"],
                   tmp_path / "out", tmp_path / "blend.json", workers=1)
-    rejected = {**read_index(tmp_path / "out" / "train")["rejected"], **read_index(tmp_path / "out" / "test")["rejected"]}
+    rejected = {**read_index(tmp_path / "out" / "train", TEXTURES)["rejected"], **read_index(tmp_path / "out" / "test", TEXTURES)["rejected"]}
     assert "colour" in rejected["0"] and rejected["1"] == ["missing_views"]
     assert "holes" in rejected["2"] and "unseen" in rejected["3"]
     assert rejected.keys() == {"0", "1", "2", "3"}  # identity 4 passes

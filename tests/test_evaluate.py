@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from headtex.masking import missing_region
 from headtex.evaluate.core import (
-    assign_masks, bucket_of, coverage, fill_mean, fill_mirror, fill_opencv, masked_input, missing_region,
+    assign_masks, bucket_of, coverage, fill_mean, fill_mirror, fill_opencv, masked_input,
     region_scores,
 )
 

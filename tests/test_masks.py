@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from headtex.io import UserError, load_npz, read_index, save_npz, write_index, write_png
+from headtex.datasets import MASKS, read_index, write_index
+from headtex.io import UserError, load_npz, save_npz, write_png
+from headtex import masking
+from headtex.datasets import held_out_identities
 from headtex.masks import core
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,15 +21,15 @@ SIZE = 64
 
 def test_free_form_masks_follow_the_port():
     rng = np.random.default_rng(0)
-    masks = np.stack([core.free_form_mask(rng, 192) for _ in range(300)])
+    masks = np.stack([masking.free_form_mask(rng, 192) for _ in range(300)])
     assert masks.shape == (300, 192, 192) and masks.dtype == np.uint8
     assert set(np.unique(masks)) == {0, 255}
     missing = (masks == 0).mean(axis=(1, 2))
     assert missing.min() > 0  # never empty, even when a draw has no stroke
     assert 0.02 < np.median(missing) < 0.4  # strokes, not blobs: 5-14 px brushes, 10-49 px segments at 256 px
-    first = core.free_form_mask(np.random.default_rng(0), 192)
-    assert np.array_equal(first, core.free_form_mask(np.random.default_rng(0), 192))  # seeded = reproducible
-    few = np.stack([core.free_form_mask(rng, 192, max_strokes=2) for _ in range(300)])
+    first = masking.free_form_mask(np.random.default_rng(0), 192)
+    assert np.array_equal(first, masking.free_form_mask(np.random.default_rng(0), 192))  # seeded = reproducible
+    few = np.stack([masking.free_form_mask(rng, 192, max_strokes=2) for _ in range(300)])
     assert (few == 0).mean() < 0.5 * (masks == 0).mean()  # max_strokes bounds the number of strokes
 
 
@@ -36,7 +39,7 @@ def test_a_single_stroke_is_a_bounded_brush_line():
     rng = np.random.default_rng(3)
     blobs = []
     for _ in range(100):
-        missing = core.free_form_mask(rng, 256, max_strokes=1) == 0
+        missing = masking.free_form_mask(rng, 256, max_strokes=1) == 0
         blobs.append(cv2.connectedComponents(missing.astype(np.uint8))[0] - 1)
         assert 0 < missing.sum() <= 5 * (14 * 49 + 14 * 14)  # at most 5 of the longest segments, widest brush
     assert np.mean(np.array(blobs) == 1) > 0.8
@@ -47,21 +50,21 @@ def test_draw_training_mask_mixes_real_and_free_form():
     for k in range(3):
         bank[k, :, k * 10:(k + 1) * 10] = 0  # three recognisable bank masks
     rng = np.random.default_rng(1)
-    draws = [core.draw_training_mask(rng, bank, p_real=0.8) for _ in range(2000)]
+    draws = [masking.draw_training_mask(rng, bank, p_real=0.8) for _ in range(2000)]
     real = np.mean([any(np.array_equal(d, b) for b in bank) for d in draws])
     assert abs(real - 0.8) < 0.03  # binomial sd is 0.009
     assert all(d.shape == (SIZE, SIZE) for d in draws)
     assert all(not any(np.array_equal(d, b) for b in bank) for d in
-               (core.draw_training_mask(rng, bank, p_real=0.0) for _ in range(20)))
+               (masking.draw_training_mask(rng, bank, p_real=0.0) for _ in range(20)))
     with pytest.raises(ValueError, match="empty"):
-        core.draw_training_mask(rng, bank[:0], p_real=1.0, size=SIZE)
-    assert core.draw_training_mask(rng, bank[:0], p_real=0.0, size=SIZE).shape == (SIZE, SIZE)
+        masking.draw_training_mask(rng, bank[:0], p_real=1.0, size=SIZE)
+    assert masking.draw_training_mask(rng, bank[:0], p_real=0.0, size=SIZE).shape == (SIZE, SIZE)
 
 
 def test_held_out_identities_are_the_highest_ids():
-    assert core.held_out_identities(np.array([9, 3, 3, 7, 1, 4]), 2).tolist() == [7, 9]
+    assert held_out_identities(np.array([9, 3, 3, 7, 1, 4]), 2).tolist() == [7, 9]
     with pytest.raises(ValueError):
-        core.held_out_identities(np.arange(4), 4)  # nothing would be left for blend
+        held_out_identities(np.arange(4), 4)  # nothing would be left for blend
 
 
 def test_missing_share_counts_only_the_valid_region():
@@ -70,7 +73,7 @@ def test_missing_share_counts_only_the_valid_region():
     masks = np.full((2, SIZE, SIZE), 255, np.uint8)
     masks[0, :, :16] = 0  # half of the valid region
     masks[1, :, 32:] = 0  # only off the head
-    np.testing.assert_allclose(core.missing_share(masks, valid), [0.5, 0.0])
+    np.testing.assert_allclose(masking.missing_share(masks, valid), [0.5, 0.0])
     histogram = core.coverage_histogram(np.array([0.05, 0.5, 0.55, 1.0]))
     assert histogram["counts"] == [1, 0, 0, 0, 0, 2, 0, 0, 0, 1] and len(histogram["bin_edges"]) == 11
 
@@ -120,7 +123,7 @@ def test_stage_writes_the_bank_of_the_held_out_identities(setup):
 
     tmp = setup["tmp"]
     metrics = run(write_params(tmp / "params.yaml"), setup["pafs"], setup["template"], tmp / "masks", tmp / "m.json")
-    index = read_index(tmp / "masks")
+    index = read_index(tmp / "masks", MASKS)
     assert index["held_out_identities"] == [4, 5] and index["count"] == 6
     arrays = load_npz(tmp / "masks" / index["shards"][0]["file"])
     assert arrays["identity"].tolist() == [4, 4, 4, 5, 5, 5] and arrays["view"].tolist() == [0, 1, 2] * 2

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from headtex.detect import largest_face
+from headtex.detection import find_face
 from headtex.geometry import Light, interpolate, project, rotation_matrix, vertex_normals, view_direction
-from headtex.io import UserError, load_npz, read_index, save_npz, write_index
+from headtex.datasets import PAFS, read_index, write_index
+from headtex.io import UserError, load_npz, save_npz
 from headtex.metrics import region_psnr
-from headtex.pafs.core import (
-    CONTOUR_MODES, Fit, PafsParams, fit_landmarks, fitted_landmarks, jaw_region, landmark_nme, partial_texture,
-    process_image,
-)
-from headtex.template.core import default_camera, lit_texture, render_view
+from headtex.fitting import CONTOUR_MODES, Fit, fit_landmarks, fitted_landmarks, jaw_region, landmark_nme, partial_texture
+from headtex.pafs.core import PafsParams, process_image
+from headtex.geometry.template import default_camera, lit_texture, render_view
+from conftest import params_for, write_params_file
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 256
@@ -96,7 +96,7 @@ def test_silhouette_contour_fixes_large_yaw(template):
     jaw = jaw_region(template)
     for yaw in (-40.0, 40.0):
         image, _ = render(template, yaw)
-        detection = largest_face(image)
+        detection = find_face(image, [("hog", 1)])
         errors = {mode: abs(fit_landmarks(template, detection.landmarks, contour=mode, jaw=jaw).pose[0] - yaw)
                   for mode in CONTOUR_MODES}
         assert errors["silhouette"] < 4.0, errors
@@ -146,7 +146,7 @@ def test_visibility_at_yaw_60_hides_far_cheek(template):
 
 def test_mirrored_image_gives_mirrored_paf(template):
     image, _ = render(template, 20.0)
-    params = PafsParams()
+    params = params_for(PafsParams, "pafs")
     original = process_image(image, template, params)
     mirrored = process_image(np.ascontiguousarray(image[:, ::-1]), template, params)
     assert abs(original.fit.pose[0] + mirrored.fit.pose[0]) < 3.0  # the mirror turns the other way
@@ -164,16 +164,16 @@ def test_mirrored_image_gives_mirrored_paf(template):
 
 def test_image_without_face_returns_none(template):
     blank = np.full((SIZE, SIZE, 3), 128, dtype=np.uint8)
-    assert process_image(blank, template, PafsParams(fallback_detector=None)) is None
+    assert process_image(blank, template, params_for(PafsParams, "pafs", fallback_detector=None)) is None
 
 
 def test_params_are_validated():
     with pytest.raises(UserError, match="detector"):
-        PafsParams(detector="sift")
+        params_for(PafsParams, "pafs", detector="sift")
     with pytest.raises(UserError, match="contour"):
-        PafsParams(contour="spline")
+        params_for(PafsParams, "pafs", contour="spline")
     with pytest.raises(UserError, match="max_view_angle"):
-        PafsParams(max_view_angle_degrees=120.0)
+        params_for(PafsParams, "pafs", max_view_angle_degrees=120.0)
 
 
 # --- the stage on a tiny faces-format dataset -------------------------------------------------------------------
@@ -218,9 +218,7 @@ def stage_run(template, template_dir, tmp_path_factory):
                                shape=shape))
     faces = folder / "faces"
     write_faces(faces, template, identities)
-    params = folder / "params.yaml"
-    params.write_text(f"uv:\n  size: {template.albedo.shape[0]}\n"
-                      "pafs:\n  shard_size: 2\n  preview_identities: 1\n  fallback_detector: null\n")
+    params = write_params_file(folder / "params.yaml", "pafs", shard_size=2, preview_identities=1, fallback_detector=None)
     from headtex.pafs.cli import run
 
     metrics = run(params, faces, template_dir, folder / "pafs", folder / "pafs.json", workers=2)
@@ -232,7 +230,7 @@ def test_stage_counts_a_view_without_face_and_drops_its_identity(stage_run):
     assert metrics["identities_in"] == 3 and metrics["identities_rejected"] == 1 and metrics["identities_kept"] == 2
     assert metrics["views_no_face"] == 1 and metrics["no_face_lines"] == ["identity 1 view 1 (yaw 20): no face found"]
     assert metrics["identity_rejection_rate"] == pytest.approx(1 / 3, abs=1e-3)
-    index = read_index(folder / "pafs")
+    index = read_index(folder / "pafs", PAFS)
     assert index["rejected_identities"] == [1]
     assert [entry["identities"] for entry in index["shards"]] == [[0], [2]]  # shard_size 2 = one identity each
     assert json.loads((folder / "pafs.json").read_text())["views_out"] == 4
@@ -274,14 +272,13 @@ def test_stage_on_photos_without_ground_truth(template, template_dir, tmp_path):
     write_index(faces, [{"file": "shard-00000.npz", "identities": [0, 1], "count": 3}], source="directory",
                 image_size=SIZE, uv_size=template.albedo.shape[0], has_truth=False, names=[["a", ["1.png", "2.png"]],
                                                                                         ["b", ["1.png"]]])
-    params = tmp_path / "params.yaml"
-    params.write_text(f"uv:\n  size: {template.albedo.shape[0]}\npafs:\n  fallback_detector: null\n")
+    params = write_params_file(tmp_path / "params.yaml", "pafs", fallback_detector=None)
     from headtex.pafs.cli import run
 
     metrics = run(params, faces, template_dir, tmp_path / "pafs", tmp_path / "pafs.json", workers=1)
     assert "fidelity" not in metrics and "view_no_face_rate_abs_yaw_le_45" not in metrics
     assert metrics["no_face_lines"] == ["identity 1 view 0: no face found"] and metrics["identities_kept"] == 1
-    index = read_index(tmp_path / "pafs")
+    index = read_index(tmp_path / "pafs", PAFS)
     assert index["source"] == "directory" and index["names"][0][0] == "a" and index["has_truth"] is False
     assert load_npz(tmp_path / "pafs" / "shard-00000.npz")["paf"].shape[0] == 2
 

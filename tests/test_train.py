@@ -13,11 +13,14 @@ import torch
 import yaml
 
 from headtex.inpaint import VGG16Features
-from headtex.io import UserError, save_npz, write_index, write_png
-from headtex.train.core import (
-    Trainer, TrainParams, hole_from_visible, inpaint, learning_rate_factor, sample_grid, training_example,
-)
-from headtex.train.files import CHECKPOINT_NAME, load_inpainter
+from headtex.datasets import write_index
+from headtex.io import UserError, save_npz, write_png
+from headtex.inpaint.model import inpaint
+from headtex.masking import hole_from_visible
+from headtex.train.core import Trainer, TrainParams, learning_rate_factor, sample_grid, training_example
+from headtex.inpaint.model import load_inpainter
+from headtex.train.files import CHECKPOINT_NAME
+from conftest import REPO, params_for
 
 SIZE = 32  # tiny textures: the generator needs a multiple of 4, the critic 32 for one patch
 IDENTITIES = 6
@@ -61,9 +64,12 @@ def data(tmp_path) -> dict:
 
 
 def write_params(path: Path, **train) -> Path:
-    params = {"masks": {"p_real": 0.5, "max_strokes": 6}, "model": {"latent": 4},
-              "train": {"epochs": 2, "batch_size": 2, "lr_g": 1e-3, "lr_d": 1e-3, "lr_decrease_epoch": 1,
-                        "seed": 3, **train}}
+    """The repository's params.yaml with a tiny, fast training."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["masks"].update(p_real=0.5, max_strokes=6)
+    params["model"]["latent"] = 4
+    params["train"].update({"epochs": 2, "batch_size": 2, "lr_g": 1e-3, "lr_d": 1e-3, "lr_decrease_epoch": 1,
+                            "seed": 3, "log_every": 1, **train})
     path.write_text(yaml.safe_dump(params))
     return path
 
@@ -92,7 +98,7 @@ def test_hole_channel_is_one_minus_visible_on_the_head_only():
 
 def test_training_example_masks_flips_and_seeding(data):
     valid = valid_region(SIZE)
-    config = TrainParams(p_real=1.0, seed=5, flips=True)
+    config = params_for(TrainParams, "train", p_real=1.0, seed=5, flips=True)
     texture = data["texture_array"][0]
     seen_flip, seen_plain = False, False
     for epoch in range(12):
@@ -107,29 +113,30 @@ def test_training_example_masks_flips_and_seeding(data):
         again = training_example(texture, 10, epoch, data["bank"], valid, config)
         assert np.array_equal(again[0], out) and np.array_equal(again[1], hole)  # seeded by (seed, identity, epoch)
     assert seen_flip and seen_plain
-    no_flips = TrainParams(p_real=1.0, seed=5, flips=False)
+    no_flips = params_for(TrainParams, "train", p_real=1.0, seed=5, flips=False)
     assert all(np.array_equal(training_example(texture, 10, e, data["bank"], valid, no_flips)[0], texture)
                for e in range(6))
-    strokes = TrainParams(p_real=0.0, max_strokes=6)
+    strokes = params_for(TrainParams, "train", p_real=0.0, max_strokes=6)
     _, hole = training_example(texture, 10, 0, data["bank"], valid, strokes)
     assert 0 < hole.mean() < 1 and hole[~valid].max() == 0
 
 
 def test_learning_rate_schedule():
-    config = TrainParams(lr_decrease_epoch=10, lr_decrease_factor=0.5)
+    config = params_for(TrainParams, "train", lr_decrease_epoch=10, lr_decrease_factor=0.5)
     assert [learning_rate_factor(e, config) for e in (0, 9, 10, 19, 20)] == [1, 1, 0.5, 0.5, 0.25]
 
 
 def test_bad_params_are_user_errors(tmp_path, data):
     with pytest.raises(UserError, match="ship_output"):
-        TrainParams(ship_output="best")
-    assert TrainParams(lr_g="2e-4").lr_g == 2e-4  # PyYAML reads 2e-4 as a string
+        params_for(TrainParams, "train", ship_output="best")
+    assert params_for(TrainParams, "train", lr_g="2e-4").lr_g == 2e-4  # PyYAML reads 2e-4 as a string
     with pytest.raises(UserError, match="lr_d must be a number"):
-        TrainParams(lr_d="fast")
-    with pytest.raises(UserError, match="p_real"):
-        params = tmp_path / "p.yaml"
-        params.write_text(yaml.safe_dump({"train": {"epochs": 1}}))
-        run_train(data, params, "x")
+        params_for(TrainParams, "train", lr_d="fast")
+    with pytest.raises(UserError, match="masks.p_real is missing"):
+        params = yaml.safe_load(write_params(tmp_path / "p.yaml").read_text())
+        del params["masks"]["p_real"]
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+        run_train(data, tmp_path / "p.yaml", "x")
     write_png(data["valid"], np.full((SIZE + 4, SIZE + 4), 255, np.uint8))
     with pytest.raises(UserError, match="valid.png"):
         run_train(data, write_params(tmp_path / "q.yaml"), "y")
@@ -145,7 +152,7 @@ def test_command_reports_user_errors_in_one_line(data, tmp_path, monkeypatch, ca
         main()
     assert exit_info.value.code == 1
     missing = tmp_path / "none"
-    assert capsys.readouterr().err.strip() == f"error: {missing / 'index.json'}: missing; run the stage that writes {missing} first"
+    assert capsys.readouterr().err.strip() == f"error: {missing / 'index.json'}: missing; run the blend stage first (`dvc repro blend`)"
 
 
 # ---- training ----
@@ -153,7 +160,7 @@ def test_command_reports_user_errors_in_one_line(data, tmp_path, monkeypatch, ca
 def test_repeated_training_step_lowers_the_loss(data):
     # the full step (critic update, then generator update with L1 + perceptual + GAN) on one fixed batch:
     # the reconstruction losses fall; the WGAN terms are adversarial and need not
-    config = TrainParams(p_real=0.5, seed=0, lr_g=5e-4, lr_d=1e-4)
+    config = params_for(TrainParams, "train", p_real=0.5, seed=0, lr_g=5e-4, lr_d=1e-4)
     trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"))
     texture, hole = fixed_batch(config, data)
     losses = [trainer.train_step(texture, hole) for _ in range(15)]
@@ -167,7 +174,7 @@ def test_repeated_training_step_lowers_the_loss(data):
 
 
 def test_nan_loss_stops_naming_the_step_before_updating(data):
-    config = TrainParams(p_real=0.5)
+    config = params_for(TrainParams, "train", p_real=0.5)
     trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"))
     texture, hole = fixed_batch(config, data)
     trainer.train_step(texture, hole)
@@ -182,7 +189,7 @@ def test_nan_loss_stops_naming_the_step_before_updating(data):
 
 
 def test_sample_grid_and_inpaint_keep_known_texels(data):
-    config = TrainParams(p_real=1.0)
+    config = params_for(TrainParams, "train", p_real=1.0)
     trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"))
     texture, hole = fixed_batch(config, data)
     image, coarse, refined = trainer.predict(texture, hole)
@@ -211,12 +218,13 @@ def test_train_stage_writes_model_checkpoint_and_dvclive_logs(data, tmp_path):
     metrics = json.loads((live / "metrics.json").read_text())
     assert metrics["step"] == 5 and metrics["epochs"] == 2 and metrics["device"] == "cpu"
     for name in ("first_mask_l1", "second_mask_l1", "first_mask_l1_missing", "perceptual", "gan", "d_loss",
-                 "lr_g", "images_per_second"):
+                 "lr_g"):
         assert name in metrics["batch"] and name in metrics["epoch"]
     assert metrics["epoch"]["lr_g"] == pytest.approx(5e-4)  # halved after epoch 1 (lr_decrease_epoch 1)
     steps = (live / "plots" / "metrics" / "batch" / "first_mask_l1.tsv").read_text().splitlines()
     assert len(steps) == 1 + 6
     assert len((live / "plots" / "metrics" / "epoch" / "d_loss.tsv").read_text().splitlines()) == 1 + 2
+    assert not (live / "plots" / "metrics" / "batch" / "images_per_second.tsv").exists()  # speed: timing file only
     assert sorted(p.name for p in (live / "plots" / "images" / "samples").iterdir()) == \
         ["epoch-001.png", "epoch-002.png"]
 
@@ -301,7 +309,7 @@ def test_ddp_two_processes_match_one_process_with_the_global_batch(data, tmp_pat
     # rounding-noise gradients, and Adam turns those into different (irrelevant) values
     ddp, _ = load_inpainter(data["root"] / "ddp" / "inpainter.pt")
     one, _ = load_inpainter(data["root"] / "one" / "inpainter.pt")
-    config = TrainParams(p_real=0.5)
+    config = params_for(TrainParams, "train", p_real=0.5)
     texture, hole = fixed_batch(config, data, count=3)
     image, hole = texture.permute(0, 3, 1, 2).float() / 127.5 - 1, hole[:, None]
     with torch.no_grad():

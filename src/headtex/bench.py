@@ -7,10 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from headtex.geometry import Light, rasterize
-from headtex.template.core import default_camera, lit_texture, render_view
-from headtex.template.files import load_template
-from headtex.geometry import project, rotation_matrix
+from headtex.geometry import Light, project, rasterize, rotation_matrix
+from headtex.geometry.template import default_camera, lit_texture, load_template, render_view
 
 
 def render_benchmark(template_dir: Path, image_size: int, repeats: int) -> str:

@@ -22,11 +22,12 @@ def template(
     source: Annotated[Optional[Path], typer.Option(help="already downloaded menpo3d-0.8.6.tar.gz (offline machines)")] = None,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("models/template"),
     metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/template.json"),
+    timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/template.json"),
 ) -> None:
     """Build the head template (mesh, UV layout, albedo, texel maps, shape basis) from the menpo3d scan."""
     from headtex.template.cli import run
 
-    result = run(params, source, out, metrics)
+    result = run(params, source, out, metrics, timing_path=timing)
     typer.echo(f"template: {result['vertices']} vertices, {result['triangles']} triangles, "
                f"UV coverage {result['uv_coverage']:.1%} -> {out}")
 
@@ -37,12 +38,13 @@ def faces(
     template_dir: Annotated[Path, typer.Option("--template", help="head template (template stage)")] = Path("models/template"),
     out: Annotated[Path, typer.Option(help="output folder")] = Path("data/faces"),
     metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/faces.json"),
+    timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/faces.json"),
     workers: Annotated[int, typer.Option(help="processes (0 = all cores)")] = 0,
 ) -> None:
     """Multi-view identities: synthetic renders of the template with ground truth, or a folder of real photos."""
     from headtex.faces.cli import run
 
-    result = run(params, template_dir, out, metrics, workers)
+    result = run(params, template_dir, out, metrics, workers, timing_path=timing)
     for line in result["log_lines"]:
         typer.echo(line, err=True)
     rate = result.get("hog_detection_rate_abs_yaw_le_45", result.get("hog_detection_rate_all_views"))
@@ -59,12 +61,13 @@ def pafs(
     template_dir: Annotated[Path, typer.Option("--template", help="head template (template stage)")] = Path("models/template"),
     out: Annotated[Path, typer.Option(help="output folder")] = Path("data/pafs"),
     metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/pafs.json"),
+    timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/pafs.json"),
     workers: Annotated[int, typer.Option(help="processes (0 = pafs.workers, whose 0 = all cores)")] = 0,
 ) -> None:
     """Per photo: dlib face + 68 landmarks, template fit (pose, shape), partial UV texture + visibility mask."""
     from headtex.pafs.cli import run
 
-    result = run(params, faces, template_dir, out, metrics, workers)
+    result = run(params, faces, template_dir, out, metrics, workers, timing_path=timing)
     for line in result["log_lines"]:
         typer.echo(line, err=True)
     fidelity = result.get("fidelity")
@@ -83,11 +86,12 @@ def masks(
     template_dir: Annotated[Path, typer.Option("--template", help="template (valid.png)")] = Path("models/template"),
     out: Annotated[Path, typer.Option(help="output folder")] = Path("data/masks"),
     metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/masks.json"),
+    timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/masks.json"),
 ) -> None:
     """The occlusion-mask bank: visibility masks of single views of identities held out from blend."""
     from headtex.masks.cli import run
 
-    result = run(params, pafs, template_dir, out, metrics)
+    result = run(params, pafs, template_dir, out, metrics, timing_path=timing)
     shares = result["missing_share_of_valid_region"]
     typer.echo(f"masks: {result['real_masks']} real masks of {result['identities_held_out']} held-out identities "
                f"(mean missing {shares['real']['mean']:.1%}; free-form {shares['free_form']['mean']:.1%}) -> {out}")
@@ -101,17 +105,18 @@ def blend(
     template_dir: Annotated[Path, typer.Option("--template", help="template (valid.png)")] = Path("models/template"),
     out: Annotated[Path, typer.Option(help="output folder (train/, test/, preview/)")] = Path("data/textures"),
     metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/blend.json"),
+    timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/blend.json"),
     workers: Annotated[int, typer.Option(help="processes (0 = all cores)")] = 0,
 ) -> None:
     """Blend each identity's partial textures into one complete UV texture; gate; split train/test by identity."""
     from headtex.blend.cli import run
 
-    result = run(params, pafs, faces, template_dir, out, metrics, workers)
+    result = run(params, pafs, faces, template_dir, out, metrics, workers, timing_path=timing)
     fidelity = result["fidelity"]
     psnr = (f", PSNR thirds {fidelity['thirds']['psnr_db']['mean']} dB / visibility "
             f"{fidelity['visibility']['psnr_db']['mean']} dB" if isinstance(fidelity, dict) else "")
     typer.echo(f"blend ({result['method']}): {result['written']['train']} train, {result['written']['test']} test, "
-               f"{result['rejected']['total']} rejected {({k: v for k, v in result['rejected'].items() if k != 'total' and v})}"
+               f"{result['rejected']['total']} rejected{_reasons(result['rejected'])}"
                f"{psnr} -> {out}")
 
 
@@ -124,13 +129,14 @@ def train(
     out: Annotated[Path, typer.Option(help="the shipped generator")] = Path("models/inpainter.pt"),
     checkpoints: Annotated[Path, typer.Option(help="per-epoch checkpoints (persist: true)")] = Path("models/checkpoints"),
     live: Annotated[Path, typer.Option(help="dvclive folder (metrics.json, plots/)")] = Path("metrics/train"),
+    timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/train.json"),
     resume: Annotated[bool, typer.Option("--resume", envvar="HEADTEX_RESUME",
                                          help="continue from the last checkpoint (e.g. HEADTEX_RESUME=1 dvc repro train)")] = False,
 ) -> None:
     """Train the gated-convolution inpainting GAN; under torchrun, one process per GPU (DDP)."""
     from headtex.train.cli import run
 
-    result = run(params, textures, masks, valid, out, checkpoints, live, resume)
+    result = run(params, textures, masks, valid, out, checkpoints, live, resume, timing_path=timing)
     if "live_dir" in result:  # rank 0
         typer.echo(f"train: {result['steps']} steps, {result['epochs']} epochs on {result['device']} "
                    f"({result['images_per_second']} images/s) -> {out}, {result['live_dir']}")
@@ -145,7 +151,7 @@ def evaluate(
     valid: Annotated[Path, typer.Option(help="UV valid region")] = Path("models/template/valid.png"),
     model: Annotated[Path, typer.Option(help="trained inpainter")] = Path("models/inpainter.pt"),
     metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/eval.json"),
-    timing: Annotated[Path, typer.Option(help="inference timing (kept apart: it varies run to run)")] = Path("metrics/eval_timing.json"),
+    timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/evaluate.json"),
     figures: Annotated[Path, typer.Option(help="figure folder")] = Path("metrics/figures"),
     plot: Annotated[Path, typer.Option(help="per-bucket PSNR plot data")] = Path("metrics/eval_psnr.json"),
 ) -> None:
@@ -168,12 +174,13 @@ def reconstruct(
     template_dir: Annotated[Path, typer.Option("--template", help="head template (template stage)")] = Path("models/template"),
     params: ParamsOption = Path("params.yaml"),
     example: Annotated[Optional[list[str]], typer.Option(help="a photo shipped with a package: astronaut")] = None,
-    metrics: Annotated[Optional[Path], typer.Option(help="also write per-photo timings and scores here")] = None,
+    metrics: Annotated[Optional[Path], typer.Option(help="also write per-photo scores here")] = None,
+    timing: Annotated[Optional[Path], typer.Option(help="also write per-photo timings here")] = None,
 ) -> None:
     """One photograph in, a fully textured 3D head out: head.obj/.mtl + texture.png, partial.png, mask.png, fit.json, overlay.png."""
     from headtex.reconstruct.cli import OUTPUT_FILES, run
 
-    result = run(params, photos or [], out, model, template_dir, example or [], metrics)
+    result = run(params, photos or [], out, model, template_dir, example or [], metrics, timing)
     for folder in result["folders"]:
         typer.echo(f"{folder}/{OUTPUT_FILES[0]}  (+ {' '.join(OUTPUT_FILES[1:])})")
     typer.echo(f"reconstruct: {result['written']} of {result['photos']} photos, median "
@@ -196,6 +203,7 @@ def bench_render(
 
 @bench.command("train")
 def bench_train(
+    params: ParamsOption = Path("params.yaml"),
     latent: int = 64,
     batch_size: int = 2,
     steps: int = 3,
@@ -207,7 +215,13 @@ def bench_train(
     """Training images/s (critic + generator + VGG perceptual step) at a given model size."""
     from headtex.train.cli import bench as train_benchmark
 
-    typer.echo(train_benchmark(latent, batch_size, steps, device, precision, size, compile))
+    typer.echo(train_benchmark(params, latent, batch_size, steps, device, precision, size, compile))
+
+
+def _reasons(rejected: dict[str, int]) -> str:
+    """' (seams 2, colour 1)' for the reasons that rejected something; '' when nothing was rejected."""
+    named = [f"{reason} {count}" for reason, count in rejected.items() if reason != "total" and count]
+    return f" ({', '.join(named)})" if named else ""
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Atomic writes, shards and small JSON helpers shared by the stages."""
+"""Atomic writes, PNG/JSON/npz files and the one-line user error, shared by every floor above."""
 from __future__ import annotations
 
 import contextlib
@@ -86,57 +86,3 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Load every array of an .npz without ever unpickling."""
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
-
-
-SHARD_PATTERN = "shard-{:05d}.npz"
-
-
-def write_index(folder: Path, shards: list[dict], **info: object) -> None:
-    """index.json of a sharded dataset: the shard files with what each holds, plus dataset-wide facts."""
-    write_json(Path(folder) / "index.json", {"shards": shards, **info})
-
-
-def read_index(folder: Path) -> dict:
-    path = Path(folder) / "index.json"
-    if not path.is_file():
-        raise UserError(f"{path}: missing; run the stage that writes {folder} first")
-    return json.loads(path.read_text())
-
-
-def iter_shards(folder: Path) -> Iterator[tuple[dict, dict[str, np.ndarray]]]:
-    """(index entry, arrays) for every shard of a dataset, in index order."""
-    for entry in read_index(folder)["shards"]:
-        yield entry, load_npz(Path(folder) / entry["file"])
-
-
-class ShardWriter:
-    """Groups whole identities into shards of at most shard_size views (a larger identity gets a shard alone).
-
-    A record is one identity: per-view arrays (leading axis = its views, with an
-    `identity` array) plus, named in `per_identity`, arrays stacked one per identity;
-    with `per_identity` given, shards also hold `identity_ids`.
-    """
-
-    def __init__(self, folder: Path, shard_size: int, per_identity: tuple[str, ...] | None = None) -> None:
-        self.folder, self.shard_size, self.per_identity = Path(folder), shard_size, per_identity
-        self.pending: list[dict[str, np.ndarray]] = []
-        self.entries: list[dict] = []
-
-    def add(self, record: dict[str, np.ndarray]) -> None:
-        if self.pending and sum(len(r["identity"]) for r in self.pending) + len(record["identity"]) > self.shard_size:
-            self.flush()
-        self.pending.append(record)
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        records, self.pending = self.pending, []
-        per_identity = self.per_identity or ()
-        arrays = {key: np.concatenate([r[key] for r in records]) for key in records[0] if key not in per_identity}
-        identities = [int(r["identity"][0]) for r in records]
-        if self.per_identity is not None:
-            arrays["identity_ids"] = np.array(identities, dtype=np.int64)
-            arrays.update({key: np.stack([r[key] for r in records]) for key in per_identity if key in records[0]})
-        name = SHARD_PATTERN.format(len(self.entries))
-        save_npz(self.folder / name, **arrays)
-        self.entries.append({"file": name, "identities": identities, "count": int(len(arrays["identity"]))})

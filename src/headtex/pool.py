@@ -11,7 +11,8 @@ from typing import TypeVar
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+
+from headtex.progress import progress
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -61,9 +62,8 @@ def parallel_map(
     items = list(items)
     tune_worker_process()  # in the parent too: it works alone when workers <= 1, and forks otherwise
     workers = default_workers() if workers is None or workers <= 0 else workers
-    progress = dict(total=len(items), desc=description, unit="item", disable=None, leave=False)
     if workers <= 1 or len(items) <= 1:
-        yield from tqdm(map(function, items), **progress)
+        yield from progress(map(function, items), description, total=len(items))
         return
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=tune_worker_process) as executor:
-        yield from tqdm(executor.map(function, items, chunksize=chunksize), **progress)
+        yield from progress(executor.map(function, items, chunksize=chunksize), description, total=len(items))

@@ -11,13 +11,14 @@ the quality gate rejects textures with enclosed holes, strong seams or outlier c
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from headtex.params import param
+
 METHODS = ("thirds", "visibility")
-SPLIT_PURPOSE = 1  # rng purpose id of the train/test split
 REJECTION_REASONS = ("missing_views", "unseen", "holes", "seams", "colour")
 
 
@@ -25,34 +26,27 @@ REJECTION_REASONS = ("missing_views", "unseen", "holes", "seams", "colour")
 class BlendParams:
     """The `blend:` section of params.yaml (mask_identities is the shared `masks.identities`, uv_size `uv.size`)."""
 
-    method: str = "visibility"  # thirds | visibility: which texture is written (both are measured)
-    views: list[int] = field(default_factory=lambda: [1, 5, 7])  # thirds: view indices (-35°, 0°, +35°)
-    test_identities: int = 8
-    seed: int = 0
-    cosine_power: float = 2.0  # visibility: weight = cos(view angle)^p ...
-    feather_texels: float = 4.0  # ... × min(1, distance to the edge of what the view sees / feather)
-    pyramid_levels: int = 4  # multi-band blending levels (1 = plain weighted average)
-    inpaint_radius: int = 3  # cv2.inpaint radius for unseen texels
-    max_unseen_fraction: float = 0.25  # gate: share of the valid region no used view sees
-    max_hole_fraction: float = 0.03  # gate: share of the valid region in unseen holes enclosed by seen texels
-    max_seam_ratio: float = 3.0  # gate: texture step across source boundaries / the sources' own step there
-    max_colour_z: float = 5.0  # gate: robust z-score of mean/std colour over the dataset
-    shard_size: int = 1024
-    preview_identities: int = 4
-    mask_identities: int = 8
-    uv_size: int = 192
+    method: str = param("which texture is written (both are measured): thirds | visibility", choices=METHODS)
+    views: list[int] = param("thirds: the three 0-based view indices (-35, 0, +35 degrees)", ge=0)
+    test_identities: int = param("identities held out for test (the rest of the non-mask-bank identities train)", ge=1)
+    seed: int = param("the train/test split")
+    cosine_power: float = param("visibility: weight = cos(view angle)^p ...", ge=0)
+    feather_texels: float = param("... x min(1, texels to the edge of what the view sees / feather)", gt=0)
+    pyramid_levels: int = param("multi-band blending levels (1 = plain weighted average)", ge=1)
+    inpaint_radius: int = param("cv2.inpaint (Telea) radius for texels no used view sees", ge=1)
+    max_unseen_fraction: float = param("gate: share of the valid UV region no used view sees", ge=0, le=1)
+    max_hole_fraction: float = param("gate: share of the valid region in unseen holes enclosed by seen texels",
+                                     ge=0, le=1)
+    max_seam_ratio: float = param("gate: texture step across source boundaries / the sources' own step there", gt=0)
+    max_colour_z: float = param("gate: robust z-score of per-channel colour mean and std over the dataset", gt=0)
+    shard_size: int = param("textures per shard", ge=1)
+    preview_identities: int = param("test identities shown in data/textures/preview/", ge=0)
+    mask_identities: int = param("identities the mask bank holds out", shared="masks.identities")
+    uv_size: int = param("texture side in texels", shared="uv.size")
 
     def __post_init__(self) -> None:
-        from headtex.io import UserError
-
-        if self.method not in METHODS:
-            raise UserError(f"params.yaml [blend]: method must be one of {', '.join(METHODS)}, not {self.method!r}")
-        if len(self.views) != 3 or len(set(self.views)) != 3 or min(self.views) < 0:
-            raise UserError(f"params.yaml [blend]: views must be three distinct view indices, not {self.views}")
-        if self.test_identities < 1 or self.shard_size < 1 or self.pyramid_levels < 1 or self.inpaint_radius < 1:
-            raise UserError("params.yaml [blend]: test_identities, shard_size, pyramid_levels, inpaint_radius must be >= 1")
-        if self.cosine_power < 0 or self.feather_texels <= 0:
-            raise UserError("params.yaml [blend]: cosine_power must be >= 0 and feather_texels > 0")
+        if len(self.views) != 3 or len(set(self.views)) != 3:
+            raise ValueError(f"views must be three distinct view indices, not {self.views}")
 
 
 @dataclass
@@ -62,23 +56,6 @@ class Blended:
     texture: np.ndarray  # U,U,3 uint8, complete
     seen: np.ndarray  # U,U bool: valid texels its sources saw (the others were filled)
     seams: float  # seam_ratio across the boundaries between its sources
-
-
-# ---------------------------------------------------------------- split
-
-def split_identities(identities: np.ndarray, held_out: np.ndarray, test_count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) ids: held-out ids removed; test = the `test_count` ids with the smallest per-identity key.
-
-    Each id's key comes from rng([seed, id, SPLIT_PURPOSE]), so an identity's side never depends on the
-    order or number of shards, and adding identities moves at most the few near the cut.
-    """
-    candidates = np.setdiff1d(np.unique(np.asarray(identities, dtype=np.int64)), held_out)
-    if test_count >= len(candidates):
-        raise ValueError(f"cannot put {test_count} of the {len(candidates)} blend identities in test (none left to train)")
-    keys = np.array([np.random.default_rng([seed, int(i), SPLIT_PURPOSE]).random() for i in candidates])
-    test = np.zeros(len(candidates), dtype=bool)
-    test[np.argsort(keys, kind="stable")[:test_count]] = True
-    return candidates[~test], candidates[test]
 
 
 # ---------------------------------------------------------------- shared pieces

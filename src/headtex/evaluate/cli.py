@@ -2,43 +2,48 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from headtex.evaluate.core import (
-    assign_masks, coverage, fill_mean, fill_mirror, fill_opencv, masked_input, missing_region, region_scores,
+    assign_masks, coverage, fill_mean, fill_mirror, fill_opencv, masked_input, region_scores,
 )
+from headtex.datasets import read_mask_bank, read_textures, read_valid
+from headtex.inpaint import VGG16Features, composite, critic_loss, generator_loss, masked_l1, perceptual_loss
+from headtex.masking import free_form_mask, missing_region
+from headtex.inpaint.model import load_critic, load_inpainter, prepare_batch, restore_known, to_uint8
 from headtex.io import UserError, write_json, write_png
-from headtex.params import load_params, section
-from headtex.train.cli import read_mask_bank, read_textures, read_valid
+from headtex.params import load_params, param, section
 
 BASELINES = ("telea", "navier_stokes", "mirror", "mean_texture")
+CANDIDATE_PURPOSE = 71  # rng purpose of the free-form candidate masks
 
 
 @dataclass
 class EvaluateParams:
-    bucket_edges: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 1.0])  # missing share of the head
-    bucket_names: list[str] = field(default_factory=lambda: ["small", "medium", "large"])
-    free_form_candidates: int = 300  # stroke masks offered next to the real bank (real masks rarely miss < 20 %)
-    max_strokes: int = 15
-    seed: int = 0
-    figure_rows: int = 4
-    batch_size: int = 8
+    """The `evaluate:` section (thesis 4.2-4.3), plus `train.vgg_weights` for the perceptual loss."""
+
+    bucket_edges: list[float] = param("share of the head (UV valid region) missing: bucket edges", ge=0, le=1)
+    bucket_names: list[str] = param("one name per bucket")
+    free_form_candidates: int = param("seeded stroke masks offered beside the real bank", ge=0)
+    max_strokes: int = param("strokes per free-form candidate", ge=1)
+    seed: int = param("the deterministic, stratified mask draw per test texture")
+    figure_rows: int = param("examples per bucket figure (GT | masked | model | best baseline)", ge=1)
+    batch_size: int = param("inference batch", ge=1)
+    vgg_weights: str | None = param("the perceptual loss' VGG-16 (as training used)", shared="train.vgg_weights")
 
     def __post_init__(self) -> None:
         if len(self.bucket_names) != len(self.bucket_edges) - 1:
-            raise UserError("params.yaml [evaluate]: bucket_names needs one name per pair of bucket_edges")
+            raise ValueError("bucket_names needs one name per pair of bucket_edges")
 
 
 def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> np.ndarray:
     """The real bank plus seeded free-form masks (255 = visible)."""
-    from headtex.masks.core import free_form_mask
-
     bank = read_mask_bank(masks_dir, size)
-    rng = np.random.default_rng([config.seed, 71])
+    rng = np.random.default_rng([config.seed, CANDIDATE_PURPOSE])
     strokes = np.stack([free_form_mask(rng, size, max_strokes=config.max_strokes)
                         for _ in range(config.free_form_candidates)])
     return np.concatenate([bank, strokes])
@@ -46,66 +51,56 @@ def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> np.nd
 
 @torch.no_grad()
 def model_outputs(model_file: Path, textures: np.ndarray, visible: np.ndarray, valid: np.ndarray,
-                  vgg_weights: str | None, vgg_seed: int, batch_size: int) -> tuple[dict, dict, dict, float]:
+                  vgg_weights: str | None, batch_size: int) -> tuple[dict, dict, dict, float]:
     """One pass of the trained model over the test set.
 
-    Returns the composited coarse and refined outputs (uint8), the five Table 4.1
-    losses computed as training computes them (averaged over textures), model
-    facts, and the seconds per texture of the shipped coarse inference.
+    Returns the composited coarse and refined outputs (uint8, known texels bit-exact), the five
+    Table 4.1 losses computed as training computes them (averaged over textures, with training's
+    VGG), model facts, and the seconds per texture of the coarse inference.
     """
-    from headtex.inpaint import Critic, VGG16Features, composite, critic_loss, generator_loss
-    from headtex.train.core import hole_from_visible, to_image, to_uint8
-    from headtex.train.files import load_inpainter
-
     generator, info = load_inpainter(model_file)
     if info["uv_size"] != textures.shape[1]:
         raise UserError(f"{model_file}: trained at uv size {info['uv_size']}, test textures are {textures.shape[1]}")
-    critic_state = torch.load(model_file, map_location="cpu", weights_only=True).get("critic")
-    critic = None
-    if critic_state is not None:
-        critic = Critic(info["latent"])
-        critic.load_state_dict(critic_state)
-        critic.eval()
-    vgg = VGG16Features(vgg_weights, seed=vgg_seed)
+    critic = load_critic(model_file, info["latent"])
+    vgg = VGG16Features(vgg_weights)
     outputs = {"coarse": [], "refined": []}
     sums: dict[str, float] = {}
     coarse_seconds = 0.0
     for start in range(0, len(textures), batch_size):
-        image = to_image(torch.from_numpy(textures[start:start + batch_size]))
-        hole = torch.from_numpy(hole_from_visible(visible[start:start + batch_size], valid))[:, None]
+        batch = slice(start, start + batch_size)
+        image, hole = prepare_batch(textures[batch], visible[batch], valid)
         tick = time.perf_counter()
         coarse = generator.forward_coarse(image, hole)
         coarse_seconds += time.perf_counter() - tick
         refined = generator.forward_refine(image, hole, coarse)
         outputs["coarse"].append(to_uint8(composite(coarse, image, hole)))
         outputs["refined"].append(to_uint8(composite(refined, image, hole)))
-        if critic is None:  # a model file without its critic: no D/GAN losses
-            from headtex.inpaint import masked_l1, perceptual_loss
-
-            first, first_missing = masked_l1(coarse, image, hole)
-            second, second_missing = masked_l1(refined, image, hole)
-            parts = {"first_mask_l1": first, "second_mask_l1": second, "first_mask_l1_missing": first_missing,
-                     "second_mask_l1_missing": second_missing,
-                     "perceptual": perceptual_loss(vgg, composite(refined, image, hole), image)}
-        else:
-            _, parts = generator_loss(coarse, refined, image, hole, critic, vgg)
-            parts["d_loss"] = critic_loss(critic, image, composite(refined, image, hole), hole)
-        for key, value in parts.items():
+        for key, value in table_4_1_losses(coarse, refined, image, hole, critic, vgg).items():
             sums[key] = sums.get(key, 0.0) + float(value) * len(image)
     losses = {key: round(value / len(textures), 6) for key, value in sorted(sums.items())}
-    completed = {name: np.concatenate(batches) for name, batches in outputs.items()}
-    # Known texels come back bit-exact (the float round trip could move them by one level).
-    known = hole_from_visible(visible, valid) == 0
-    for output in completed.values():
-        output[known] = textures[known]
+    completed = {name: restore_known(np.concatenate(batches), textures, visible, valid)
+                 for name, batches in outputs.items()}
     return completed, losses, info, coarse_seconds / len(textures)
+
+
+def table_4_1_losses(coarse: torch.Tensor, refined: torch.Tensor, image: torch.Tensor, hole: torch.Tensor,
+                     critic: torch.nn.Module | None, vgg: VGG16Features) -> dict[str, torch.Tensor]:
+    """The thesis' Table 4.1 losses of one batch, as training computes them (no D/GAN without a saved critic)."""
+    if critic is None:
+        first, first_missing = masked_l1(coarse, image, hole)
+        second, second_missing = masked_l1(refined, image, hole)
+        return {"first_mask_l1": first, "second_mask_l1": second, "first_mask_l1_missing": first_missing,
+                "second_mask_l1_missing": second_missing,
+                "perceptual": perceptual_loss(vgg, composite(refined, image, hole), image)}
+    _, parts = generator_loss(coarse, refined, image, hole, critic, vgg)
+    parts["d_loss"] = critic_loss(critic, image, composite(refined, image, hole), hole)
+    return parts
 
 
 def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, valid_path: Path, model_file: Path,
         metrics_path: Path, timing_path: Path, figures_dir: Path, plot_path: Path) -> dict:
     params = load_params(params_path)
     config = section(params, "evaluate", EvaluateParams)
-    train_section = params.get("train") or {}
     textures, _ = read_textures(test_dir)
     train_textures, _ = read_textures(train_dir)
     size = textures.shape[1]
@@ -117,9 +112,8 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
     regions = np.stack([missing_region(mask, valid) for mask in visible])
 
     torch.manual_seed(config.seed)
-    outputs, losses, info, seconds_per_texture = model_outputs(
-        model_file, textures, visible, valid, train_section.get("vgg_weights"), train_section.get("seed", 0),
-        config.batch_size)
+    outputs, losses, info, seconds_per_texture = model_outputs(model_file, textures, visible, valid,
+                                                               config.vgg_weights, config.batch_size)
     mean_texture = np.rint(train_textures.astype(np.float64).mean(0)).astype(np.uint8)
     masked = np.stack([masked_input(t, r) for t, r in zip(textures, regions)])
     outputs["telea"] = np.stack([fill_opencv(t, r, "telea") for t, r in zip(masked, regions)])
@@ -144,7 +138,7 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
                for name in config.bucket_names if table[name]["count"]}
     metrics = {"table_4_1": losses, "by_bucket": table, "ship_output": shipped,
                "model_beats_mirror_fill": verdict, "test_textures": int(len(textures)),
-               "vgg": "imagenet" if train_section.get("vgg_weights") else "random (fixed seed)",
+               "vgg": "imagenet" if config.vgg_weights else "random (fixed seed)",
                "mask_coverage_mean": round(float(shares[chosen].mean()), 4)}
     write_json(metrics_path, metrics)
     # Timing varies run to run, so it lives apart from eval.json (which must be identical for identical inputs).

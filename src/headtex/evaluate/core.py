@@ -4,12 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from headtex.masking import missing_region
 from headtex.metrics import region_psnr, region_ssim
-
-
-def missing_region(visible_mask: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Texels to inpaint: not visible (mask 0) and on the head (the UV valid region)."""
-    return (visible_mask == 0) & valid
 
 
 def coverage(visible_mask: np.ndarray, valid: np.ndarray) -> float:

@@ -6,25 +6,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from headtex.detect import detect_faces, largest_face
+from headtex.datasets import FACES, ShardWriter, read_shard, write_index
+from headtex.detection import detect_faces, find_face
 from headtex.faces.core import (
-    FacesParams, RenderedIdentity, Regions, appearance_regions, make_square, preview_grid, render_identity,
-    sample_identity, to_rgb8,
+    FacesParams, RenderedIdentity, Regions, appearance_regions, preview_grid, render_identity, sample_identity,
 )
-from headtex.io import ShardWriter, UserError, atomic_dir, load_npz, write_index, write_json, write_png
-from headtex.params import UVParams, load_params, section
+from headtex.geometry.template import Template, load_template
+from headtex.io import UserError, atomic_dir, write_json, write_png
+from headtex.params import load_params, section
+from headtex.photos import make_square, read_photo
 from headtex.pool import default_workers, parallel_map, tune_worker_process
-from headtex.template.core import Template
-from headtex.template.files import load_template
 
 PREVIEW_IDENTITIES = 8
 PREVIEW_TILE = 128
 DETECTION_MAX_ABS_YAW = 45.0  # the detection check covers the views dlib's frontal HOG detector is meant for
 DETECTION_CHUNK = 16  # images per detection task
-MIN_SIDE = 32  # photos smaller than this are rejected, not upscaled
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_LISTED = 50  # problem lines kept in metrics/faces.json (all of them go to the log)
 
@@ -55,27 +53,6 @@ class IngestedIdentity:
     conversions: list[str] = field(default_factory=list)  # "path: converted ...", the file was used
 
 
-def read_photo(path: Path, config: FacesParams) -> tuple[np.ndarray, list[str]]:
-    """A photo file as a square uint8 RGB image of image_size; ValueError says why it cannot be used."""
-    try:
-        data = np.frombuffer(path.read_bytes(), np.uint8)
-    except OSError as error:
-        raise ValueError(f"cannot read ({error.strerror or error.__class__.__name__})") from None
-    # PNG: as stored (16-bit, alpha); JPEG: also honour the EXIF orientation of phone photos.
-    flags = cv2.IMREAD_UNCHANGED if path.suffix.lower() == ".png" else cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
-    image = cv2.imdecode(data, flags) if data.size else None
-    if image is None:
-        raise ValueError("cannot decode: corrupt or not a PNG/JPEG image")
-    if image.ndim == 3 and image.shape[2] in (3, 4):  # OpenCV decodes to BGR(A)
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
-    if min(image.shape[:2]) < MIN_SIDE:
-        raise ValueError(f"too small ({image.shape[1]}x{image.shape[0]}; at least {MIN_SIDE} px a side)")
-    matte = tuple(config.alpha_background)
-    rgb, conversions = to_rgb8(image, matte)
-    square, more = make_square(rgb, config.image_size, config.square, matte)
-    return square, conversions + more
-
-
 def _ingest_identity(task: tuple[str, list[str], FacesParams]) -> IngestedIdentity:
     folder, names, config = task
     result = IngestedIdentity()
@@ -85,10 +62,12 @@ def _ingest_identity(task: tuple[str, list[str], FacesParams]) -> IngestedIdenti
             result.problems.append(f"{path}: not a .png/.jpg file; ignored")
             continue
         try:
-            image, conversions = read_photo(path, config)
-        except ValueError as error:
-            result.problems.append(f"{path}: {error}")
+            photo, conversions = read_photo(path, tuple(config.alpha_background))
+        except UserError as error:
+            result.problems.append(str(error))  # "path: problem"
             continue
+        image, squared = make_square(photo, config.image_size, config.square, tuple(config.alpha_background))
+        conversions += squared
         result.images.append(image)
         result.files.append(name)
         if conversions:
@@ -105,7 +84,7 @@ def _detect_chunk(task: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray | bool
     found = []
     for image, landmarks in zip(images, want_landmarks):
         if landmarks:
-            detection = largest_face(image, "hog", 1)
+            detection = find_face(image, [("hog", 1)])
             found.append(False if detection is None else detection.landmarks.astype(np.float32))
         else:
             found.append(len(detect_faces(image, "hog", 1)) > 0)
@@ -183,14 +162,14 @@ def detection_check(folder: Path, entries: list[dict], check_identities: int, ma
     for entry in entries:
         if not any(i < check_identities for i in entry["identities"]):
             continue
-        shard = load_npz(folder / entry["file"])
+        shard = read_shard(folder, entry, FACES, ("images", "identity", "view", "yaw", "landmarks"))
         chosen = shard["identity"] < check_identities
         if max_abs_yaw is not None:
             chosen &= np.abs(shard["yaw"]) <= max_abs_yaw
         rows = np.flatnonzero(chosen)
         truth = np.isfinite(shard["landmarks"][rows]).all(axis=(1, 2)) & (shard["yaw"][rows] == 0.0)
         if checked == 0 and len(rows):
-            largest_face(shard["images"][rows[0]])  # load dlib's models here, so that forked workers share them
+            find_face(shard["images"][rows[0]], [("hog", 1)])  # load dlib's models here: forked workers share them
         chunks = [(shard["images"][rows[i:i + DETECTION_CHUNK]], truth[i:i + DETECTION_CHUNK])
                   for i in range(0, len(rows), DETECTION_CHUNK)]
         results = [result for chunk in parallel_map(_detect_chunk, chunks, workers, "faces: dlib check")
@@ -213,27 +192,26 @@ def detection_check(folder: Path, entries: list[dict], check_identities: int, ma
     return report
 
 
-def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, workers: int = 0) -> dict:
+def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, workers: int = 0,
+        timing_path: Path | None = None) -> dict:
     """The faces stage: writes out/ (shards, index.json, preview/) and metrics_path.
 
     Returns the metrics plus `log_lines`: every bad-input and conversion line, for the log.
     """
     started = time.perf_counter()
-    params = load_params(params_path)
-    config = section(params, "faces", FacesParams)
-    uv = section(params, "uv", UVParams)
+    config = section(load_params(params_path), "faces", FacesParams)
     workers = workers if workers and workers > 0 else default_workers()
     tune_worker_process()  # before any OpenCV work here: its thread pool must not exist when the pool forks
     synthetic = config.source == "synthetic"
     template = None
     if synthetic:
         template = _assets(str(template_dir))[0]  # loaded before the pool forks: workers inherit it
-        if template.albedo.shape[0] != uv.size:
+        if template.albedo.shape[0] != config.uv_size:
             raise UserError(f"{template_dir}: template built for uv.size {template.albedo.shape[0]}, params.yaml "
-                            f"says {uv.size}; rebuild it (`headtex template`)")
+                            f"says {config.uv_size}; rebuild it (`headtex template`)")
         unknown = sorted(set(config.shape_std_scale) - set(template.basis_names))
         if unknown:
-            raise UserError(f"params.yaml [faces]: shape_std_scale names unknown shape modes {unknown}; "
+            raise UserError(f"params.yaml: faces.shape_std_scale names unknown shape modes {unknown}; "
                             f"the template has {template.basis_names}")
 
     with atomic_dir(out) as staging:
@@ -261,22 +239,17 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
         detection_seconds = time.perf_counter() - tick
 
         write_png(staging / "preview" / "grid.png", preview_grid(preview_views, PREVIEW_TILE, preview_textures))
-        write_index(staging, writer.entries, image_size=config.image_size, uv_size=uv.size, images=images, **facts)
+        write_index(staging, writer.entries, image_size=config.image_size, uv_size=config.uv_size, images=images, **facts)
 
     metrics = {
         "source": config.source,
         "identities": facts["identities"],
         "images": images,
-        "workers": workers,
-        "seconds": round(time.perf_counter() - started, 2),
-        "generate_seconds": round(generate_seconds, 2),
-        "images_per_second": round(images / generate_seconds, 2),
         "bad_inputs": len(ingest["problems"]),
         "bad_input_lines": ingest["problems"][:MAX_LISTED],
         "converted": len(ingest["conversions"]),
         "converted_lines": ingest["conversions"][:MAX_LISTED],
         "detection_check_identities": check,
-        "detection_seconds": round(detection_seconds, 2),
         "hog_missed_views": detection["missed"][:MAX_LISTED],
     }
     rate_key = "hog_detection_rate_abs_yaw_le_45" if synthetic else "hog_detection_rate_all_views"
@@ -285,5 +258,9 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
     if "landmark_error_px_yaw0" in detection:
         metrics["dlib_vs_true_inner_landmarks_px_yaw0"] = detection["landmark_error_px_yaw0"]
     write_json(metrics_path, metrics)
-    metrics["log_lines"] = ingest["problems"] + ingest["conversions"]
-    return metrics
+    timing = {"workers": workers, "seconds": round(time.perf_counter() - started, 2),
+              "generate_seconds": round(generate_seconds, 2), "images_per_second": round(images / generate_seconds, 2),
+              "detection_seconds": round(detection_seconds, 2)}
+    if timing_path is not None:
+        write_json(timing_path, timing)
+    return {**metrics, **timing, "log_lines": ingest["problems"] + ingest["conversions"]}

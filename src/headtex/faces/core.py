@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from headtex.geometry import Light, project, render_textured, rotation_matrix
-from headtex.io import UserError
-from headtex.template.core import Template, default_camera, lit_texture
+from headtex.geometry.template import Template, default_camera, lit_texture
+from headtex.params import param
 
 # Purposes of the per-identity random streams: np.random.default_rng([seed, identity, purpose]).
 SHAPE, LOOK, LIGHT, BACKGROUND, POSE = range(5)
@@ -30,80 +30,68 @@ KELVIN_RGB = np.array([
 ], dtype=np.float64)
 
 
-def _default_yaws() -> list[float]:
-    # 0-based views 1, 5, 7 (the thesis' "second, sixth and eighth images", its blend views) sit at -35, 0, +35 degrees.
-    return [-50.0, -35.0, -25.0, -15.0, -5.0, 0.0, 15.0, 35.0, 40.0, 45.0, 50.0]
+RANGE_KEYS = ("skin_lightness", "skin_a", "skin_b", "beard", "mirror_blend", "brightness", "contrast", "ambient",
+              "diffuse", "colour_temperature_kelvin", "background_value", "background_saturation")
+BACKGROUND_KINDS = ("solid", "gradient", "noise")
 
 
 @dataclass
 class FacesParams:
-    """The `faces:` section of params.yaml (see the comments there)."""
+    """The `faces:` section of params.yaml (alpha_background is the shared `photos.alpha_background`)."""
 
-    source: str = "synthetic"
-    dir: str | None = None
-    identities: int = 64
-    image_size: int = 256
-    yaw_degrees: list[float] = field(default_factory=_default_yaws)
-    seed: int = 0
-    shard_size: int = 1024
-    supersample: int = 2
-    pitch_jitter_degrees: float = 4.0
-    roll_jitter_degrees: float = 3.0
-    shape_std: float = 1.0
-    shape_std_scale: dict[str, float] = field(default_factory=lambda: {
-        "head_width": 1.5, "face_length": 1.2, "jaw_width": 1.8, "chin_length": 1.2, "nose_length": 1.0,
-        "nose_width": 1.3, "nose_depth": 1.2, "cheek_fullness": 1.3,
-    })
-    shape_clip: float = 2.0
-    skin_lightness: list[float] = field(default_factory=lambda: [30.0, 72.0])
-    skin_a: list[float] = field(default_factory=lambda: [9.0, 16.0])
-    skin_b: list[float] = field(default_factory=lambda: [12.0, 24.0])
-    hair_tones: dict[str, list[float]] = field(default_factory=lambda: {
-        "black": [10.0, 1.0, 2.0, 0.3], "brown": [28.0, 7.0, 15.0, 0.4], "blonde": [55.0, 5.0, 24.0, 0.2],
-        "grey": [58.0, 0.0, 3.0, 0.1],
-    })
-    hair_jitter: list[float] = field(default_factory=lambda: [5.0, 2.0, 4.0])
-    beard: list[float] = field(default_factory=lambda: [0.0, 1.3])
-    mirror_blend: list[float] = field(default_factory=lambda: [0.0, 0.5])
-    brightness: list[float] = field(default_factory=lambda: [-0.05, 0.05])
-    contrast: list[float] = field(default_factory=lambda: [0.9, 1.1])
-    ambient: list[float] = field(default_factory=lambda: [0.35, 0.55])
-    diffuse: list[float] = field(default_factory=lambda: [0.45, 0.75])
-    light_cone_degrees: float = 45.0
-    colour_temperature_kelvin: list[float] = field(default_factory=lambda: [4500.0, 7500.0])
-    background_kinds: list[str] = field(default_factory=lambda: ["solid", "gradient", "noise"])
-    background_value: list[float] = field(default_factory=lambda: [0.15, 0.95])
-    background_saturation: list[float] = field(default_factory=lambda: [0.0, 0.5])
-    detection_check_identities: int | None = None
-    square: str = "crop"
-    alpha_background: list[int] = field(default_factory=lambda: [128, 128, 128])
+    source: str = param("synthetic (render the template) | directory (real photos under dir, no ground truth)",
+                        choices=("synthetic", "directory"))
+    dir: str | None = param("directory source: one sub-folder per identity holding its views")
+    identities: int = param("synthetic identities (the thesis: 100,000)", ge=1)
+    image_size: int = param("square images, pixels", ge=32)
+    yaw_degrees: list[float] = param("the views' yaws, degrees (positive = nose to the image right)", gt=-90)
+    seed: int = param("every random choice: np.random.default_rng([seed, identity, purpose])")
+    shard_size: int = param("views per shard (an identity is never split across shards)", ge=1)
+    supersample: int = param("render at this multiple of image_size, area-average down", ge=1)
+    pitch_jitter_degrees: float = param("per view: pitch uniform in +-this", ge=0)
+    roll_jitter_degrees: float = param("per view: roll uniform in +-this", ge=0)
+    shape_std: float = param("std of each shape coefficient (1 = one typical adult standard deviation)", ge=0)
+    shape_std_scale: dict[str, float] = param("... times this per mode", ge=0)
+    shape_clip: float = param("coefficients clipped at +-shape_clip stds", gt=0)
+    skin_lightness: list[float] = param("skin tone: target median CIELAB L* range")
+    skin_a: list[float] = param("target median a* range (redness)")
+    skin_b: list[float] = param("target median b* range (yellowness)")
+    hair_tones: dict[str, list[float]] = param("hair colour: name: [L*, a*, b*, weight]")
+    hair_jitter: list[float] = param("std of the hair colour around its tone (L*, a*, b*)", ge=0)
+    beard: list[float] = param("stubble density range: 0 clean-shaven, 1 the scan's", ge=0)
+    mirror_blend: list[float] = param("share of the mirrored albedo mixed in", ge=0, le=1)
+    brightness: list[float] = param("albedo L* offset range (x100)")
+    contrast: list[float] = param("albedo L* contrast range about 50", ge=0)
+    ambient: list[float] = param("light: ambient intensity range", ge=0)
+    diffuse: list[float] = param("light: directional intensity range (Lambert)", ge=0)
+    light_cone_degrees: float = param("light direction: uniform within this cone about front-and-above", ge=0, le=90)
+    colour_temperature_kelvin: list[float] = param("light colour (blackbody) range", ge=1000)
+    background_kinds: list[str] = param("backgrounds: some of solid, gradient, noise")
+    background_value: list[float] = param("background colours: HSV value range", ge=0, le=1)
+    background_saturation: list[float] = param("background colours: HSV saturation range", ge=0, le=1)
+    detection_check_identities: int | None = param("dlib HOG check over this many identities (null = all)", ge=0)
+    square: str = param("directory source: non-square photos are centre-cropped or padded", choices=("crop", "pad"))
+    uv_size: int = param("texture side in texels (the ground-truth lit texture)", shared="uv.size")
+    alpha_background: list[int] = param("RGB that transparent pixels are composited on (and the pad colour)",
+                                        shared="photos.alpha_background", ge=0, le=255)
 
     def __post_init__(self) -> None:
         problems = []
-        if self.source not in ("synthetic", "directory"):
-            problems.append(f"source must be 'synthetic' or 'directory', not {self.source!r}")
         if self.source == "directory" and not self.dir:
             problems.append("source 'directory' needs dir (a folder with one sub-folder per identity)")
-        if self.square not in ("crop", "pad"):
-            problems.append(f"square must be 'crop' or 'pad', not {self.square!r}")
-        if self.identities < 1 or self.shard_size < 1 or self.supersample < 1 or self.image_size < 32:
-            problems.append("identities, shard_size and supersample must be >= 1 and image_size >= 32")
-        if self.detection_check_identities is not None and self.detection_check_identities < 0:
-            problems.append("detection_check_identities must be >= 0 or null (all)")
         if not self.yaw_degrees or any(abs(y) >= 90 for y in self.yaw_degrees):
             problems.append("yaw_degrees must list at least one view, each within (-90, 90)")
-        for name in ("skin_lightness", "skin_a", "skin_b", "beard", "mirror_blend", "brightness", "contrast", "ambient",
-                     "diffuse", "colour_temperature_kelvin", "background_value", "background_saturation"):
-            value = getattr(self, name)
-            if len(value) != 2 or value[0] > value[1]:
-                problems.append(f"{name} must be a range [low, high], not {value}")
+        problems += [f"{name} must be a range [low, high], not {getattr(self, name)}" for name in RANGE_KEYS
+                     if len(getattr(self, name)) != 2 or getattr(self, name)[0] > getattr(self, name)[1]]
         if not self.hair_tones or any(len(v) != 4 or v[3] < 0 for v in self.hair_tones.values()):
             problems.append("hair_tones must map names to [L, a, b, weight >= 0]")
-        unknown = sorted(set(self.background_kinds) - {"solid", "gradient", "noise"})
+        unknown = sorted(set(self.background_kinds) - set(BACKGROUND_KINDS))
         if not self.background_kinds or unknown:
-            problems.append(f"background_kinds must be some of solid, gradient, noise (unknown: {unknown})")
+            problems.append(f"background_kinds must be some of {', '.join(BACKGROUND_KINDS)} (unknown: {unknown})")
+        if len(self.alpha_background) != 3:
+            problems.append(f"photos.alpha_background must be [R, G, B], not {self.alpha_background}")
         if problems:
-            raise UserError("params.yaml [faces]: " + "; ".join(problems))
+            raise ValueError("; ".join(problems))
 
 
 # --- appearance regions of the template (computed once per template) -------------------------------------
@@ -427,64 +415,6 @@ def render_identity(template: Template, render_regions: Regions, uv_regions: Reg
         images=np.stack(images), yaw=identity.yaw, pitch=identity.pitch, roll=identity.roll,
         landmarks=np.stack(landmarks).astype(np.float32), lit_texture=truth, shape=identity.shape,
     )
-
-
-# --- real photographs ---------------------------------------------------------------------------------------
-
-def to_rgb8(image: np.ndarray, matte: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
-    """Any decoded image (H,W[,C], uint8/uint16/float, RGB order) as uint8 RGB, with the conversions made.
-
-    16-bit and float images are scaled to 8 bits, grayscale is replicated to RGB and
-    alpha is composited on `matte`. Raises ValueError when no safe conversion exists.
-    """
-    conversions = []
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4) or min(image.shape[:2]) < 1:
-        raise ValueError(f"unsupported image layout {image.shape}")
-    if image.dtype == np.uint16:
-        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-        conversions.append("16-bit")
-    elif image.dtype.kind == "f":
-        if not np.isfinite(image).all():
-            raise ValueError("floating-point image with NaN or infinite values")
-        image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        conversions.append("float")
-    elif image.dtype != np.uint8:
-        raise ValueError(f"unsupported pixel type {image.dtype}")
-    channels = image.shape[2]
-    if channels in (2, 4):
-        alpha = image[..., -1:].astype(np.float32) / 255.0
-        colour = image[..., :-1].astype(np.float32)
-        image = np.clip(colour * alpha + np.asarray(matte, np.float32)[:colour.shape[2]] * (1 - alpha) + 0.5, 0, 255)
-        image = image.astype(np.uint8)
-        conversions.append("alpha")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-        conversions.append("grayscale")
-    return np.ascontiguousarray(image), conversions
-
-
-def make_square(image: np.ndarray, size: int, mode: str, matte: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
-    """Centre-crop (or pad with `matte`) to a square, then resize to size x size."""
-    height, width = image.shape[:2]
-    conversions = []
-    if height != width:
-        conversions.append(f"non-square {width}x{height} ({mode})")
-        side = min(height, width) if mode == "crop" else max(height, width)
-        if mode == "crop":
-            top, left = (height - side) // 2, (width - side) // 2
-            image = image[top:top + side, left:left + side]
-        else:
-            canvas = np.empty((side, side, 3), np.uint8)
-            canvas[:] = np.asarray(matte, np.uint8)
-            top, left = (side - height) // 2, (side - width) // 2
-            canvas[top:top + height, left:left + width] = image
-            image = canvas
-    if image.shape[0] != size:
-        shrink = image.shape[0] > size
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-    return image, conversions
 
 
 # --- previews -------------------------------------------------------------------------------------------------

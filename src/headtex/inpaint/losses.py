@@ -54,7 +54,7 @@ def generator_loss(
     lambda_perc: float = 10.0,
     lambda_gan: float = 10.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total G loss = l1*(L1_coarse + L1_refined) + perc*perceptual + gan*GAN; returns (total, parts as floats)."""
+    """Total G loss = l1*(L1_coarse + L1_refined) + perc*perceptual + gan*GAN; returns (total, detached parts)."""
     first_l1, first_l1_missing = masked_l1(coarse_out, target, hole)
     second_l1, second_l1_missing = masked_l1(refined_out, target, hole)
     refined_comp = composite(refined_out, target, hole)
@@ -62,11 +62,12 @@ def generator_loss(
     gan = generator_gan_loss(critic, refined_comp, hole)
     total = lambda_l1 * (first_l1 + second_l1) + lambda_perc * perceptual + lambda_gan * gan
     parts = {
-        "first_mask_l1": first_l1.item(),
-        "second_mask_l1": second_l1.item(),
-        "first_mask_l1_missing": first_l1_missing.item(),
-        "second_mask_l1_missing": second_l1_missing.item(),
-        "perceptual": perceptual.item(),
-        "gan": gan.item(),
+        "first_mask_l1": first_l1,
+        "second_mask_l1": second_l1,
+        "first_mask_l1_missing": first_l1_missing,
+        "second_mask_l1_missing": second_l1_missing,
+        "perceptual": perceptual,
+        "gan": gan,
     }
-    return total, parts
+    # Detached tensors, not floats: reading a value is a device sync, left to the caller (once per step).
+    return total, {name: value.detach().float() for name, value in parts.items()}

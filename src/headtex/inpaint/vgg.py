@@ -10,6 +10,9 @@ _VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"
 RELU4_3 = 22  # index of relu4_3 in torchvision's vgg16.features
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Without ImageNet weights every user of the perceptual loss (train, evaluate) builds this one random VGG,
+# so that perceptual losses stay comparable across experiments and between training and evaluation.
+RANDOM_SEED = 0
 
 
 def _vgg16_layers(last_index: int) -> list[nn.Module]:
@@ -28,7 +31,7 @@ def _vgg16_layers(last_index: int) -> list[nn.Module]:
 class VGG16Features(nn.Module):
     """VGG-16 relu4_3 features of images in [-1,1]; frozen, eval mode; random fixed-seed init without weights."""
 
-    def __init__(self, weights_path: str | Path | None = None, seed: int = 0):
+    def __init__(self, weights_path: str | Path | None = None, seed: int = RANDOM_SEED):
         super().__init__()
         self.features = nn.Sequential(*_vgg16_layers(RELU4_3))
         # non-persistent so the state dict holds exactly torchvision's features.* keys

@@ -8,20 +8,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from headtex.io import (
-    ShardWriter, UserError, atomic_dir, iter_shards, read_index, write_index, write_json, write_png,
-)
-from headtex.pafs.core import JawRegion, PafsParams, fitted_landmarks, jaw_region, landmark_nme, process_image
+from headtex.datasets import FACES, ShardWriter, iter_shards, read_index, write_index
+from headtex.fitting import JawRegion, fitted_landmarks, jaw_region, landmark_nme
+from headtex.geometry.template import Template, load_template
+from headtex.io import UserError, atomic_dir, write_json, write_png
+from headtex.masking import is_visible
 from headtex.metrics import region_psnr
-from headtex.params import UVParams, load_params, section
+from headtex.pafs.core import PafsParams, process_image
+from headtex.params import load_params, section
 from headtex.pool import default_workers, parallel_map, tune_worker_process
-from headtex.template.core import Template
-from headtex.template.files import load_template
 
 YAW_BUCKETS = (15.0, 35.0, 50.0)  # fidelity figures for |yaw| <= each bucket (cumulative)
 REJECTION_MAX_ABS_YAW = 45.0  # the issue's rejection target covers |yaw| <= 45 deg
 PREVIEW_TILE = 128
 MAX_LISTED = 50  # no-face lines kept in metrics/pafs.json (all of them go to the log)
+FACES_KEYS = ("images", "identity", "view", "yaw")
+FACES_TRUTH_KEYS = FACES_KEYS + ("pitch", "roll", "landmarks", "lit_texture", "shape", "identity_ids")
 OUTPUT_KEYS = ("identity", "view", "paf", "visible", "landmarks", "rotation", "pose", "scale", "translation", "shape",
                "view_cosine")
 
@@ -54,7 +56,7 @@ def _process_identity(task: tuple[str, PafsParams, dict]) -> dict:
         fallbacks += result.detector != config.detector
         if "lit_texture" in item:
             truth = item["landmarks"][index]
-            seen = (result.visible > 0) & (template.texel_triangle >= 0)
+            seen = is_visible(result.visible) & template.texel_valid
             fidelity.append(dict(
                 yaw=float(item["yaw"][index]),
                 yaw_error=float(result.fit.pose[0] - item["yaw"][index]),
@@ -64,12 +66,11 @@ def _process_identity(task: tuple[str, PafsParams, dict]) -> dict:
                 nme_fitted=float(landmark_nme(fitted_landmarks(template, result.fit), truth)),
                 psnr=region_psnr(result.paf, item["lit_texture"], seen),
                 psnr_face=region_psnr(result.paf, item["lit_texture"], seen & _face_third(seen.shape[0])),
-                visible_fraction=float(seen.sum() / max(1, (template.texel_triangle >= 0).sum())),
+                visible_fraction=float(seen.sum() / max(1, template.texel_valid.sum())),
                 shape_error=float(np.sqrt(np.mean((result.fit.shape - item["shape"]) ** 2))),
                 shape_truth=float(np.sqrt(np.mean(item["shape"] ** 2))),
                 residual_px=result.fit.residual,
             ))
-    # CPU time too: on a shared machine the wall time measures the neighbours as much as this stage.
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     common = dict(seconds=seconds, cpu_seconds=cpu_seconds, fidelity=fidelity, fallbacks=fallbacks)
     if missing:
@@ -168,18 +169,8 @@ def fidelity_metrics(rows: list[dict]) -> dict:
     }
 
 
-def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metrics_path: Path,
-        workers: int | None = None) -> dict:
-    """The pafs stage: writes out/ (shards, index.json, preview/) and metrics_path; returns the metrics
-    plus `log_lines` (one line per view with no face, for the log)."""
-    started = time.perf_counter()
-    tune_worker_process()  # before any OpenCV work here: its thread pool must not exist when the pool forks
-    params = load_params(params_path)
-    uv = section(params, "uv", UVParams)
-    config = section(params, "pafs", PafsParams, uv_size=uv.size)
-    workers = workers if workers and workers > 0 else (config.workers if config.workers > 0 else default_workers())
-    index = read_index(faces_dir)
-    template = load_template(template_dir)
+def _check_inputs(config: PafsParams, index: dict, faces_dir: Path, template: Template, template_dir: Path) -> bool:
+    """Whether the faces carry ground truth; UserError when the template or the truth has another uv.size."""
     if template.texel_triangle.shape[0] != config.uv_size:
         raise UserError(f"{template_dir}: template built for uv.size {template.texel_triangle.shape[0]}, "
                         f"params.yaml says {config.uv_size}; rebuild it (`headtex template`)")
@@ -187,37 +178,47 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
     if has_truth and index.get("uv_size") != config.uv_size:
         raise UserError(f"{faces_dir}/index.json: ground truth at uv_size {index.get('uv_size')}, "
                         f"params.yaml says {config.uv_size}; rerun `headtex faces`")
+    return has_truth
 
-    identities_in = views_in = 0
-    rejected, no_face_lines, fidelity, no_face_yaws, all_yaws = [], [], [], [], []
-    process_seconds, cpu_seconds, fallbacks = 0.0, 0.0, 0
+
+def _no_face_lines(item: dict, missing: list[int]) -> list[tuple[float, str]]:
+    """(yaw, log line) for each view of an identity where no face was found."""
+    lines = []
+    for index in missing:
+        yaw = float(item["yaw"][index])
+        lines.append((yaw, f"identity {item['identity']} view {int(item['view'][index])}"
+                           + ("" if np.isnan(yaw) else f" (yaw {yaw:g})") + ": no face found"))
+    return lines
+
+
+def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metrics_path: Path,
+        workers: int | None = None, timing_path: Path | None = None) -> dict:
+    """The pafs stage: writes out/ (shards, index.json, preview/) and metrics_path; returns the metrics
+    plus `log_lines` (one line per view with no face, for the log)."""
+    started = time.perf_counter()
+    tune_worker_process()  # before any OpenCV work here: its thread pool must not exist when the pool forks
+    config = section(load_params(params_path), "pafs", PafsParams)
+    workers = workers if workers and workers > 0 else (config.workers if config.workers > 0 else default_workers())
+    index = read_index(faces_dir, FACES)
+    has_truth = _check_inputs(config, index, faces_dir, load_template(template_dir), template_dir)
+
+    views_in, yaws, rejected, no_face, fidelity = 0, [], [], [], []
+    work = {"seconds": 0.0, "cpu_seconds": 0.0, "fallbacks": 0}
     with atomic_dir(out) as staging:
         writer = ShardWriter(staging, config.shard_size)
         previews = 0
-        tick = time.perf_counter()
-        for entry, arrays in iter_shards(faces_dir):
-            needed = {"images", "identity", "view", "yaw"}
-            needed |= {"pitch", "roll", "landmarks", "lit_texture", "shape", "identity_ids"} if has_truth else set()
-            missing_keys = needed - set(arrays)
-            if missing_keys:
-                raise UserError(f"{faces_dir / entry['file']}: missing arrays {sorted(missing_keys)}")
+        for _, arrays in iter_shards(faces_dir, FACES, FACES_TRUTH_KEYS if has_truth else FACES_KEYS):
             items = _identity_items(arrays, has_truth)
             tasks = [(str(template_dir), config, item) for item in items]
             for item, result in zip(items, parallel_map(_process_identity, tasks, workers, "pafs")):
-                identities_in += 1
                 views_in += len(item["view"])
-                all_yaws.extend(item["yaw"].tolist())
-                process_seconds += result["seconds"]
-                cpu_seconds += result["cpu_seconds"]
-                fallbacks += result["fallbacks"]
+                yaws.extend(item["yaw"].tolist())
+                for key in work:
+                    work[key] += result[key]
                 fidelity.extend(result["fidelity"])
                 if result["missing"]:
                     rejected.append(item["identity"])
-                    for index_ in result["missing"]:
-                        yaw = float(item["yaw"][index_])
-                        no_face_yaws.append(yaw)
-                        no_face_lines.append(f"identity {item['identity']} view {int(item['view'][index_])}"
-                                             + ("" if np.isnan(yaw) else f" (yaw {yaw:g})") + ": no face found")
+                    no_face.extend(_no_face_lines(item, result["missing"]))
                     continue
                 writer.add({key: result["arrays"][key] for key in OUTPUT_KEYS})
                 if previews < config.preview_identities:
@@ -226,39 +227,45 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
                               preview(item["images"], result["arrays"], truth))
                     previews += 1
         writer.flush()
-        stage_seconds = time.perf_counter() - tick
+        stage_seconds = time.perf_counter() - started
         kept = [i for entry in writer.entries for i in entry["identities"]]
         facts = {key: index[key] for key in ("source", "image_size", "yaw_degrees", "views_per_identity", "names")
                  if key in index}
         write_index(staging, writer.entries, uv_size=config.uv_size, has_truth=has_truth, identities=len(kept),
-                    views=sum(entry["count"] for entry in writer.entries), rejected_identities=rejected, **facts)
+                    views=writer.count, rejected_identities=rejected, **facts)
 
-    yaws = np.array(all_yaws, dtype=np.float64)
+    identities_in = len(kept) + len(rejected)
+    yaws = np.array(yaws, dtype=np.float64)
     within = np.abs(yaws) <= REJECTION_MAX_ABS_YAW
-    missed_within = sum(1 for y in no_face_yaws if abs(y) <= REJECTION_MAX_ABS_YAW)
     metrics = {
         "detector": config.detector,
         "fallback_detector": config.fallback_detector,
-        "views_found_by_fallback": fallbacks,
+        "views_found_by_fallback": work["fallbacks"],
         "contour": config.contour,
         "identities_in": identities_in,
         "identities_kept": len(kept),
         "identities_rejected": len(rejected),
         "identity_rejection_rate": round(len(rejected) / max(1, identities_in), 4),
         "views_in": views_in,
-        "views_out": sum(entry["count"] for entry in writer.entries),
-        "views_no_face": len(no_face_lines),
-        "view_no_face_rate": round(len(no_face_lines) / max(1, views_in), 4),
-        "no_face_lines": no_face_lines[:MAX_LISTED],
-        "workers": workers,
-        "seconds": round(time.perf_counter() - started, 2),
-        "images_per_second": round(views_in / max(stage_seconds, 1e-9), 2),
-        "worker_ms_per_image": round(1000 * process_seconds / max(1, views_in), 1),
-        "worker_cpu_ms_per_image": round(1000 * cpu_seconds / max(1, views_in), 1),
+        "views_out": writer.count,
+        "views_no_face": len(no_face),
+        "view_no_face_rate": round(len(no_face) / max(1, views_in), 4),
+        "no_face_lines": [line for _, line in no_face][:MAX_LISTED],
     }
     if within.any():
+        missed_within = sum(1 for yaw, _ in no_face if abs(yaw) <= REJECTION_MAX_ABS_YAW)
         metrics["view_no_face_rate_abs_yaw_le_45"] = round(missed_within / int(within.sum()), 4)
     if has_truth and fidelity:
         metrics["fidelity"] = fidelity_metrics(fidelity)
     write_json(metrics_path, metrics)
-    return {**metrics, "log_lines": no_face_lines}
+    timing = {
+        "workers": workers,
+        "seconds": round(time.perf_counter() - started, 2),
+        "images_per_second": round(views_in / max(stage_seconds, 1e-9), 2),
+        # CPU time too: on a shared machine the wall time measures the neighbours as much as this stage.
+        "worker_ms_per_image": round(1000 * work["seconds"] / max(1, views_in), 1),
+        "worker_cpu_ms_per_image": round(1000 * work["cpu_seconds"] / max(1, views_in), 1),
+    }
+    if timing_path is not None:
+        write_json(timing_path, timing)
+    return {**metrics, **timing, "log_lines": [line for _, line in no_face]}

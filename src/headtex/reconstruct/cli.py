@@ -2,7 +2,6 @@
 the partial texture and its mask, the fit (fit.json), an overlay and a preview strip."""
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -11,20 +10,21 @@ from pathlib import Path
 import dlib
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from headtex.detect import detect_faces, landmarks_in_box
+from headtex.detection import detect_faces, landmarks_in_box
+from headtex.fitting import FitParams, JawRegion, fitted_landmarks, jaw_region
+from headtex.geometry.template import Template, load_template, write_obj
 from headtex.inpaint import Generator
+from headtex.inpaint.model import load_inpainter
 from headtex.io import UserError, atomic_dir, write_json, write_png
-from headtex.pafs.core import JawRegion, PafsParams, fitted_landmarks, jaw_region
-from headtex.params import UVParams, load_params, section
+from headtex.masking import is_visible
+from headtex.params import load_params, section
+from headtex.photos import PhotosParams, read_photo
+from headtex.progress import progress, report
 from headtex.reconstruct.core import (
-    Reconstruction, ReconstructParams, complete_texture, detection_attempts, overlay, preview,
-    reconstruct, torch_threads,
+    Reconstruction, ReconstructParams, complete_texture, detection_attempts, overlay, preview, reconstruct,
+    torch_threads,
 )
-from headtex.reconstruct.photo import read_photo
-from headtex.template.core import Template
-from headtex.template.files import load_template, write_obj
 
 # Photos that ship with an installed package, so a fresh machine has a real photograph without a download.
 EXAMPLES = {
@@ -49,8 +49,6 @@ class Assets:
 
 
 def load_assets(template_dir: Path, model_path: Path, uv_size: int) -> Assets:
-    from headtex.train.files import load_inpainter
-
     template = load_template(template_dir)
     size = template.texel_triangle.shape[0]
     if size != uv_size:
@@ -63,7 +61,7 @@ def load_assets(template_dir: Path, model_path: Path, uv_size: int) -> Assets:
     return Assets(template, jaw_region(template), generator, {"file": str(model_path), **info})
 
 
-def warm_up(assets: Assets, pafs: PafsParams) -> None:
+def warm_up(assets: Assets, pafs: FitParams) -> None:
     """Load dlib's detector and landmark model and run the network once (torch sets up its convolutions
     on the first call), so that per-photo timings measure the photo; this goes to setup_seconds."""
     blank = np.zeros((64, 64, 3), dtype=np.uint8)
@@ -122,7 +120,7 @@ def fit_record(label: str, image: np.ndarray, notes: list[str], result: Reconstr
         # Lists, not a mapping: the coefficients' order is the basis order (fit.json is written with sorted keys).
         "shape": {"names": list(template.basis_names), "coefficients": rounded(fit.shape, 4),
                   "units": "standard deviations of each mode (template.npz basis: mm per unit)"},
-        "visible_fraction": round(float((result.visible[valid] > 0).mean()), 4),
+        "visible_fraction": round(float(is_visible(result.visible[valid]).mean()), 4),
         "sampling": {"box": list(result.sample_box), "downscale": round(result.sample_factor, 4)},
         "model": assets.model,
         "mesh": {"vertices": int(len(template.vertices)), "triangles": int(len(template.faces)),
@@ -131,7 +129,7 @@ def fit_record(label: str, image: np.ndarray, notes: list[str], result: Reconstr
 
 
 def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: Path, assets: Assets,
-                      config: ReconstructParams, pafs: PafsParams, save_photo: bool = False,
+                      config: ReconstructParams, pafs: FitParams, save_photo: bool = False,
                       read_seconds: float = 0.0) -> dict:
     """Reconstruct one photo and write its folder atomically; returns fit.json's contents."""
     if folder.exists() and not folder.is_dir():
@@ -175,13 +173,13 @@ def write_files(folder: Path, template: Template, result: Reconstruction, pictur
 
 
 def run(params_path: Path, photos: list[Path], out: Path, model_path: Path, template_dir: Path,
-        examples: list[str] = (), metrics_path: Path | None = None) -> dict:
+        examples: list[str] = (), metrics_path: Path | None = None, timing_path: Path | None = None) -> dict:
     """Reconstruct every photo (and example) into out/<name>/; a bad photo among several is reported and
     skipped, a single bad photo raises."""
     params = load_params(params_path)
     config = section(params, "reconstruct", ReconstructParams)
-    uv = section(params, "uv", UVParams)
-    pafs = section(params, "pafs", PafsParams, uv_size=uv.size)
+    matte = tuple(section(params, "photos", PhotosParams).alpha_background)
+    pafs = section(params, "pafs", FitParams, partial=True)
     inputs = [(str(path), Path(path)) for path in photos] + [(name, name) for name in examples]
     if not inputs:
         raise UserError("no photos given: pass PHOTO... or --example astronaut")
@@ -196,25 +194,25 @@ def run(params_path: Path, photos: list[Path], out: Path, model_path: Path, temp
     except OSError as error:
         raise UserError(f"{out}: cannot create the output folder ({error.strerror or error})") from None
     with torch_threads(config.threads):
-        return reconstruct_all(inputs, out, model_path, template_dir, config, pafs, uv.size, metrics_path)
+        return reconstruct_all(inputs, out, model_path, template_dir, config, pafs, matte, metrics_path, timing_path)
 
 
 def reconstruct_all(inputs: list[tuple[str, Path | str]], out: Path, model_path: Path, template_dir: Path,
-                    config: ReconstructParams, pafs: PafsParams, uv_size: int, metrics_path: Path | None) -> dict:
+                    config: ReconstructParams, pafs: FitParams, matte: tuple[int, int, int],
+                    metrics_path: Path | None, timing_path: Path | None) -> dict:
     started = time.perf_counter()
-    assets = load_assets(template_dir, model_path, uv_size)
+    assets = load_assets(template_dir, model_path, config.uv_size)
     warm_up(assets, pafs)
     setup_seconds = time.perf_counter() - started
 
     records, failures = [], []
     names = folder_names([label if isinstance(source, Path) else f"{label}.png" for label, source in inputs])
-    progress = tqdm(list(zip(inputs, names)), desc="reconstruct", unit="photo", disable=None if len(inputs) > 1 else True,
-                    leave=False)
-    for (label, source), name in progress:
+    steps = list(zip(inputs, names))
+    for (label, source), name in progress(steps, "reconstruct") if len(steps) > 1 else steps:
         try:
             tick = time.perf_counter()
             if isinstance(source, Path):
-                image, notes = read_photo(source)
+                image, notes = read_photo(source, matte)
             else:
                 image, notes = example_photo(source), [f"example photo {EXAMPLES[source]}"]
             record = reconstruct_photo(image, notes, label, out / name, assets, config, pafs,
@@ -225,7 +223,7 @@ def reconstruct_all(inputs: list[tuple[str, Path | str]], out: Path, model_path:
             if len(inputs) == 1:
                 raise
             failures.append({"photo": label, "error": str(error)})
-            tqdm.write(f"error: {error}", file=sys.stderr)
+            report(f"error: {error}", error=True)
         finally:
             image = None  # a 20000 px photo is 1.2 GB: free it before reading the next
 
@@ -236,15 +234,21 @@ def reconstruct_all(inputs: list[tuple[str, Path | str]], out: Path, model_path:
         "failed": len(failures),
         "failures": failures,
         "model": assets.model,
-        "setup_seconds": round(setup_seconds, 3),  # template, model, dlib models, one warm-up forward pass
-        "torch_threads": torch.get_num_threads(),
-        "seconds_per_photo_median": round(float(np.median(totals)), 4) if totals else None,
         "per_photo": {Path(r["folder"]).name: {
             "photo": r["photo"], "image_size": r["image_size"], "detector": r["detector"],
             "detector_score": r["detector_score"], "pose_degrees": r["pose_degrees"],
-            "landmark_residual_px": r["landmark_residual_px"], "visible_fraction": r["visible_fraction"],
-            "timings_seconds": r["timings_seconds"]} for r in records},
+            "landmark_residual_px": r["landmark_residual_px"], "visible_fraction": r["visible_fraction"]}
+            for r in records},
+    }
+    timing = {
+        "setup_seconds": round(setup_seconds, 3),  # template, model, dlib models, one warm-up forward pass
+        "torch_threads": torch.get_num_threads(),
+        "seconds_per_photo_median": round(float(np.median(totals)), 4) if totals else None,
+        "per_photo": {Path(r["folder"]).name: r["timings_seconds"] for r in records},
     }
     if metrics_path is not None:
         write_json(metrics_path, metrics)
-    return {**metrics, "folders": [r["folder"] for r in records]}
+    if timing_path is not None:
+        write_json(timing_path, timing)
+    return {**metrics, "seconds_per_photo_median": timing["seconds_per_photo_median"],
+            "folders": [r["folder"] for r in records]}

@@ -19,14 +19,14 @@ import cv2
 import numpy as np
 import torch
 
-from headtex.detect import detect_faces, landmarks_in_box
+from headtex.detection import find_face as detect_face
+from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, partial_texture
 from headtex.geometry import project
+from headtex.geometry.template import Template, fill_invalid, render_view
 from headtex.inpaint import Generator
-from headtex.io import UserError
-from headtex.pafs.core import Fit, JawRegion, PafsParams, fit_landmarks, partial_texture
-from headtex.template.core import Template, fill_invalid, render_view
+from headtex.inpaint.model import inpaint
+from headtex.params import param
 
-CONFIDENT_SHARE = 0.5  # a detection counts as a face when it scores at least this share of the best one
 PREVIEW_SIDE_YAWS = (-50.0, 50.0)  # the preview also renders the head from both sides (the inpainted parts)
 PREVIEW_BACKGROUND = (200, 200, 200)
 LANDMARK_COLOUR = (40, 220, 40)
@@ -39,19 +39,15 @@ WIREFRAME_OPACITY = 0.35
 class ReconstructParams:
     """The `reconstruct:` section of params.yaml (detection, fitting and sampling come from `pafs:`)."""
 
-    detect_max_side: int = 1024
-    upsample: int = 0
-    sample_max_side: int = 1024
-    overlay_max_side: int = 1024
-    preview_size: int = 256
-    threads: int = 1  # torch CPU threads for the network; 0 = torch's default (one per core)
-
-    def __post_init__(self) -> None:
-        if min(self.detect_max_side, self.sample_max_side, self.overlay_max_side, self.preview_size) < 64:
-            raise UserError("params.yaml [reconstruct]: detect_max_side, sample_max_side, overlay_max_side and "
-                            "preview_size must be >= 64 px")
-        if self.upsample < 0 or self.threads < 0:
-            raise UserError("params.yaml [reconstruct]: upsample and threads must be >= 0")
+    detect_max_side: int = param("detect on a copy downscaled to this longer side (px)", ge=64)
+    upsample: int = param("detector upsampling on the first try (+1, then pafs.fallback_detector, when nothing "
+                          "is found)", ge=0)
+    sample_max_side: int = param("the texture is sampled from the head crop, area-averaged to at most this side",
+                                 ge=64)
+    overlay_max_side: int = param("overlay.png is at most this long (px)", ge=64)
+    preview_size: int = param("tile size of preview.png", ge=64)
+    threads: int = param("torch CPU threads for the network (0 = one per core)", ge=0)
+    uv_size: int = param("texture side in texels", shared="uv.size")
 
 
 @dataclass
@@ -100,46 +96,35 @@ def scaled_fit(fit: Fit, offset: np.ndarray, factor: float) -> Fit:
     return Fit(fit.rotation, fit.scale / factor, translation, fit.shape, fit.residual)
 
 
-def detection_attempts(config: ReconstructParams, pafs: PafsParams) -> list[tuple[str, int]]:
+def detection_attempts(config: ReconstructParams, fitting: FitParams) -> list[tuple[str, int]]:
     """(detector, upsample) tried in order until one finds a face.
 
     Photos hold larger faces than the pipeline's 256 px renders, so the first try does not upsample
     (HOG finds faces from ~80 px); one more upsampling step finds faces down to ~40 px, and the
     pafs fallback detector (the mmod CNN, ~20x slower) catches turned faces HOG misses.
     """
-    attempts = [(pafs.detector, config.upsample), (pafs.detector, config.upsample + 1)]
-    if pafs.fallback_detector:
-        attempts.append((pafs.fallback_detector, pafs.fallback_upsample))
+    attempts = [(fitting.detector, config.upsample), (fitting.detector, config.upsample + 1)]
+    if fitting.fallback_detector:
+        attempts.append((fitting.fallback_detector, fitting.fallback_upsample))
     return list(dict.fromkeys(attempts))
 
 
-def find_face(image: np.ndarray, config: ReconstructParams, pafs: PafsParams,
+def find_face(image: np.ndarray, config: ReconstructParams, fitting: FitParams,
               timings: dict[str, float] | None = None) -> Face | None:
-    """The largest confident face and its 68 landmarks, in the photo's pixels; None = no face."""
+    """The chosen face (headtex.detection's rule) and its 68 landmarks, in the photo's pixels; None = no face."""
     timings = {} if timings is None else timings
     tick = time.perf_counter()
     small, factor = downscaled(image, config.detect_max_side)
-    found = None
-    for detector, upsample in detection_attempts(config, pafs):
-        faces = detect_faces(small, detector, upsample)
-        if faces:
-            # The largest face, among those scored at least half as high as the best: HOG reports weak
-            # false positives (scores ~0.05 against ~1.5 for a real face), some larger than the face.
-            best = max(score for _, score in faces)
-            confident = [face for face in faces if face[1] >= CONFIDENT_SHARE * best]
-            found = (detector, upsample, max(confident, key=lambda face: (face[0].area(), face[1])))
-            break
+    detection = detect_face(small, detection_attempts(config, fitting))
     timings["detection"] = time.perf_counter() - tick
-    if found is None:
+    if detection is None:
         return None
-    tick = time.perf_counter()
-    detector, upsample, (box, score) = found
     # Per axis: the copy's sides are rounded, so its x and y factors differ slightly.
     axis_factor = np.array([image.shape[1] / small.shape[1], image.shape[0] / small.shape[0]])
-    landmarks = to_original(landmarks_in_box(small, box), axis_factor)
-    corners = to_original(np.array([[box.left(), box.top()], [box.right(), box.bottom()]]), axis_factor)
-    timings["landmarks"] = time.perf_counter() - tick
-    return Face(landmarks, tuple(float(v) for v in corners.ravel()), float(score), detector, upsample, factor, small)
+    landmarks = to_original(detection.landmarks, axis_factor)
+    corners = to_original(np.reshape(detection.box, (2, 2)), axis_factor)
+    return Face(landmarks, tuple(float(v) for v in corners.ravel()), detection.score, detection.detector,
+                detection.upsample, factor, small)
 
 
 def head_box(image_shape: tuple[int, ...], screen: np.ndarray, margin: int = 2) -> tuple[int, int, int, int]:
@@ -183,15 +168,13 @@ def complete_texture(generator: Generator, paf: np.ndarray, visible: np.ndarray,
                      ship_output: str) -> np.ndarray:
     """The model's completion of one partial texture; off-head texels are then filled from their
     neighbours so that bilinear lookups at the head's UV border (MeshLab, renders) never blend in black."""
-    from headtex.train.core import inpaint
-
     with torch.inference_mode():
         completed = inpaint(generator, paf[None], visible[None], valid, ship_output, batch_size=1)[0]
     return fill_invalid(completed, valid)
 
 
 def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator: Generator, ship_output: str,
-                config: ReconstructParams, pafs: PafsParams) -> Reconstruction | None:
+                config: ReconstructParams, pafs: FitParams) -> Reconstruction | None:
     """Photo (uint8 RGB, any size) -> face, fit, partial texture, completed texture; None = no face."""
     timings: dict[str, float] = {}
     face = find_face(image, config, pafs, timings)

@@ -4,13 +4,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from headtex.geometry import (
-    Light, interpolate, lambert_shading, project, rasterize, render_textured, rotation_matrix, sample_texture,
-    surface_points, vertex_normals,
-)
+from headtex.geometry import rasterize, sample_texture, surface_points, vertex_normals
+from headtex.geometry.template import Template, fill_invalid
+from headtex.geometry.uv import UVLayout
 
 # james.ljson lists its 68 points grouped as chin, eye, eye, brow, nose, brow,
 # mouth; ibug order is chin, brows, nose, eyes, mouth. ljson index per ibug index:
@@ -87,41 +85,6 @@ def normalise(vertices: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, 
     return (vertices - centre) @ rotation.T, (landmarks - centre) @ rotation.T, rotation
 
 
-@dataclass(frozen=True)
-class UVLayout:
-    """Cylindrical UV layout about a vertical axis behind the face.
-
-    u = 0.5 + angle / (2 * max_angle): the front of the face in the middle third,
-    the sides of the head (ears included) in the left and right thirds; v runs
-    from `top_mm` (hair) to `bottom_mm` (front of the neck), pointing down.
-    The axis bends back below the chin (to `neck_axis_depth_mm` under
-    `neck_top_mm`) because the neck's centre lies far behind the face's.
-    """
-
-    axis_depth_mm: float = -50.0
-    neck_axis_depth_mm: float = -110.0
-    neck_top_mm: float = -100.0
-    chin_mm: float = -50.0
-    max_angle_degrees: float = 120.0
-    top_mm: float = 180.0
-    bottom_mm: float = -120.0
-
-    def axis_depth(self, height: np.ndarray) -> np.ndarray:
-        t = np.clip((self.chin_mm - height) / (self.chin_mm - self.neck_top_mm), 0.0, 1.0)
-        t = t * t * (3 - 2 * t)  # smoothstep: no kink in the layout
-        return self.axis_depth_mm + t * (self.neck_axis_depth_mm - self.axis_depth_mm)
-
-    def uv(self, vertices: np.ndarray) -> np.ndarray:
-        depth = vertices[:, 2] - self.axis_depth(vertices[:, 1])
-        angle = np.degrees(np.arctan2(vertices[:, 0], depth))
-        u = 0.5 + angle / (2 * self.max_angle_degrees)
-        v = (self.top_mm - vertices[:, 1]) / (self.top_mm - self.bottom_mm)
-        return np.stack([u, v], axis=1)
-
-    def radius(self, vertices: np.ndarray) -> np.ndarray:
-        return np.hypot(vertices[:, 0], vertices[:, 2] - self.axis_depth(vertices[:, 1]))
-
-
 def crop_to_layout(scan: Scan, layout: UVLayout) -> tuple[Scan, np.ndarray]:
     """Keep the triangles that lie wholly inside the UV layout; returns the cropped scan and old→new vertex ids."""
     uv = layout.uv(scan.vertices)
@@ -155,18 +118,6 @@ def resample_albedo(
     albedo = np.zeros(triangle_id.shape + (3,), dtype=np.uint8)
     albedo[valid] = sample_texture(atlas, atlas_uv)
     return albedo
-
-
-def fill_invalid(texture: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Extend valid colours into invalid texels so bilinear lookups at the border never blend in black."""
-    missing = (~valid).astype(np.uint8) * 255
-    return cv2.inpaint(texture, missing, 3, cv2.INPAINT_TELEA)
-
-
-def texel_normals(vertices: np.ndarray, faces: np.ndarray, triangle_id: np.ndarray, barycentrics: np.ndarray) -> np.ndarray:
-    """Unit surface normal per texel (H, W, 3); zeros on invalid texels."""
-    normals = interpolate(vertex_normals(vertices, faces), faces, triangle_id, barycentrics)
-    return normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
 
 
 def _smooth_step(t: np.ndarray) -> np.ndarray:
@@ -213,33 +164,6 @@ def shape_basis(vertices: np.ndarray, landmarks: np.ndarray, normals: np.ndarray
     return list(modes), np.stack(list(modes.values())).astype(np.float32)
 
 
-@dataclass
-class Template:
-    """Everything later stages need of the head: mesh, layout, albedo, texel maps, shape basis."""
-
-    vertices: np.ndarray  # V,3 float32, mm, normalised head frame
-    faces: np.ndarray  # F,3 int32
-    vertex_uv: np.ndarray  # V,2 float32, v down
-    landmark_ids: np.ndarray  # 68 vertex ids in ibug order
-    basis: np.ndarray  # K,V,3 float32, mm per unit coefficient
-    basis_names: list[str]
-    albedo: np.ndarray  # S,S,3 uint8 at uv.size (invalid texels filled)
-    texel_triangle: np.ndarray  # S,S int32, -1 = not on the head
-    texel_barycentrics: np.ndarray  # S,S,3 float32
-    albedo_render: np.ndarray  # R,R,3 uint8 at the render resolution
-    render_texel_triangle: np.ndarray
-    render_texel_barycentrics: np.ndarray
-    layout: UVLayout
-
-    @property
-    def texel_valid(self) -> np.ndarray:
-        return self.texel_triangle >= 0
-
-    def shaped(self, coefficients: np.ndarray) -> np.ndarray:
-        """Vertices deformed by shape coefficients (K,)."""
-        return self.vertices + np.tensordot(np.asarray(coefficients, dtype=np.float32), self.basis, axes=1)
-
-
 def build_template(scan: Scan, landmarks: np.ndarray, atlas: np.ndarray, layout: UVLayout, uv_size: int, render_uv_size: int) -> Template:
     """Normalise the scan, crop it to the UV layout, resample its texture and derive the shape basis."""
     vertices, landmarks, _ = normalise(scan.vertices, landmarks)
@@ -273,34 +197,3 @@ def build_template(scan: Scan, landmarks: np.ndarray, atlas: np.ndarray, layout:
     )
 
 
-def default_camera(image_size: int) -> tuple[float, np.ndarray]:
-    """Weak-perspective scale (px/mm) and translation that frame the whole head in a square image."""
-    return image_size / 300.0, np.array([(image_size - 1) / 2.0, image_size * 0.45])
-
-
-def lit_texture(
-    albedo: np.ndarray, vertices: np.ndarray, faces: np.ndarray, texel_triangle: np.ndarray,
-    texel_barycentrics: np.ndarray, light: Light,
-) -> np.ndarray:
-    """Albedo × view-independent Lambertian shading, in the UV layout (uint8)."""
-    normals = texel_normals(vertices, faces, np.maximum(texel_triangle, 0), texel_barycentrics)
-    shading = lambert_shading(normals.reshape(-1, 3), light).reshape(normals.shape)
-    # Invalid texels keep their (filled) albedo under ambient + half diffuse, so bilinear edges stay sensible.
-    flat_shading = np.asarray(light.ambient) + 0.5 * np.asarray(light.diffuse)
-    shading[texel_triangle < 0] = flat_shading
-    return np.clip(albedo * shading + 0.5, 0, 255).astype(np.uint8)
-
-
-def render_view(
-    template: Template, vertices: np.ndarray, texture: np.ndarray, yaw_degrees: float, image_size: int,
-    pitch_degrees: float = 0.0, roll_degrees: float = 0.0, background=(128, 128, 128), supersample: int = 2,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Render a (shaped) head with a UV texture at a pose, framed by default_camera.
-
-    Returns the uint8 image and the projected screen coordinates of every vertex.
-    """
-    scale, translation = default_camera(image_size)
-    rotation = rotation_matrix(yaw_degrees, pitch_degrees, roll_degrees)
-    screen = project(vertices, rotation, scale, translation)
-    image, _ = render_textured(screen, template.faces, template.vertex_uv, texture, image_size, background, supersample)
-    return image, screen

@@ -1,9 +1,6 @@
-"""Reading the menpo3d source distribution and reading/writing models/template/."""
+"""Reading the menpo3d source distribution (the scan the template is built from)."""
 from __future__ import annotations
 
-import dataclasses
-import io
-import json
 import subprocess
 import sys
 import tarfile
@@ -12,8 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from headtex.io import UserError, load_npz, read_png, save_npz, write_json, write_png
-from headtex.template.core import Scan, Template, UVLayout, parse_ljson_landmarks, parse_obj
+from headtex.io import UserError
+from headtex.template.core import Scan, parse_ljson_landmarks, parse_obj
 
 SDIST = "menpo3d==0.8.6"
 SDIST_MEMBERS = ("james.obj", "james.ljson", "james.jpg")
@@ -62,55 +59,3 @@ def read_sdist(path: Path) -> tuple[Scan, np.ndarray, np.ndarray]:
     return scan, landmarks, cv2.cvtColor(atlas, cv2.COLOR_BGR2RGB)
 
 
-def save_template(folder: Path, template: Template) -> None:
-    """Write the arrays (npz), a JSON description, the albedo PNGs and a viewable OBJ."""
-    folder = Path(folder)
-    save_npz(
-        folder / "template.npz",
-        vertices=template.vertices, faces=template.faces, vertex_uv=template.vertex_uv,
-        landmark_ids=template.landmark_ids, basis=template.basis,
-        texel_triangle=template.texel_triangle, texel_barycentrics=template.texel_barycentrics,
-        render_texel_triangle=template.render_texel_triangle,
-        render_texel_barycentrics=template.render_texel_barycentrics,
-    )
-    write_json(folder / "template.json", {
-        "basis_names": template.basis_names,
-        "layout": dataclasses.asdict(template.layout),
-        "uv_size": int(template.albedo.shape[0]),
-        "render_uv_size": int(template.albedo_render.shape[0]),
-        "units": "millimetres; head frame x = subject's left, y = up, z = out of the face",
-        "source": "menpo3d 0.8.6 james scan (BSD-3)",
-    })
-    write_png(folder / "albedo.png", template.albedo)
-    write_png(folder / "albedo_render.png", template.albedo_render)
-    write_png(folder / "valid.png", template.texel_valid.astype(np.uint8) * 255)
-    write_obj(folder / "head.obj", template.vertices, template.faces, template.vertex_uv, "albedo_render.png")
-
-
-def load_template(folder: Path) -> Template:
-    folder = Path(folder)
-    if not (folder / "template.npz").is_file():
-        raise UserError(f"{folder}: no template found; run `headtex template` (or `dvc repro template`) first")
-    arrays = load_npz(folder / "template.npz")
-    meta = json.loads((folder / "template.json").read_text())
-    return Template(
-        **arrays,
-        basis_names=meta["basis_names"],
-        albedo=read_png(folder / "albedo.png"),
-        albedo_render=read_png(folder / "albedo_render.png"),
-        layout=UVLayout(**meta["layout"]),
-    )
-
-
-def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, vertex_uv: np.ndarray, texture_name: str) -> None:
-    """A Wavefront OBJ + MTL with one texture coordinate per vertex, referencing the texture by relative path."""
-    path = Path(path)
-    material = path.with_suffix(".mtl")
-    material.write_text(f"newmtl head\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\nmap_Kd {texture_name}\n")
-    out = io.StringIO()
-    out.write(f"mtllib {material.name}\nusemtl head\n")
-    np.savetxt(out, vertices, fmt="v %.4f %.4f %.4f")
-    np.savetxt(out, np.column_stack([vertex_uv[:, 0], 1.0 - vertex_uv[:, 1]]), fmt="vt %.6f %.6f")
-    corners = faces + 1
-    np.savetxt(out, np.repeat(corners, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
-    path.write_text(out.getvalue())

@@ -18,8 +18,10 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from headtex.inpaint import Critic, Generator, VGG16Features, composite, critic_loss, generator_loss, init_weights
+from headtex.masking import draw_training_mask, hole_from_visible
+from headtex.inpaint.model import SHIP_OUTPUTS, to_image, to_uint8
 from headtex.io import UserError
-from headtex.masks.core import draw_training_mask
+from headtex.params import param
 
 PURPOSE_TRAIN_MASK = 61  # rng purpose: mask and flip of one training texture in one epoch
 PURPOSE_SAMPLE_MASK = 62  # rng purpose: the fixed masks of the per-epoch sample grid
@@ -27,69 +29,38 @@ LOSS_NAMES = ("first_mask_l1", "second_mask_l1", "first_mask_l1_missing", "secon
               "perceptual", "gan", "d_loss", "g_total")
 # Keys that may change between an interrupted run and its resumption without changing what it computes
 # (epochs only extends the schedule; the rest are how, not what).
-RESUMABLE_CHANGES = ("epochs", "device", "precision", "compile", "num_workers", "ship_output")
-
-
-@dataclass
-class ModelParams:
-    """`model:` section: the network size shared by train and everything that loads the model."""
-
-    latent: int = 16  # thesis: 64
-
-    def __post_init__(self) -> None:
-        if self.latent < 1:
-            raise UserError(f"params.yaml [model]: latent must be >= 1, got {self.latent}")
+RESUMABLE_CHANGES = ("epochs", "device", "precision", "compile", "num_workers", "ship_output", "log_every")
 
 
 @dataclass
 class TrainParams:
-    """`train:` section (thesis App. B), plus `p_real` and `max_strokes` shared from `masks:`."""
+    """The `train:` section (thesis 3.4, 4.1, App. B), plus `p_real` and `max_strokes` shared from `masks:`."""
 
-    epochs: int = 3
-    batch_size: int = 8  # per process; the global batch under torchrun is batch_size x world size
-    lr_g: float = 1e-4
-    lr_d: float = 4e-4
-    b1: float = 0.5
-    b2: float = 0.999
-    weight_decay: float = 0.0
-    lr_decrease_epoch: int = 10
-    lr_decrease_factor: float = 0.5
-    lambda_l1: float = 100.0
-    lambda_perceptual: float = 10.0
-    lambda_gan: float = 10.0
-    init_gain: float | None = 0.02  # Xavier-normal gain; None = PyTorch's default initialisation
-    seed: int = 0
-    vgg_weights: str | None = None  # torchvision vgg16 ImageNet file; None = fixed-seed random VGG
-    ship_output: str = "coarse"  # the thesis ships the coarse output
-    flips: bool = True  # horizontal flips (the UV layout is symmetric about u = 0.5)
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
-    compile: bool = False
-    num_workers: int = 0
-    p_real: float = 0.8  # shared: masks.p_real
-    max_strokes: int = 15  # shared: masks.max_strokes (free-form masks)
-
-    def __post_init__(self) -> None:
-        # PyYAML (YAML 1.1) reads 2e-4 as a string, and `dvc exp run -S train.lr_g=2e-4` may write it so
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            kind = {"float": float, "float | None": float, "int": int}.get(str(field.type))
-            if kind is not None and value is not None and not isinstance(value, bool):
-                try:
-                    setattr(self, field.name, kind(value))
-                except (TypeError, ValueError):
-                    raise UserError(f"params.yaml [train]: {field.name} must be a number, got {value!r}") from None
-        choices = {"ship_output": ("coarse", "refined"), "device": ("auto", "cpu", "cuda"),
-                   "precision": ("auto", "fp32", "bf16", "fp16")}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise UserError(f"params.yaml [train]: {key} must be one of {', '.join(allowed)}, "
-                                f"got {getattr(self, key)!r}")
-        for key in ("epochs", "batch_size", "lr_decrease_epoch"):
-            if getattr(self, key) < 1:
-                raise UserError(f"params.yaml [train]: {key} must be >= 1, got {getattr(self, key)}")
-        if not 0 <= self.p_real <= 1:
-            raise UserError(f"params.yaml [masks]: p_real must be in [0, 1], got {self.p_real}")
+    epochs: int = param("passes over the training textures (thesis: 20)", ge=1)
+    batch_size: int = param("textures per step and process (global batch = batch_size x processes)", ge=1)
+    lr_g: float = param("generator Adam learning rate (thesis: 1e-4)", gt=0)
+    lr_d: float = param("critic Adam learning rate (thesis: 4e-4)", gt=0)
+    b1: float = param("Adam beta1", ge=0, le=1)
+    b2: float = param("Adam beta2", ge=0, le=1)
+    weight_decay: float = param("Adam weight decay", ge=0)
+    lr_decrease_epoch: int = param("both learning rates x lr_decrease_factor every this many epochs", ge=1)
+    lr_decrease_factor: float = param("learning-rate step factor", gt=0, le=1)
+    lambda_l1: float = param("weight of first + second mask L1", ge=0)
+    lambda_perceptual: float = param("weight of the VGG-16 relu4_3 perceptual L1", ge=0)
+    lambda_gan: float = param("weight of the generator's WGAN loss", ge=0)
+    init_gain: float | None = param("Xavier-normal gain of every convolution; null = PyTorch's default init", gt=0)
+    seed: int = param("network initialisation, data order, training masks and flips")
+    vgg_weights: str | None = param("torchvision's vgg16 ImageNet file; null = fixed-seed random VGG")
+    ship_output: str = param("output shipped in models/inpainter.pt", choices=SHIP_OUTPUTS)
+    flips: bool = param("random horizontal flips (the UV layout is symmetric about u = 0.5)")
+    device: str = param("auto (CUDA if present) | cpu | cuda", choices=("auto", "cpu", "cuda"))
+    precision: str = param("auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16",
+                           choices=("auto", "fp32", "bf16", "fp16"))
+    compile: bool = param("torch.compile the generator and critic")
+    num_workers: int = param("DataLoader worker processes (0 = load in the training process)", ge=0)
+    log_every: int = param("steps per logged loss value (losses are reduced on the device in between)", ge=1)
+    p_real: float = param("chance that a training mask comes from the real bank", shared="masks.p_real", ge=0, le=1)
+    max_strokes: int = param("free-form masks: 0..max_strokes strokes", shared="masks.max_strokes", ge=1)
 
     def fingerprint(self) -> dict:
         """The settings that determine the training trajectory (compared before resuming)."""
@@ -97,15 +68,6 @@ class TrainParams:
 
 
 # ---- data ----
-
-def hole_from_visible(visible: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Model hole channel (1 = missing) from a mask (255 = visible); the ONE place this conversion happens.
-
-    Texels off the head (`valid` False) are never holes: they are known (whatever the texture holds there),
-    so the generator is neither asked to paint them nor scored on them.
-    """
-    return (1.0 - visible.astype(np.float32) / 255.0) * valid
-
 
 def training_example(texture: np.ndarray, identity: int, epoch: int, bank: np.ndarray, valid: np.ndarray,
                      config: TrainParams) -> tuple[np.ndarray, np.ndarray]:
@@ -149,16 +111,6 @@ class TextureDataset(Dataset):
         texture, hole = training_example(self.textures[index], self.identities[index], self.epoch,
                                          self.bank, self.valid, self.config)
         return torch.from_numpy(texture), torch.from_numpy(hole)
-
-
-def to_image(texture: torch.Tensor) -> torch.Tensor:
-    """uint8 (N,H,W,3) -> float (N,3,H,W) in [-1, 1]."""
-    return texture.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """float (N,3,H,W) in [-1, 1] -> uint8 (N,H,W,3)."""
-    return ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 # ---- devices ----
@@ -282,8 +234,7 @@ class Trainer:
                                               config.lambda_l1, config.lambda_perceptual, config.lambda_gan)
         finally:
             self.critic.requires_grad_(True)
-        values = {name: torch.tensor(value, device=self.device) for name, value in parts.items()}
-        values["g_total"] = total.detach().float()
+        values = {**parts, "g_total": total.detach().float()}
         averaged = self._synced_finite(values)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(total).backward()
@@ -340,15 +291,3 @@ def sample_grid(image: torch.Tensor, hole: torch.Tensor, coarse: torch.Tensor, r
     return np.concatenate([np.concatenate(row, axis=1) for row in zip(*columns)], axis=0)
 
 
-@torch.no_grad()
-def inpaint(generator: Generator, textures: np.ndarray, visible: np.ndarray, valid: np.ndarray,
-            ship_output: str = "coarse", batch_size: int = 8) -> np.ndarray:
-    """Complete uint8 textures (N,U,U,3) given masks (N,U,U, 255 = visible): known texels kept, holes painted."""
-    device = next(generator.parameters()).device
-    completed = []
-    for start in range(0, len(textures), batch_size):
-        image = to_image(torch.from_numpy(np.ascontiguousarray(textures[start:start + batch_size])).to(device))
-        hole = torch.from_numpy(hole_from_visible(visible[start:start + batch_size], valid))[:, None].to(device)
-        output = generator.forward_coarse(image, hole) if ship_output == "coarse" else generator(image, hole)[1]
-        completed.append(to_uint8(composite(output, image, hole)))
-    return np.concatenate(completed) if completed else np.zeros_like(textures)

@@ -1,4 +1,4 @@
-"""dlib face detection (HOG or mmod CNN) and the 68-point ibug landmark predictor."""
+"""dlib face detection (HOG or mmod CNN), the one face-choice rule, and the 68-point ibug landmark predictor."""
 from __future__ import annotations
 
 import functools
@@ -39,11 +39,17 @@ def _predictor() -> dlib.shape_predictor:
     return dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
 
 
+DETECTORS = ("hog", "cnn")
+CONFIDENT_SHARE = 0.5  # a detection counts as a face when it scores at least this share of the best one
+
+
 @dataclass
 class Detection:
     box: tuple[int, int, int, int]  # left, top, right, bottom
-    score: float
+    score: float  # HOG: SVM margin; CNN: mmod confidence
     landmarks: np.ndarray  # 68,2 float64 (x, y) in image pixels, ibug order
+    detector: str  # the detector that found it ...
+    upsample: int  # ... and its upsampling
 
 
 def detect_faces(image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[dlib.rectangle, float]]:
@@ -61,10 +67,22 @@ def landmarks_in_box(image: np.ndarray, box: dlib.rectangle) -> np.ndarray:
     return np.array([[p.x, p.y] for p in _predictor()(image, box).parts()], dtype=np.float64)
 
 
-def largest_face(image: np.ndarray, detector: str = "hog", upsample: int = 1) -> Detection | None:
-    """The largest detected face with its 68 landmarks, or None when there is no face."""
-    faces = detect_faces(image, detector, upsample)
-    if not faces:
-        return None
-    box, score = max(faces, key=lambda face: face[0].area())
-    return Detection((box.left(), box.top(), box.right(), box.bottom()), float(score), landmarks_in_box(image, box))
+def choose_face(faces: list[tuple[dlib.rectangle, float]]) -> tuple[dlib.rectangle, float]:
+    """The one face-choice rule: the largest face among those scored at least half as high as the best.
+
+    HOG reports weak false positives (scores ~0.05 against ~1.5 for a real face), some larger than the face.
+    """
+    best = max(score for _, score in faces)
+    confident = [face for face in faces if face[1] >= CONFIDENT_SHARE * best]
+    return max(confident, key=lambda face: (face[0].area(), face[1]))
+
+
+def find_face(image: np.ndarray, attempts: list[tuple[str, int]]) -> Detection | None:
+    """The chosen face and its 68 landmarks from the first (detector, upsample) attempt that finds one; None = no face."""
+    for detector, upsample in dict.fromkeys(attempts):
+        faces = detect_faces(image, detector, upsample)
+        if faces:
+            box, score = choose_face(faces)
+            return Detection((box.left(), box.top(), box.right(), box.bottom()), float(score),
+                             landmarks_in_box(image, box), detector, upsample)
+    return None

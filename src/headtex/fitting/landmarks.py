@@ -1,0 +1,194 @@
+"""Fitting (shared by pafs and reconstruct): 68 landmarks -> template fit (pose + shape) -> partial UV texture.
+
+Camera: weak perspective (scaled orthographic), as in headtex.geometry.project:
+screen x = s (R X)_x + t_x, screen y = -s (R X)_y + t_y, screen depth = s (R X)_z.
+Fitting follows eos (Huber et al. 2016): alternate (a) the pose from 2D-3D landmark
+correspondences (affine camera, nearest scaled rotation, orthographic Procrustes),
+(b) the shape coefficients by Tikhonov-regularised linear least squares given the
+pose, (c) re-matching of the jaw-contour landmarks to the silhouette of the face.
+Arrays in, arrays out: no I/O, no globals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from headtex.detection import DETECTORS
+from headtex.geometry import euler_degrees, project, vertex_normals
+from headtex.geometry.template import Template
+from headtex.params import param
+
+JAW = np.arange(17)  # ibug 0-16: the face contour, which dlib places on the face's outline
+OUTER_EYE_CORNERS = (36, 45)  # inter-ocular distance for the NME
+
+# How the 17 jaw landmarks are matched to the mesh (measured in docs/RESULTS.md):
+#   fixed:      always the template's annotated jaw vertices (wrong beyond ~15 deg of yaw, where
+#               dlib's contour follows the silhouette of the far cheek);
+#   silhouette: each iteration, jaw landmarks on the side turned away (and the chin's) move to the
+#               nearest projected vertex of the cheek/jaw region whose normal lies across the view;
+#   drop:       fixed vertices, but jaw landmarks on the side turned away get no weight.
+CONTOUR_MODES = ("fixed", "silhouette", "drop")
+FAR_SIDE_YAW_DEGREES = 5.0  # beyond this yaw one side of the jaw counts as turned away
+SILHOUETTE_COSINE = 0.3  # a vertex is on the silhouette when |cos(normal, view)| is below this
+SILHOUETTE_REACH_MM = 10.0  # a jaw landmark further than this from every silhouette vertex keeps its vertex
+
+
+@dataclass
+class FitParams:
+    """The fitting keys of the `pafs:` section (reconstruct reads them too): detection, fit and visibility."""
+
+    detector: str = param("dlib face detector: hog (frontal, fast) | cnn (mmod CNN)", choices=DETECTORS)
+    fallback_detector: str | None = param("tried only where `detector` finds no face; null = none",
+                                          choices=DETECTORS + (None,))
+    fallback_upsample: int = param("times the fallback detector upsamples the image", ge=0)
+    shape_regularisation: float = param("Tikhonov weight on the shape coefficients (landmark noise variance, mm^2)",
+                                        ge=0)
+    fit_iterations: int = param("pose / contour / shape alternations", ge=1)
+    contour: str = param("jaw landmarks: silhouette | fixed | drop", choices=CONTOUR_MODES)
+    max_view_angle_degrees: float = param("texels seen more obliquely than this are left out", gt=0, le=90)
+    depth_tolerance_mm: float = param("a texel is occluded when the fitted mesh lies more than this in front of it",
+                                      ge=0)
+
+
+@dataclass
+class Fit:
+    """A fitted weak-perspective camera and shape for one image."""
+
+    rotation: np.ndarray  # 3,3 head frame -> camera
+    scale: float  # pixels per millimetre
+    translation: np.ndarray  # 2, screen pixels
+    shape: np.ndarray  # K shape coefficients (units of one standard deviation)
+    residual: float = 0.0  # RMS landmark distance in pixels (weighted landmarks)
+
+    @property
+    def pose(self) -> np.ndarray:
+        """yaw, pitch, roll in degrees (headtex.geometry.camera conventions)."""
+        return np.array(euler_degrees(self.rotation))
+
+
+@dataclass
+class JawRegion:
+    """Vertices of the cheeks and jaw where the face's outline (dlib's contour landmarks) can lie."""
+
+    vertices: np.ndarray  # C vertex ids
+    normals: np.ndarray  # C,3 unit normals of the template there
+
+
+def jaw_region(template: Template) -> JawRegion:
+    """The lower, lateral face: between the top jaw landmarks and just below the chin, no further round
+    the head than the jaw landmarks (the ears and the back of the head never make dlib's contour)."""
+    vertices = template.vertices.astype(np.float64)
+    jaw = template.landmark_ids[JAW]
+    angle = np.arctan2(vertices[:, 0], vertices[:, 2] - template.layout.axis_depth(vertices[:, 1]))
+    inside = (
+        (vertices[:, 1] < vertices[jaw, 1].max() + 5.0)
+        & (vertices[:, 1] > vertices[jaw, 1].min() - 25.0)
+        & (np.abs(angle) <= np.abs(angle[jaw]).max() + np.radians(5.0))
+    )
+    ids = np.flatnonzero(inside)
+    return JawRegion(ids, vertex_normals(vertices, template.faces)[ids])
+
+
+def _shaped(template: Template, ids: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """Positions (mm, float64) of some vertices of the template deformed by shape coefficients."""
+    return template.vertices[ids].astype(np.float64) + np.tensordot(shape, template.basis[:, ids], axes=1)
+
+
+def scaled_orthographic(points_3d: np.ndarray, points_2d: np.ndarray, weights: np.ndarray,
+                        refinements: int = 3) -> tuple[np.ndarray, float, np.ndarray]:
+    """Rotation, scale and 2D offset minimising sum w |q - s R[:2] X - b|^2 (q in y-up image coordinates).
+
+    A linear affine camera first, projected onto the nearest scaled rotation (SVD);
+    then orthographic Procrustes steps that complete each point's depth from the
+    current estimate (each step never increases the 2D error).
+    """
+    w = weights / weights.sum()
+    centre_3d, centre_2d = w @ points_3d, w @ points_2d
+    x, q = points_3d - centre_3d, points_2d - centre_2d
+    root = np.sqrt(w)[:, None]
+    affine = np.linalg.lstsq(root * x, root * q, rcond=None)[0].T  # 2,3
+    u, singular, vt = np.linalg.svd(affine, full_matrices=False)
+    rows = u @ vt
+    rotation = np.vstack([rows, np.cross(rows[0], rows[1])])
+    scale = float(singular.mean())
+    weighted_x = w[:, None] * x
+    for _ in range(refinements):
+        target = np.column_stack([q, scale * x @ rotation[2]])
+        u, singular, vt = np.linalg.svd(target.T @ weighted_x)
+        flip = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+        rotation = (u * flip) @ vt
+        scale = float((singular * flip).sum() / np.sum(weighted_x * x))
+    return rotation, scale, centre_2d - scale * rotation[:2] @ centre_3d
+
+
+def _fit_shape(template: Template, ids: np.ndarray, q: np.ndarray, weights: np.ndarray, rotation: np.ndarray,
+               scale: float, offset: np.ndarray, regularisation: float) -> np.ndarray:
+    """Tikhonov-regularised linear least squares for the shape coefficients given the camera (errors in mm)."""
+    basis = template.basis[:, ids].astype(np.float64)  # K,68,3
+    residual = (q - offset) / scale - template.vertices[ids].astype(np.float64) @ rotation[:2].T  # 68,2 mm
+    design = (basis @ rotation[:2].T).reshape(len(basis), -1).T  # 136,K
+    w = np.repeat(weights, 2)
+    normal = design.T @ (w[:, None] * design) + regularisation * np.eye(len(basis))
+    return np.linalg.solve(normal, design.T @ (w * residual.ravel()))
+
+
+def fit_landmarks(
+    template: Template,
+    landmarks_2d: np.ndarray,
+    shape_regularisation: float = 20.0,
+    iterations: int = 5,
+    contour: str = "silhouette",
+    jaw: JawRegion | None = None,
+) -> Fit:
+    """Fit pose and shape coefficients of the template to 68 image landmarks (pixels, ibug order).
+
+    shape_regularisation is the Tikhonov weight on the coefficients (units of one
+    standard deviation) against the landmark error in mm^2: the landmark noise
+    variance in mm^2 under a unit-normal prior on the coefficients.
+    """
+    if contour not in CONTOUR_MODES:
+        raise ValueError(f"contour must be one of {CONTOUR_MODES}, not {contour!r}")
+    if contour == "silhouette" and jaw is None:
+        jaw = jaw_region(template)
+    q = np.asarray(landmarks_2d, dtype=np.float64) * np.array([1.0, -1.0])  # y up, like the head frame
+    shape = np.zeros(template.basis.shape[0])
+    annotated = template.landmark_ids.astype(np.int64)
+    ids = annotated.copy()
+    weights = np.ones(len(ids))
+    jaw_x = template.vertices[annotated[JAW], 0]
+    side = np.where(np.abs(jaw_x) > 10.0, np.sign(jaw_x), 0.0)  # the chin (|x| < 10 mm) belongs to both sides
+    for _ in range(iterations):
+        rotation, scale, offset = scaled_orthographic(_shaped(template, ids, shape), q, weights)
+        yaw = np.degrees(np.arctan2(-rotation[2, 0], rotation[2, 2]))
+        far = (side == np.sign(yaw)) & (abs(yaw) > FAR_SIDE_YAW_DEGREES)
+        outline = (jaw.vertices[np.abs(jaw.normals @ rotation[2]) < SILHOUETTE_COSINE]
+                   if contour == "silhouette" else np.empty(0, dtype=np.int64))
+        if len(outline):
+            # Nearest projected silhouette vertex (normal across the view) for the far side and the chin.
+            projected = scale * _shaped(template, outline, shape) @ rotation[:2].T + offset
+            distance = np.linalg.norm(projected[None] - q[JAW, None], axis=2)  # 17,C
+            nearest = distance.argmin(1)
+            use = (far | (side == 0)) & (distance[JAW, nearest] < SILHOUETTE_REACH_MM * scale)
+            ids[JAW] = np.where(use, outline[nearest], annotated[JAW])
+        elif contour == "drop":
+            weights[JAW] = np.where(far, 0.0, 1.0)
+        rotation, scale, offset = scaled_orthographic(_shaped(template, ids, shape), q, weights)
+        shape = _fit_shape(template, ids, q, weights, rotation, scale, offset, shape_regularisation)
+    predicted = scale * _shaped(template, ids, shape) @ rotation[:2].T + offset
+    residual = float(np.sqrt(np.average(np.sum((predicted - q) ** 2, axis=1), weights=weights)))
+    return Fit(rotation=rotation, scale=scale, translation=offset * np.array([1.0, -1.0]), shape=shape,
+               residual=residual)
+
+
+def fitted_landmarks(template: Template, fit: Fit) -> np.ndarray:
+    """The template's 68 annotated landmark vertices projected with the fit, pixels (68, 2)."""
+    points = _shaped(template, template.landmark_ids, fit.shape)
+    return project(points, fit.rotation, fit.scale, fit.translation)[:, :2]
+
+
+def landmark_nme(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Mean point error / inter-ocular distance (outer eye corners of the truth), per image (..., 68, 2)."""
+    inter_ocular = np.linalg.norm(truth[..., OUTER_EYE_CORNERS[0], :] - truth[..., OUTER_EYE_CORNERS[1], :], axis=-1)
+    return np.linalg.norm(predicted - truth, axis=-1).mean(-1) / inter_ocular
+

@@ -1,0 +1,54 @@
+"""The partial UV texture of one photo, sampled through the fitted mesh with a per-texel visibility test."""
+from __future__ import annotations
+
+import numpy as np
+
+from headtex.fitting.landmarks import Fit
+from headtex.geometry import depth_map, project, sample_texture, vertex_normals, view_direction, visible_points
+from headtex.geometry.template import Template
+
+
+def partial_texture(
+    image: np.ndarray,
+    template: Template,
+    fit: Fit,
+    max_view_angle_degrees: float = 70.0,
+    depth_tolerance_mm: float = 3.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample the image into the template's UV layout through the fitted mesh.
+
+    Per valid texel: its point on the fitted (shaped, posed) mesh, projected into the
+    image; visible when it faces the camera within max_view_angle_degrees and no
+    surface of the fitted mesh lies more than depth_tolerance_mm in front of it
+    (z-buffer). Returns (paf U,U,3 uint8 with 0 where not visible, visible U,U uint8
+    255/0, view_cosine U,U uint8 = cos(view angle) * 255, 0 where not visible).
+    Occluded texels stay empty: nothing is interpolated.
+    """
+    height, width = image.shape[:2]
+    vertices = template.shaped(fit.shape)
+    screen = project(vertices, fit.rotation, fit.scale, fit.translation)
+    depth = depth_map(screen, template.faces, height, width)
+    rows, cols = np.nonzero(template.texel_valid)
+    corners = template.faces[template.texel_triangle[rows, cols]]  # N,3
+    weights = template.texel_barycentrics[rows, cols].astype(np.float64)  # N,3
+    # Screen position and normal per texel, interpolated in one pass (projection is affine, so
+    # interpolating projected corners is exact).
+    per_vertex = np.concatenate([screen, vertex_normals(vertices, template.faces)], axis=1)
+    texel = sum(weights[:, k, None] * per_vertex[corners[:, k]] for k in range(3))
+    points, normals = texel[:, :3], texel[:, 3:]
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    towards_camera = view_direction(fit.rotation)
+    seen = visible_points(points, normals, towards_camera, depth, depth_tolerance_mm * fit.scale,
+                          max_view_angle_degrees)
+    rows, cols, points, normals = rows[seen], cols[seen], points[seen], normals[seen]
+    size = template.texel_triangle.shape
+    paf = np.zeros(size + (3,), dtype=np.uint8)
+    visible = np.zeros(size, dtype=np.uint8)
+    cosine = np.zeros(size, dtype=np.uint8)
+    # Bilinear lookup; pixel centres sit at integer coordinates, sample_texture takes [0, 1].
+    paf[rows, cols] = sample_texture(image, (points[:, :2] + 0.5) / np.array([width, height]))
+    visible[rows, cols] = 255
+    cosine[rows, cols] = np.clip(np.rint(255.0 * (normals @ towards_camera)), 0, 255).astype(np.uint8)
+    return paf, visible, cosine
+
+
