@@ -131,7 +131,7 @@ def fit_record(label: str, image: np.ndarray, notes: list[str], result: Reconstr
 def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: Path, assets: Assets,
                       config: ReconstructParams, pafs: FitParams, save_photo: bool = False,
                       read_seconds: float = 0.0) -> dict:
-    """Reconstruct one photo and write its folder atomically; returns fit.json's contents."""
+    """Reconstruct one photo and write its folder atomically; returns fit.json's contents plus the timings."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder}: exists and is not a folder (output for {label})")
     started = time.perf_counter()
@@ -153,13 +153,14 @@ def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: P
     try:
         with atomic_dir(folder) as staging:
             write_files(staging, assets.template, result, pictures)
-            timings["writing"] = time.perf_counter() - tick
-            timings["total"] = read_seconds + time.perf_counter() - started
-            record["timings_seconds"] = {key: round(value, 4) for key, value in timings.items()}
+            # fit.json holds what the photo determines; the times go to the --timing file only, so that
+            # rerunning a photo rewrites the same files (data/demo is a DVC output).
             write_json(staging / "fit.json", record)
     except OSError as error:
         raise UserError(f"{folder}: cannot write the output ({error.strerror or error})") from None
-    return record
+    timings["writing"] = time.perf_counter() - tick
+    timings["total"] = read_seconds + time.perf_counter() - started
+    return {**record, "timings_seconds": {key: round(value, 4) for key, value in timings.items()}}
 
 
 def write_files(folder: Path, template: Template, result: Reconstruction, pictures: dict[str, np.ndarray]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import time
 from pathlib import Path
 
@@ -119,6 +120,11 @@ def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray,
     trainer = Trainer(model_params.latent, config, vgg, device, distributed=world > 1)
     fingerprint = {**config.fingerprint(), "latent": model_params.latent, "world_size": world,
                    "textures": len(textures), "identities": int(identities.sum()), "mask_bank": len(bank)}
+    # The global RNGs are not drawn from by training (it seeds its own generators), but a checkpoint saves
+    # them for code added later: seeded, identical runs write identical checkpoints (a DVC output).
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
     checkpoint = _start(trainer, fingerprint, checkpoints_dir, resume, rank)
     start_epoch = int(checkpoint["epoch"]) if checkpoint is not None else 0
     live = open_live(live_dir, resume=checkpoint is not None) if rank == 0 else None
