@@ -192,6 +192,40 @@ def detection_check(folder: Path, entries: list[dict], check_identities: int, ma
     return report
 
 
+def _checked_template(template_dir: Path, config: FacesParams) -> Template:
+    """The template, loaded before the pool forks (workers inherit it), checked against the params."""
+    template = _assets(str(template_dir))[0]
+    if template.albedo.shape[0] != config.uv_size:
+        raise UserError(f"{template_dir}: template built for uv.size {template.albedo.shape[0]}, params.yaml "
+                        f"says {config.uv_size}; rebuild it (`headtex template`)")
+    unknown = sorted(set(config.shape_std_scale) - set(template.basis_names))
+    if unknown:
+        raise UserError(f"params.yaml: faces.shape_std_scale names unknown shape modes {unknown}; "
+                        f"the template has {template.basis_names}")
+    return template
+
+
+def faces_metrics(config: FacesParams, identities: int, images: int, ingest: dict, check: int, detection: dict) -> dict:
+    """metrics/faces.json: counts, bad inputs and conversions, and the dlib detection check."""
+    metrics = {
+        "source": config.source,
+        "identities": identities,
+        "images": images,
+        "bad_inputs": len(ingest["problems"]),
+        "bad_input_lines": ingest["problems"][:MAX_LISTED],
+        "converted": len(ingest["conversions"]),
+        "converted_lines": ingest["conversions"][:MAX_LISTED],
+        "detection_check_identities": check,
+        "hog_missed_views": detection["missed"][:MAX_LISTED],
+    }
+    rate_key = "hog_detection_rate_abs_yaw_le_45" if config.source == "synthetic" else "hog_detection_rate_all_views"
+    metrics[rate_key] = detection["rate"]
+    metrics["hog_checked_views"] = detection["checked_views"]
+    if "landmark_error_px_yaw0" in detection:
+        metrics["dlib_vs_true_inner_landmarks_px_yaw0"] = detection["landmark_error_px_yaw0"]
+    return metrics
+
+
 def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, workers: int = 0,
         timing_path: Path | None = None) -> dict:
     """The faces stage: writes out/ (shards, index.json, preview/) and metrics_path.
@@ -203,16 +237,7 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
     workers = workers if workers and workers > 0 else default_workers()
     tune_worker_process()  # before any OpenCV work here: its thread pool must not exist when the pool forks
     synthetic = config.source == "synthetic"
-    template = None
-    if synthetic:
-        template = _assets(str(template_dir))[0]  # loaded before the pool forks: workers inherit it
-        if template.albedo.shape[0] != config.uv_size:
-            raise UserError(f"{template_dir}: template built for uv.size {template.albedo.shape[0]}, params.yaml "
-                            f"says {config.uv_size}; rebuild it (`headtex template`)")
-        unknown = sorted(set(config.shape_std_scale) - set(template.basis_names))
-        if unknown:
-            raise UserError(f"params.yaml: faces.shape_std_scale names unknown shape modes {unknown}; "
-                            f"the template has {template.basis_names}")
+    template = _checked_template(template_dir, config) if synthetic else None
 
     with atomic_dir(out) as staging:
         writer = ShardWriter(staging, config.shard_size, per_identity=("lit_texture", "shape"))
@@ -241,22 +266,7 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
         write_png(staging / "preview" / "grid.png", preview_grid(preview_views, PREVIEW_TILE, preview_textures))
         write_index(staging, writer.entries, image_size=config.image_size, uv_size=config.uv_size, images=images, **facts)
 
-    metrics = {
-        "source": config.source,
-        "identities": facts["identities"],
-        "images": images,
-        "bad_inputs": len(ingest["problems"]),
-        "bad_input_lines": ingest["problems"][:MAX_LISTED],
-        "converted": len(ingest["conversions"]),
-        "converted_lines": ingest["conversions"][:MAX_LISTED],
-        "detection_check_identities": check,
-        "hog_missed_views": detection["missed"][:MAX_LISTED],
-    }
-    rate_key = "hog_detection_rate_abs_yaw_le_45" if synthetic else "hog_detection_rate_all_views"
-    metrics[rate_key] = detection["rate"]
-    metrics["hog_checked_views"] = detection["checked_views"]
-    if "landmark_error_px_yaw0" in detection:
-        metrics["dlib_vs_true_inner_landmarks_px_yaw0"] = detection["landmark_error_px_yaw0"]
+    metrics = faces_metrics(config, facts["identities"], images, ingest, check, detection)
     write_json(metrics_path, metrics)
     timing = {"workers": workers, "seconds": round(time.perf_counter() - started, 2),
               "generate_seconds": round(generate_seconds, 2), "images_per_second": round(images / generate_seconds, 2),

@@ -191,6 +191,34 @@ def _no_face_lines(item: dict, missing: list[int]) -> list[tuple[float, str]]:
     return lines
 
 
+def pafs_metrics(config: PafsParams, views_in: int, views_out: int, yaws: np.ndarray, kept: int,
+                 rejected: list[int], no_face: list[tuple[float, str]], fallbacks: int, fidelity: list[dict]) -> dict:
+    """metrics/pafs.json: counts, no-face rates, and fidelity against the ground truth where there is one."""
+    identities_in = kept + len(rejected)
+    metrics = {
+        "detector": config.detector,
+        "fallback_detector": config.fallback_detector,
+        "views_found_by_fallback": fallbacks,
+        "contour": config.contour,
+        "identities_in": identities_in,
+        "identities_kept": kept,
+        "identities_rejected": len(rejected),
+        "identity_rejection_rate": round(len(rejected) / max(1, identities_in), 4),
+        "views_in": views_in,
+        "views_out": views_out,
+        "views_no_face": len(no_face),
+        "view_no_face_rate": round(len(no_face) / max(1, views_in), 4),
+        "no_face_lines": [line for _, line in no_face][:MAX_LISTED],
+    }
+    within = np.abs(yaws) <= REJECTION_MAX_ABS_YAW
+    if within.any():
+        missed_within = sum(1 for yaw, _ in no_face if abs(yaw) <= REJECTION_MAX_ABS_YAW)
+        metrics["view_no_face_rate_abs_yaw_le_45"] = round(missed_within / int(within.sum()), 4)
+    if fidelity:
+        metrics["fidelity"] = fidelity_metrics(fidelity)
+    return metrics
+
+
 def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metrics_path: Path,
         workers: int | None = None, timing_path: Path | None = None) -> dict:
     """The pafs stage: writes out/ (shards, index.json, preview/) and metrics_path; returns the metrics
@@ -234,29 +262,8 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
         write_index(staging, writer.entries, uv_size=config.uv_size, has_truth=has_truth, identities=len(kept),
                     views=writer.count, rejected_identities=rejected, **facts)
 
-    identities_in = len(kept) + len(rejected)
-    yaws = np.array(yaws, dtype=np.float64)
-    within = np.abs(yaws) <= REJECTION_MAX_ABS_YAW
-    metrics = {
-        "detector": config.detector,
-        "fallback_detector": config.fallback_detector,
-        "views_found_by_fallback": work["fallbacks"],
-        "contour": config.contour,
-        "identities_in": identities_in,
-        "identities_kept": len(kept),
-        "identities_rejected": len(rejected),
-        "identity_rejection_rate": round(len(rejected) / max(1, identities_in), 4),
-        "views_in": views_in,
-        "views_out": writer.count,
-        "views_no_face": len(no_face),
-        "view_no_face_rate": round(len(no_face) / max(1, views_in), 4),
-        "no_face_lines": [line for _, line in no_face][:MAX_LISTED],
-    }
-    if within.any():
-        missed_within = sum(1 for yaw, _ in no_face if abs(yaw) <= REJECTION_MAX_ABS_YAW)
-        metrics["view_no_face_rate_abs_yaw_le_45"] = round(missed_within / int(within.sum()), 4)
-    if has_truth and fidelity:
-        metrics["fidelity"] = fidelity_metrics(fidelity)
+    metrics = pafs_metrics(config, views_in, writer.count, np.array(yaws, dtype=np.float64), len(kept), rejected,
+                           no_face, work["fallbacks"], fidelity if has_truth else [])
     write_json(metrics_path, metrics)
     timing = {
         "workers": workers,

@@ -114,6 +114,40 @@ def _log_losses(live, prefix: str, sums: dict[str, float], steps: int, lr: tuple
     return means
 
 
+def _train_epoch(trainer: Trainer, loader: DataLoader, live, config: TrainParams, world: int, rank: int,
+                 epoch: int) -> tuple[dict[str, float], int]:
+    """One pass over the loader: the loss sums of the epoch and the images seen (all processes).
+
+    dvclive gets the mean of every `log_every` steps; the epoch's own figures share its last step.
+    """
+    epoch_sums, interval_sums = dict.fromkeys(LOSS_NAMES, 0.0), dict.fromkeys(LOSS_NAMES, 0.0)
+    images, interval_steps = 0, 0
+    for step, (texture, hole) in enumerate(progress(loader, f"train epoch {epoch + 1}/{config.epochs}", rank), 1):
+        losses = trainer.train_step(texture, hole)
+        for name in LOSS_NAMES:
+            epoch_sums[name] += losses[name]
+            interval_sums[name] += losses[name]
+        images, interval_steps = images + len(texture) * world, interval_steps + 1
+        if live is not None and (interval_steps == config.log_every or step == len(loader)):
+            _log_losses(live, "batch", interval_sums, interval_steps, trainer.learning_rates())
+            if step < len(loader):
+                live.next_step()
+            interval_sums, interval_steps = dict.fromkeys(LOSS_NAMES, 0.0), 0
+    return epoch_sums, images
+
+
+def _summary(trainer: Trainer, model_params: ModelParams, config: TrainParams, textures: int, bank: int, world: int,
+             vgg: VGG16Features) -> dict:
+    """What was trained, for the dvclive summary (git-tracked: no times here)."""
+    return {
+        "epochs": config.epochs, "steps": trainer.step_count, "train_textures": textures, "mask_bank": bank,
+        "world_size": world, "device": trainer.device.type, "precision": str(trainer.dtype).removeprefix("torch."),
+        "latent": model_params.latent, "generator_parameters": sum(p.numel() for p in trainer.generator.parameters()),
+        "vgg_pretrained": vgg.pretrained, "vgg": "imagenet" if vgg.pretrained else f"random (seed {RANDOM_SEED})",
+        "ship_output": config.ship_output,
+    }
+
+
 def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray, identities: np.ndarray,
            bank: np.ndarray, valid: np.ndarray, vgg: VGG16Features, rank: int, world: int, device: torch.device,
            out: Path, checkpoints_dir: Path, live_dir: Path, timing_path: Path | None, resume: bool) -> dict:
@@ -144,19 +178,8 @@ def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray,
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         trainer.set_epoch(epoch)
-        epoch_sums, interval_sums = dict.fromkeys(LOSS_NAMES, 0.0), dict.fromkeys(LOSS_NAMES, 0.0)
-        epoch_images, interval_steps, epoch_started = 0, 0, time.perf_counter()
-        for step, (texture, hole) in enumerate(progress(loader, f"train epoch {epoch + 1}/{config.epochs}", rank), 1):
-            losses = trainer.train_step(texture, hole)
-            for name in LOSS_NAMES:
-                epoch_sums[name] += losses[name]
-                interval_sums[name] += losses[name]
-            epoch_images, interval_steps = epoch_images + len(texture) * world, interval_steps + 1
-            if live is not None and (interval_steps == config.log_every or step == len(loader)):
-                _log_losses(live, "batch", interval_sums, interval_steps, trainer.learning_rates())
-                if step < len(loader):  # the epoch's own figures share its last step
-                    live.next_step()
-                interval_sums, interval_steps = dict.fromkeys(LOSS_NAMES, 0.0), 0
+        epoch_started = time.perf_counter()
+        epoch_sums, epoch_images = _train_epoch(trainer, loader, live, config, world, rank, epoch)
         images_seen += epoch_images
         epoch_rates.append(round(epoch_images / (time.perf_counter() - epoch_started), 3))
         if rank == 0:
@@ -167,20 +190,12 @@ def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray,
             live.next_step()
             save_checkpoint(checkpoints_dir, trainer.state_dict(), epoch + 1, live.step, fingerprint)
             report(f"train epoch {epoch + 1}/{config.epochs}: first mask L1 {means['first_mask_l1']:.4f}, "
-                   f"second {means['second_mask_l1']:.4f}, D {means['d_loss']:.3f}, "
-                   f"{epoch_rates[-1]:.2f} images/s")
+                   f"second {means['second_mask_l1']:.4f}, D {means['d_loss']:.3f}, {epoch_rates[-1]:.2f} images/s")
         if world > 1:
             dist.barrier()  # nobody races ahead of (or reads) a half-written checkpoint
 
     seconds = time.perf_counter() - started
-    summary = {
-        "epochs": config.epochs, "steps": trainer.step_count, "train_textures": int(len(textures)),
-        "mask_bank": int(len(bank)), "world_size": world, "device": device.type,
-        "precision": str(trainer.dtype).removeprefix("torch."), "latent": model_params.latent,
-        "generator_parameters": sum(p.numel() for p in trainer.generator.parameters()),
-        "vgg_pretrained": vgg.pretrained, "vgg": "imagenet" if vgg.pretrained else f"random (seed {RANDOM_SEED})",
-        "ship_output": config.ship_output,
-    }
+    summary = _summary(trainer, model_params, config, len(textures), len(bank), world, vgg)
     timing = {"train_seconds": round(seconds, 2),
               "images_per_second": round(images_seen / seconds, 3) if images_seen else None,
               "epoch_images_per_second": epoch_rates}
