@@ -13,7 +13,7 @@ from headtex.evaluate.core import (
 )
 from headtex.io import UserError, write_json, write_png
 from headtex.params import load_params, section
-from headtex.train.cli import read_mask_bank, read_textures, read_valid
+from headtex.train.cli import VGG_RANDOM_SEED, read_mask_bank, read_textures, read_valid
 
 BASELINES = ("telea", "navier_stokes", "mirror", "mean_texture")
 
@@ -118,7 +118,7 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
 
     torch.manual_seed(config.seed)
     outputs, losses, info, seconds_per_texture = model_outputs(
-        model_file, textures, visible, valid, train_section.get("vgg_weights"), train_section.get("seed", 0),
+        model_file, textures, visible, valid, train_section.get("vgg_weights"), VGG_RANDOM_SEED,
         config.batch_size)
     mean_texture = np.rint(train_textures.astype(np.float64).mean(0)).astype(np.uint8)
     masked = np.stack([masked_input(t, r) for t, r in zip(textures, regions)])
