@@ -213,6 +213,40 @@ def test_mirrored_image_gives_mirrored_paf(template):
     assert unflipped.sum() / ((original.visible > 0) | (mirrored.visible > 0)).sum() < 0.6
 
 
+def faces_stage_view(template_dir, identity: int, view: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(image, true landmarks, yaw) of one view of a synthetic identity exactly as the faces stage renders it."""
+    from headtex.faces.cli import _assets
+    from headtex.faces.core import FacesParams, render_identity, sample_identity
+
+    template, regions, uv_regions = _assets(str(template_dir))
+    config = FacesParams()
+    rendered = render_identity(template, regions, uv_regions, sample_identity(config, identity, template.basis_names),
+                               config.image_size, config.supersample)
+    return rendered.images[view], rendered.landmarks[view], float(rendered.yaw[view])
+
+
+def test_cnn_fallback_finds_a_face_hog_misses(template, template_dir):
+    """Where dlib's HOG finds no face (identity 49 at yaw -50), the mmod CNN does, and the fit follows the head."""
+    image, truth, yaw = faces_stage_view(template_dir, 49, 0)
+    assert process_image(image, template, PafsParams(fallback_detector=None)) is None, "HOG finds this view now"
+    result = process_image(image, template, PafsParams())
+    assert result is not None and result.detector == "cnn"
+    assert landmark_nme(fitted_landmarks(template, result.fit), truth) < 0.10  # measured 0.075
+    assert abs(result.fit.pose[0] - yaw) < 10.0  # measured 7.2 deg
+    assert (result.visible > 0).mean() > 0.2
+
+
+@pytest.mark.xfail(strict=True, reason="known: on most views HOG misses (|yaw| 45-50) dlib's 68-point predictor "
+                   "misplaces the landmarks in the CNN's box (fitted NME 0.23-0.73 on 8 of the 9 misses among identities "
+                   "0-64), so the fallback writes a misregistered PAF instead of dropping the identity")
+def test_cnn_fallback_landmarks_are_as_good_as_hogs(template, template_dir):
+    """A fallback face gets landmarks good enough to fit (identity 11 at yaw 45: HOG misses it)."""
+    image, truth, yaw = faces_stage_view(template_dir, 11, 9)
+    result = process_image(image, template, PafsParams())
+    assert result is not None and result.detector == "cnn"
+    assert landmark_nme(fitted_landmarks(template, result.fit), truth) < 0.10  # measured 0.231
+
+
 def test_image_without_face_returns_none(template):
     blank = np.full((SIZE, SIZE, 3), 128, dtype=np.uint8)
     assert process_image(blank, template, PafsParams(fallback_detector=None)) is None
@@ -306,12 +340,29 @@ def test_stage_writes_the_documented_arrays(stage_run, template):
     assert arrays["identity"].tolist() == [2, 2] and arrays["view"].tolist() == [0, 1]
     assert set(np.unique(arrays["visible"])) == {0, 255}
     assert (arrays["paf"][arrays["visible"] == 0] == 0).all()
-    np.testing.assert_allclose(arrays["pose"][:, 0], [-20.0, 20.0], atol=8.0)
+    np.testing.assert_allclose(arrays["pose"][:, 0], [-20.0, 20.0], atol=4.0)  # measured: 0.6 and 2.6 deg off
     assert (folder / "pafs" / "preview" / "identity-00000.png").is_file()
     fidelity = metrics["fidelity"]
     assert fidelity["views"] == 5  # fidelity covers every view with a face, kept or not
-    assert fidelity["paf_psnr_db_median"] > 18.0
-    assert fidelity["by_abs_yaw"]["abs_yaw_le_35"]["nme_fitted_mean"] < 0.08
+    # What the stage achieves here (docs/RESULTS.md, 64 identities x 11 views: 2.41 deg, 23.49 dB, 4.08 %).
+    assert fidelity["yaw_error_degrees_median"] < 3.5  # measured 2.63 deg
+    assert fidelity["paf_psnr_db_median"] > 22.5  # measured 23.95 dB
+    assert fidelity["by_abs_yaw"]["abs_yaw_le_35"]["nme_fitted_mean"] < 0.03  # measured 2.0 %
+
+
+def test_same_outputs_with_one_or_two_workers(stage_run, template_dir, tmp_path):
+    """Every file pafs writes is byte-identical whatever the number of worker processes (the fixture ran 2)."""
+    from headtex.pafs.cli import run
+
+    folder, two = stage_run
+    one = run(folder / "params.yaml", folder / "faces", template_dir, tmp_path / "pafs", tmp_path / "pafs.json",
+              workers=1)
+    files = sorted(p.relative_to(folder / "pafs") for p in (folder / "pafs").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "pafs") for p in (tmp_path / "pafs").rglob("*") if p.is_file())
+    for name in files:
+        assert (folder / "pafs" / name).read_bytes() == (tmp_path / "pafs" / name).read_bytes(), name
+    timing = ("seconds", "images_per_second", "worker_ms_per_image", "worker_cpu_ms_per_image", "workers")
+    assert {k: v for k, v in one.items() if k not in timing} == {k: v for k, v in two.items() if k not in timing}
 
 
 def test_stage_on_photos_without_ground_truth(template, template_dir, tmp_path):
