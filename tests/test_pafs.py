@@ -121,6 +121,7 @@ def test_paf_matches_truth_with_true_fit(template):
 
 
 def test_visibility_at_yaw_60_hides_far_cheek(template):
+    """At yaw 60 the cheek turned away is empty and the near one seen; seen texels store cos(view angle) * 255."""
     image, _ = render(template, 60.0)
     fit = true_fit(template, 60.0)
     _, visible, cosine = partial_texture(image, template, fit, max_view_angle_degrees=70.0)
@@ -132,16 +133,10 @@ def test_visibility_at_yaw_60_hides_far_cheek(template):
     far = cheeks & template.texel_valid & (u > 0.7)[None]
     assert (visible[near] > 0).mean() > 0.9
     assert (visible[far] > 0).mean() < 0.02
-    # Without the grazing-angle limit, the depth test alone still hides texels that face the camera
-    # (behind the nose and the cheekbone).
-    _, visible_90, _ = partial_texture(image, template, fit, max_view_angle_degrees=90.0)
+    # (The depth test on its own: test_visibility_at_yaw_60_hides_in_frame_texels_behind_the_nose.)
     normals = interpolate(vertex_normals(template.vertices, template.faces), template.faces,
                           np.maximum(template.texel_triangle, 0), template.texel_barycentrics)
     normals /= np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
-    facing = template.texel_valid & (normals @ view_direction(fit.rotation) > 0.2)
-    hidden = facing & (visible_90 == 0)
-    assert hidden.sum() > 100
-    # Seen texels' view cosine is stored as cos * 255.
     seen = visible > 0
     np.testing.assert_allclose(cosine[seen] / 255.0, (normals @ view_direction(fit.rotation))[seen], atol=0.01)
 
@@ -324,6 +319,7 @@ def test_stage_counts_a_view_without_face_and_drops_its_identity(stage_run):
 
 
 def test_stage_writes_the_documented_arrays(stage_run, template):
+    """Shards hold the arrays docs/DATA.md lists, and the fit is as faithful as the stage measures it."""
     folder, metrics = stage_run
     size = template.albedo.shape[0]
     arrays = load_npz(folder / "pafs" / "shard-00001.npz")
