@@ -255,7 +255,7 @@ def test_lock_check_names_the_stale_stage(tmp_path):
     result = check_lock(clone)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    # masks/core.py is a dep of masks, blend and train; the blend param only of blend.
+    # masks/core.py is a dep of masks (its folder), blend, train and evaluate; the blend param only of blend.
     assert lines[:-1] == [
         "dvc.lock is stale for stage 'masks': src/headtex/masks modified",
         "dvc.lock is stale for stage 'blend': src/headtex/masks/core.py modified, param blend modified",
