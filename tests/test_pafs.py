@@ -231,7 +231,7 @@ def test_cnn_fallback_finds_a_face_hog_misses(template, template_dir):
     assert (result.visible > 0).mean() > 0.2
 
 
-@pytest.mark.xfail(strict=True, reason="known: on most views HOG misses (|yaw| 45-50) dlib's 68-point predictor "
+@pytest.mark.xfail(strict=True, reason="known: on most views HOG misses (yaw -50, 45, 50) dlib's 68-point predictor "
                    "misplaces the landmarks in the CNN's box (fitted NME 0.23-0.73 on 8 of the 9 misses among identities "
                    "0-64), so the fallback writes a misregistered PAF instead of dropping the identity")
 def test_cnn_fallback_landmarks_are_as_good_as_hogs(template, template_dir):
