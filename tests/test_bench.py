@@ -1,4 +1,4 @@
-"""Speed benchmarks: skipped by `make test`, run by `make bench` (pytest --benchmark-only)."""
+"""Speed benchmarks: timed by `make bench` (pytest --benchmark-only); `make test` runs each once, untimed, for its asserts."""
 
 from headtex.geometry import Light
 from headtex.geometry.template import lit_texture, render_view

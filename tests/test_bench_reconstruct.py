@@ -1,4 +1,4 @@
-"""reconstruct speed on a 1-megapixel photo: skipped by `make test`, run by `make bench` (pytest --benchmark-only).
+"""reconstruct speed on a 1-megapixel photo: timed by `make bench` (pytest --benchmark-only); `make test` runs each once, untimed, for its asserts.
 
 The photo: scikit-image's astronaut upscaled to 1024x1024 and saved as a JPEG (quality 92); the model:
 an untrained generator at the shipped size (model.latent = 16; weights do not change the cost).

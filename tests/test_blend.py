@@ -9,11 +9,13 @@ import pytest
 import yaml
 
 from headtex.blend import core
-from headtex.geometry import Light, depth_map, project, rotation_matrix, sample_texture, surface_points, view_direction, visible_points
+from headtex.geometry import Light, rotation_matrix
 from headtex.datasets import MASKS, PAFS, TEXTURES, read_index, split_identities, write_index
+from headtex.fitting import Fit
+from headtex.fitting import partial_texture as pafs_partial_texture
 from headtex.io import UserError, load_npz, save_npz
 from headtex.metrics import region_psnr
-from headtex.geometry.template import default_camera, lit_texture, render_view, texel_normals
+from headtex.geometry.template import default_camera, lit_texture, render_view
 from conftest import params_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,27 +34,11 @@ def true_texture(template, rng: np.random.Generator) -> np.ndarray:
 
 def partial_texture(template, image: np.ndarray, yaw: float, pitch: float = 0.0, scale_error: float = 0.0,
                     shift: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(paf, visible, view_cosine) as the pafs stage writes them, sampled through a (slightly wrong) pose."""
-    size = image.shape[0]
-    scale, translation = default_camera(size)
-    scale *= 1.0 + scale_error
-    rotation = rotation_matrix(yaw, pitch)
-    screen = project(template.vertices, rotation, scale, translation + np.array([shift, 0.0]))
-    depth = depth_map(screen, template.faces, size, size)
-    valid = template.texel_valid
-    points = surface_points(screen, template.faces, template.texel_triangle[valid], template.texel_barycentrics[valid])
-    normals = texel_normals(template.vertices, template.faces, np.maximum(template.texel_triangle, 0),
-                            template.texel_barycentrics)[valid]
-    towards = view_direction(rotation)
-    seen = visible_points(points, normals, towards, depth, 4.0 * scale, 75.0)
-    paf = np.zeros(valid.shape + (3,), np.uint8)
-    visible = np.zeros(valid.shape, np.uint8)
-    cosine = np.zeros(valid.shape, np.uint8)
-    rows, cols = np.nonzero(valid)
-    paf[rows[seen], cols[seen]] = sample_texture(image, (points[seen, :2] + 0.5) / size)
-    visible[rows[seen], cols[seen]] = 255
-    cosine[rows[seen], cols[seen]] = np.clip(np.rint(255 * (normals[seen] @ towards)), 0, 255)
-    return paf, visible, cosine
+    """(paf, visible, view_cosine) from the pafs stage's own sampler, through a (slightly wrong) pose."""
+    scale, translation = default_camera(image.shape[0])
+    fit = Fit(rotation_matrix(yaw, pitch), scale * (1.0 + scale_error), translation + np.array([shift, 0.0]),
+              np.zeros(len(template.basis_names)))
+    return pafs_partial_texture(image, template, fit, max_view_angle_degrees=75.0, depth_tolerance_mm=4.0)
 
 
 def make_dataset(template, folder: Path, identities: int, seed: int = 0) -> tuple[Path, Path]:
@@ -334,6 +320,53 @@ def test_gate_rejects_holes_seen_nowhere_outliers_and_missing_views(dataset, tmp
     assert rejected.keys() == {"0", "1", "2", "3"}  # identity 4 passes
     assert metrics["rejected"]["total"] == 4 and metrics["written"]["train"] + metrics["written"]["test"] == 1
     assert metrics["rejected"]["holes"] >= 1 and metrics["rejected"]["unseen"] >= 1
+
+
+def test_gate_rejects_a_seam_the_blend_cannot_hide(dataset, tmp_path):
+    """Plain averaging (pyramid_levels 1) of views that share no texel and disagree in exposure leaves steps at
+    their borders: the gate rejects that texture for seams (multi-band blending hides even these, ratio ~1.6)."""
+    from headtex.blend.cli import run
+
+    pafs_dir = tmp_path / "pafs"
+    index = read_index(dataset["pafs"], PAFS)
+    for entry in index["shards"]:
+        arrays = load_npz(dataset["pafs"] / entry["file"])
+        rows = np.flatnonzero(arrays["identity"] == 3)
+        if len(rows):
+            # Identity 3: each texel seen by its most frontal view only, and every other view overexposed
+            # (flat colours, so the sources' own step across a border is nil).
+            cosine = np.where(arrays["visible"][rows] > 0, arrays["view_cosine"][rows].astype(int), -1)
+            alone = (np.arange(len(rows))[:, None, None] == cosine.argmax(0)) & (cosine >= 0)
+            colours = np.array([[60, 40, 30], [220, 180, 160]], np.uint8)[arrays["view"][rows] % 2]
+            arrays["visible"][rows] = np.where(alone, 255, 0)
+            arrays["view_cosine"][rows] = np.where(alone, arrays["view_cosine"][rows], 0)
+            arrays["paf"][rows] = np.where(alone[..., None], colours[:, None, None], 0)
+        save_npz(pafs_dir / entry["file"], **arrays)
+    write_index(pafs_dir, index["shards"], views_per_identity=len(YAWS))
+    metrics = run(write_params(tmp_path / "params.yaml", pyramid_levels=1), pafs_dir, dataset["faces"],
+                  dataset["template"], tmp_path / "out", tmp_path / "blend.json", workers=1)
+    rejected = {**read_index(tmp_path / "out" / "train", TEXTURES)["rejected"], **read_index(tmp_path / "out" / "test", TEXTURES)["rejected"]}
+    assert rejected == {"3": ["seams"]}  # the four others blend real, overlapping views: no seam shows
+    assert metrics["rejected"]["seams"] == metrics["rejected"]["total"] == 1
+    assert metrics["seam_ratio"]["median"] < params_for(core.BlendParams, "blend").max_seam_ratio
+
+
+def test_same_outputs_with_one_or_two_workers(dataset, tmp_path):
+    """Every file blend writes is byte-identical whatever the number of worker processes."""
+    from headtex.blend.cli import run
+
+    params = write_params(tmp_path / "params.yaml")
+    metrics = {}
+    for workers in (1, 2):
+        metrics[workers] = run(params, dataset["pafs"], dataset["faces"], dataset["template"], tmp_path / f"out{workers}",
+                               tmp_path / f"blend{workers}.json", workers=workers)
+    files = {workers: sorted(p.relative_to(tmp_path / f"out{workers}") for p in (tmp_path / f"out{workers}").rglob("*")
+                             if p.is_file()) for workers in (1, 2)}
+    assert files[1] == files[2] and len(files[1]) > 5
+    for name in files[1]:
+        assert (tmp_path / "out1" / name).read_bytes() == (tmp_path / "out2" / name).read_bytes(), name
+    timing = ("seconds", "identities_per_second")
+    assert {k: v for k, v in metrics[1].items() if k not in timing} == {k: v for k, v in metrics[2].items() if k not in timing}
 
 
 def test_bad_input_is_one_clear_error(dataset, tmp_path):

@@ -99,7 +99,10 @@ def make_project(root: Path, sdist: Path, storage: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, sdist) -> Path:
-    """The tiny pipeline, reproduced once and committed: the end-to-end run."""
+    """The tiny pipeline, reproduced once and committed: the end-to-end run.
+
+    Afterwards it prints how long each DVC command took (`pytest -s tests/test_dvc.py`, for docs/RESULTS.md).
+    """
     base = tmp_path_factory.mktemp("dvc")
     root = make_project(base / "repo", sdist, base / "storage")
     result = dvc(root, "repro")
@@ -107,7 +110,8 @@ def project(tmp_path_factory, sdist) -> Path:
     assert stages_run(result.stdout) == set(pipeline)
     git(root, "add", "-A")
     git(root, "commit", "-qm", "reproduced")
-    return root
+    yield root
+    print("\nDVC command timings (s):", json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
 
 
 def test_second_repro_is_a_noop_and_status_is_clean(project):
@@ -190,53 +194,82 @@ def test_blend_param_change_reruns_blend_onward_only(project):
     assert json.loads(dvc(project, "status", "--json").stdout) == {}
 
 
-def experiment_metrics(show: object) -> list[dict]:
-    """Every metrics dict in `dvc exp show --json` output, whatever its nesting."""
+def experiment_runs(show: object) -> list[tuple[dict, dict]]:
+    """(params, metrics) of every revision in `dvc exp show --json` output (workspace, commits, experiments)."""
     found = []
     if isinstance(show, dict):
-        if "metrics" in show and isinstance(show["metrics"], dict) and show["metrics"]:
-            found.append(show["metrics"])
+        if isinstance(show.get("params"), dict) and isinstance(show.get("metrics"), dict):
+            found.append((show["params"], show["metrics"]))
         for value in show.values():
-            found += experiment_metrics(value)
+            found += experiment_runs(value)
     elif isinstance(show, list):
         for value in show:
-            found += experiment_metrics(value)
+            found += experiment_runs(value)
     return found
 
 
+def trained_figures(metrics: dict) -> dict:
+    """What training and evaluation computed (not how fast): epoch losses, learning rate, Table 4.1."""
+    epoch = metrics["metrics/train/metrics.json"]["data"]["epoch"]
+    losses = {name: epoch[name] for name in ("first_mask_l1", "second_mask_l1", "perceptual", "d_loss", "lr_g")}
+    return {**losses, "table_4_1": metrics["metrics/eval.json"]["data"]["table_4_1"]}
+
+
 def test_experiment_with_a_train_param_is_listed_with_different_metrics(project):
+    """`dvc exp run -S train.lr_g=...` trains with that rate: the losses it logs differ, not just the timings."""
     # --temp runs in a copy under .dvc/tmp/exps: the package must be installed, not on PYTHONPATH.
     dvc(project, "exp", "run", "--temp", "-S", "train.lr_g=0.002", "-n", "faster-g")
     show = json.loads(dvc(project, "exp", "show", "--json").stdout)
     assert "faster-g" in json.dumps(show)
-    train_metrics = [json.dumps(m.get("metrics/train/metrics.json", {}).get("data", {}).get("epoch", {}), sort_keys=True)
-                     for m in experiment_metrics(show)]
-    train_metrics = [m for m in train_metrics if m != "{}"]
-    assert len(train_metrics) >= 2 and len(set(train_metrics)) >= 2
+    figures = {}
+    for params, metrics in experiment_runs(show):
+        lr_g = float(params["params.yaml"]["data"]["train"]["lr_g"])
+        if "metrics/train/metrics.json" in metrics and "metrics/eval.json" in metrics:
+            figures.setdefault(lr_g, trained_figures(metrics))
+    baseline = float(yaml.safe_load((project / "params.yaml").read_text())["train"]["lr_g"])
+    assert set(figures) == {baseline, 0.002}
+    assert figures[0.002]["lr_g"] == pytest.approx(0.002) and figures[baseline]["lr_g"] == pytest.approx(baseline)
+    changed = {name for name in figures[baseline] if figures[baseline][name] != figures[0.002][name]}
+    assert changed == set(figures[baseline]), f"unchanged by train.lr_g: {set(figures[baseline]) - changed}"
 
 
-def test_committed_lock_matches_the_code():
-    """dvc.lock in the repository was produced by this code and these params.
+def committed_clone(destination: Path) -> Path:
+    """A clone of the repository's HEAD commit: the committed dvc.lock, code and params, no outputs.
 
-    On a clone without outputs, dvc status may only report missing outputs,
-    never changed code, params or commands.
+    (CI runs `make repro` before `make test`, which rewrites the working tree's dvc.lock.)
     """
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    result = subprocess.run([str(BIN / "dvc"), "status", "--json"], cwd=REPO, env=env, capture_output=True, text=True)
+    git(REPO, "clone", "-q", "--no-checkout", str(REPO), str(destination))
+    git(destination, "checkout", "-q", git(REPO, "rev-parse", "HEAD").strip())
+    return destination
+
+
+def check_lock(repository: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / ".ci" / "check_lock.py"), str(repository)],
+                          capture_output=True, text=True)
+
+
+def test_committed_lock_matches_the_committed_code(tmp_path):
+    """The committed dvc.lock was produced by the committed code and params (.ci/run also checks it before repro)."""
+    result = check_lock(committed_clone(tmp_path / "clone"))
     assert result.returncode == 0, result.stderr
-    stale = {}
-    for stage, changes in json.loads(result.stdout or "{}").items():
-        for change in changes:
-            if change == "changed command":
-                stale[stage] = change
-            if isinstance(change, dict):
-                # Upstream outputs missing from a fresh clone show as 'deleted': not stale.
-                changed = {path: state for path, state in change.get("changed deps", {}).items() if state != "deleted"}
-                if changed:
-                    stale[stage] = changed
-    assert stale == {}, f"dvc.lock is stale: run `make repro` and commit dvc.lock: {stale}"
 
 
-def test_report_timings():
-    """Not an assertion of speed: prints how long each DVC command took, for docs/RESULTS.md."""
-    print("\nDVC command timings (s):", json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
+def test_lock_check_names_the_stale_stage(tmp_path):
+    """Code or a param changed without `make repro`: the lock check fails with one line per stale stage."""
+    clone = committed_clone(tmp_path / "clone")
+    with open(clone / "src" / "headtex" / "masks" / "core.py", "a") as code:
+        code.write("# changed without make repro\n")
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["blend"]["test_identities"] += 1
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = check_lock(clone)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    # masks/core.py is a dep of masks (its folder), blend, train and evaluate; the blend param only of blend.
+    assert lines[:-1] == [
+        "dvc.lock is stale for stage 'masks': src/headtex/masks modified",
+        "dvc.lock is stale for stage 'blend': src/headtex/masks/core.py modified, param blend modified",
+        "dvc.lock is stale for stage 'train': src/headtex/masks/core.py modified",
+        "dvc.lock is stale for stage 'evaluate': src/headtex/masks/core.py modified",
+    ]
+    assert "make repro" in lines[-1]

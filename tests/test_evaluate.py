@@ -1,11 +1,27 @@
+"""evaluate: region scores, baselines, the stratified mask draw, and the stage on a tiny test set."""
+import dataclasses
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
+import yaml
 
 from headtex.masking import missing_region
+from headtex.evaluate.cli import EvaluateParams, candidate_masks, model_outputs, run
 from headtex.evaluate.core import (
     assign_masks, bucket_of, coverage, fill_mean, fill_mirror, fill_opencv, masked_input,
     region_scores,
 )
+from headtex.inpaint import VGG16Features
+from conftest import REPO, params_for
+from headtex.datasets import write_index
+from headtex.inpaint.model import save_inpainter
+from headtex.inpaint.vgg import RANDOM_SEED as VGG_RANDOM_SEED
+from headtex.io import read_png, save_npz, write_png
+from headtex.masking import hole_from_visible
+from headtex.train.core import Trainer, TrainParams
 
 
 @pytest.fixture
@@ -78,3 +94,149 @@ def test_mask_assignment_is_stratified_and_deterministic():
     assert all(bucket_of(shares[c], edges) == b for c, b in zip(chosen, buckets))
     again, _ = assign_masks(9, shares, edges, seed=3)
     np.testing.assert_array_equal(chosen, again)
+
+
+# ---- the stage on a tiny test set ----
+
+SIZE = 32  # the generator needs a multiple of 4, the critic 32 px
+TEST_TEXTURES = 6
+OFFSET = 40  # every test texture is the mean training texture + 40 grey levels, everywhere
+STAGE_PARAMS = {"evaluate": {"free_form_candidates": 20, "batch_size": 8},
+                "train": {"seed": 3, "vgg_weights": None}}  # train.seed != 0: the VGG must still be training's
+
+
+def write_split(folder: Path, textures: np.ndarray, first_identity: int) -> None:
+    identities = np.arange(first_identity, first_identity + len(textures))
+    save_npz(folder / "shard-00000.npz", textures=textures, identity=identities)
+    write_index(folder, [{"file": "shard-00000.npz", "identities": identities.tolist(), "count": len(textures)}])
+
+
+def converged_trainer(config: TrainParams) -> Trainer:
+    """A fresh Trainer whose critic's spectral-norm estimate has converged (power iterations run in train mode,
+    never in eval mode), so that training's and evaluation's critics score alike."""
+    trainer = Trainer(4, config, VGG16Features(seed=VGG_RANDOM_SEED), torch.device("cpu"))
+    with torch.no_grad():
+        probe = torch.zeros(1, 4, SIZE, SIZE)
+        for _ in range(50):
+            trainer.critic(probe)
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory) -> dict:
+    """Test textures = mean training texture + OFFSET; a three-mask bank; a model file from a Trainer with lr 0."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("evaluate")
+    rng = np.random.default_rng(0)
+    mean = cv2.resize(rng.integers(40, 180, (4, 4, 3), dtype=np.uint8), (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+    write_split(root / "train", np.stack([mean - 10, mean + 10]), 100)  # their mean is exactly `mean`
+    textures = np.stack([mean + OFFSET] * TEST_TEXTURES)
+    write_split(root / "test", textures, 200)
+    bank = np.full((3, SIZE, SIZE), 255, np.uint8)
+    bank[0, 10:16, 10:20] = 0  # ~6 % of the head missing: small
+    bank[1, :, :10] = 0  # ~30 %: medium
+    bank[2, 4:, :20] = 0  # ~55 %: large
+    save_npz(root / "masks" / "shard-00000.npz", masks=bank, identity=np.arange(3), view=np.zeros(3, np.int16))
+    write_index(root / "masks", [{"file": "shard-00000.npz", "identities": [0, 1, 2], "count": 3}])
+    valid = np.ones((SIZE, SIZE), bool)
+    valid[:3, :5] = valid[:3, -5:] = False
+    write_png(root / "valid.png", valid.astype(np.uint8) * 255)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, values in STAGE_PARAMS.items():
+        params[name].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    # lr 0 (no update: the saved weights are the ones the step computed with) is below train.lr_g's range
+    trainer = converged_trainer(dataclasses.replace(params_for(TrainParams, "train", seed=3), lr_g=0.0, lr_d=0.0))
+    save_inpainter(root / "coarse.pt", trainer.generator, 4, "coarse", SIZE, critic=trainer.critic)
+    save_inpainter(root / "refined.pt", trainer.generator, 4, "refined", SIZE, critic=trainer.critic)
+    # The masks the stage draws: its own candidate set and stratified assignment.
+    config = params_for(EvaluateParams, "evaluate", **STAGE_PARAMS["evaluate"])
+    candidates = candidate_masks(root / "masks", SIZE, config)
+    chosen, buckets = assign_masks(TEST_TEXTURES, np.array([coverage(m, valid) for m in candidates]),
+                                   config.bucket_edges, config.seed)
+    return dict(root=root, textures=textures, valid=valid, visible=candidates[chosen], buckets=buckets,
+                trainer=trainer, config=config)
+
+
+def evaluate(stage: dict, model: str, tag: str) -> dict:
+    """Run the stage with one of the model files; every output goes to its own folder `tag`."""
+    root = stage["root"]
+    out = root / tag
+    run(root / "params.yaml", root / "test", root / "train", root / "masks", root / "valid.png", root / f"{model}.pt",
+        out / "eval.json", out / "eval_timing.json", out / "figures", out / "eval_psnr.json")
+    return json.loads((out / "eval.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def coarse_run(stage) -> dict:
+    """eval.json of the stage with the coarse model file."""
+    return evaluate(stage, "coarse", "coarse")
+
+
+def test_stage_scores_the_missing_region_only(stage, coarse_run):
+    """Every L1/PSNR figure is taken over the holes: the mean-texture fill is off by exactly OFFSET on each of them."""
+    metrics = coarse_run
+    assert metrics["test_textures"] == TEST_TEXTURES and metrics["ship_output"] == "coarse"
+    counts = {name: metrics["by_bucket"][name]["count"] for name in stage["config"].bucket_names}
+    assert counts == {"small": 2, "medium": 2, "large": 2}
+    for name in ("overall", *counts):
+        mean_fill = metrics["by_bucket"][name]["mean_texture"]
+        assert mean_fill["l1"] == pytest.approx(OFFSET / 255, abs=1e-4)  # over the whole head: a share of it
+        assert mean_fill["psnr"] == pytest.approx(20 * np.log10(255 / OFFSET), abs=1e-3)
+
+
+def test_model_outputs_keep_known_texels_and_paint_holes_with_the_network(stage):
+    """Known texels come back bit-exact; the holes hold the generator's coarse and refined paint."""
+    textures, visible, valid = stage["textures"], stage["visible"], stage["valid"]
+    completed, _, info, _ = model_outputs(stage["root"] / "coarse.pt", textures, visible, valid, None, 8)
+    hole = hole_from_visible(visible, valid)
+    known, holes = hole == 0, hole == 1
+    generator = stage["trainer"].generator.eval()
+    image = torch.from_numpy(textures).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        painted = dict(zip(("coarse", "refined"), generator(image, torch.from_numpy(hole)[:, None])))
+    for name in ("coarse", "refined"):
+        np.testing.assert_array_equal(completed[name][known], textures[known])
+        expected = ((painted[name].clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        assert np.abs(completed[name][holes].astype(int) - expected[holes]).max() <= 1  # batch-size rounding
+    assert (completed["coarse"][holes] != completed["refined"][holes]).any()
+
+
+def test_rerun_writes_an_identical_eval_json(stage, coarse_run):
+    """Identical inputs give a byte-identical metrics/eval.json (timing lives in eval_timing.json)."""
+    evaluate(stage, "coarse", "again")
+    root = stage["root"]
+    assert (root / "again" / "eval.json").read_bytes() == (root / "coarse" / "eval.json").read_bytes()
+    assert "inference_seconds_per_texture" in json.loads((root / "again" / "eval_timing.json").read_text())
+
+
+def test_table_4_1_losses_are_trainings_on_the_same_batch(stage, coarse_run):
+    """The five Table 4.1 losses equal what a training step reports for the same weights, textures and masks."""
+    metrics = coarse_run
+    hole = hole_from_visible(stage["visible"], stage["valid"])
+    trained = stage["trainer"].train_step(torch.from_numpy(stage["textures"]), torch.from_numpy(hole))
+    table = metrics["table_4_1"]
+    assert set(table) == {"first_mask_l1", "second_mask_l1", "first_mask_l1_missing", "second_mask_l1_missing",
+                          "perceptual", "gan", "d_loss"}
+    for name, value in table.items():
+        assert value == pytest.approx(trained[name], rel=1e-4, abs=2e-6), name  # eval.json rounds to 6 digits
+
+
+def test_ship_output_refined_is_what_evaluate_scores_and_shows(stage):
+    """With ship_output: refined the verdict, the PSNR plot and the figures use the refined output."""
+    metrics = evaluate(stage, "refined", "refined")
+    assert metrics["ship_output"] == "refined"
+    table = metrics["by_bucket"]
+    assert metrics["model_beats_mirror_fill"] == {
+        name: table[name]["refined"]["psnr"] > table[name]["mirror"]["psnr"] for name in stage["config"].bucket_names}
+    rows = json.loads((stage["root"] / "refined" / "eval_psnr.json").read_text())["psnr_by_bucket"]
+    assert {row["method"] for row in rows} == {"refined", "telea", "navier_stokes", "mirror", "mean_texture"}
+    completed, _, _, _ = model_outputs(stage["root"] / "refined.pt", stage["textures"], stage["visible"],
+                                       stage["valid"], None, 8)
+    for index, name in enumerate(stage["config"].bucket_names):
+        figure = read_png(stage["root"] / "refined" / "figures" / f"{name}.png")
+        members = np.flatnonzero(stage["buckets"] == index)
+        for row, member in enumerate(members):
+            model_tile = figure[row * SIZE:(row + 1) * SIZE, 2 * SIZE:3 * SIZE]  # GT | masked | model | baseline
+            np.testing.assert_array_equal(model_tile, completed["refined"][member])

@@ -112,3 +112,19 @@ def test_visibility_hides_the_back_of_a_sphere_and_grazing_points():
     facing_cosine = normals @ view_direction(rotation)
     assert visible[facing_cosine > 0.3].all()
     assert not visible[facing_cosine < np.cos(np.radians(80.0))].any()
+
+
+def test_visibility_hides_points_behind_an_occluder_that_face_the_camera():
+    """A surface that faces the camera is hidden where something lies in front of it (the z-buffer, not the normals)."""
+    floor, faces = square(15.0, depth=0.0)
+    occluder, _ = square(6.0, depth=10.0)
+    occluder[:, :2] += 4.0  # covers pixels 4..10 of the floor, 10 units nearer the camera
+    screen = np.vstack([floor, occluder])
+    depth = depth_map(screen, np.vstack([faces, faces + 4]), 16, 16)
+    rows, cols = np.mgrid[0:16, 0:16]
+    points = np.column_stack([cols.ravel(), rows.ravel(), np.zeros(256)]).astype(float)  # on the floor
+    normals = np.tile([0.0, 0.0, 1.0], (256, 1))  # all face the camera
+    visible = visible_points(points, normals, np.array([0.0, 0.0, 1.0]), depth, 1.0, 80.0).reshape(16, 16)
+    behind = np.zeros((16, 16), bool)
+    behind[4:11, 4:11] = True
+    np.testing.assert_array_equal(visible, ~behind)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from headtex.detection import find_face
-from headtex.geometry import Light, interpolate, project, rotation_matrix, vertex_normals, view_direction
+from headtex.geometry import Light, interpolate, project, rotation_matrix, surface_points, vertex_normals, view_direction
 from headtex.datasets import PAFS, read_index, write_index
 from headtex.io import UserError, load_npz, save_npz
 from headtex.metrics import region_psnr
@@ -119,6 +119,7 @@ def test_paf_matches_truth_with_true_fit(template):
 
 
 def test_visibility_at_yaw_60_hides_far_cheek(template):
+    """At yaw 60 the cheek turned away is empty and the near one seen; seen texels store cos(view angle) * 255."""
     image, _ = render(template, 60.0)
     fit = true_fit(template, 60.0)
     _, visible, cosine = partial_texture(image, template, fit, max_view_angle_degrees=70.0)
@@ -130,18 +131,61 @@ def test_visibility_at_yaw_60_hides_far_cheek(template):
     far = cheeks & template.texel_valid & (u > 0.7)[None]
     assert (visible[near] > 0).mean() > 0.9
     assert (visible[far] > 0).mean() < 0.02
-    # Without the grazing-angle limit, the depth test alone still hides texels that face the camera
-    # (behind the nose and the cheekbone).
-    _, visible_90, _ = partial_texture(image, template, fit, max_view_angle_degrees=90.0)
+    # (The depth test on its own: test_visibility_at_yaw_60_hides_in_frame_texels_behind_the_nose.)
     normals = interpolate(vertex_normals(template.vertices, template.faces), template.faces,
                           np.maximum(template.texel_triangle, 0), template.texel_barycentrics)
     normals /= np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
-    facing = template.texel_valid & (normals @ view_direction(fit.rotation) > 0.2)
-    hidden = facing & (visible_90 == 0)
-    assert hidden.sum() > 100
-    # Seen texels' view cosine is stored as cos * 255.
     seen = visible > 0
     np.testing.assert_allclose(cosine[seen] / 255.0, (normals @ view_direction(fit.rotation))[seen], atol=0.01)
+
+
+def occluded_by_mesh(points: np.ndarray, screen: np.ndarray, faces: np.ndarray, tolerance: float) -> np.ndarray:
+    """Ray cast, one point at a time: is any triangle more than `tolerance` in front of the point along the view?
+
+    Independent of the z-buffer: exact point-in-triangle tests in screen space against every triangle
+    (weak perspective looks along screen z; larger z is nearer the camera).
+    """
+    corners = screen[faces]  # F,3,3
+    origin, edge1, edge2 = corners[:, 0, :2], corners[:, 1, :2] - corners[:, 0, :2], corners[:, 2, :2] - corners[:, 0, :2]
+    determinant = edge1[:, 0] * edge2[:, 1] - edge2[:, 0] * edge1[:, 1]
+    usable = np.abs(determinant) > 1e-9
+    determinant = np.where(usable, determinant, 1.0)
+    occluded = np.zeros(len(points), bool)
+    for k, point in enumerate(points):
+        offset = point[:2] - origin
+        b1 = (offset[:, 0] * edge2[:, 1] - edge2[:, 0] * offset[:, 1]) / determinant
+        b2 = (edge1[:, 0] * offset[:, 1] - offset[:, 0] * edge1[:, 1]) / determinant
+        b0 = 1.0 - b1 - b2
+        depth = b0 * corners[:, 0, 2] + b1 * corners[:, 1, 2] + b2 * corners[:, 2, 2]
+        occluded[k] = np.any(usable & (b0 >= 0) & (b1 >= 0) & (b2 >= 0) & (depth > point[2] + tolerance))
+    return occluded
+
+
+def test_visibility_at_yaw_60_hides_in_frame_texels_behind_the_nose(template):
+    """Texels that face the camera and project inside the photo stay empty where the nose or cheek is in front."""
+    yaw, tolerance_mm = 60.0, 3.0
+    image, _ = render(template, yaw)
+    fit = true_fit(template, yaw)
+    _, visible, _ = partial_texture(image, template, fit, max_view_angle_degrees=90.0, depth_tolerance_mm=tolerance_mm)
+    valid = template.texel_valid
+    screen = project(template.vertices, fit.rotation, fit.scale, fit.translation)
+    points = surface_points(screen, template.faces, template.texel_triangle[valid], template.texel_barycentrics[valid])
+    normals = interpolate(vertex_normals(template.vertices, template.faces), template.faces,
+                          np.maximum(template.texel_triangle, 0), template.texel_barycentrics)[valid]
+    facing = normals @ view_direction(fit.rotation) > 0.2 * np.linalg.norm(normals, axis=1)
+    in_frame = np.all((points[:, :2] >= 0) & (points[:, :2] <= SIZE - 1), axis=1)
+    candidates = facing & in_frame
+    hidden, seen = candidates & (visible[valid] == 0), candidates & (visible[valid] > 0)
+    u = (np.nonzero(valid)[1] + 0.5) / valid.shape[1]
+    assert hidden.sum() > 150  # measured 272: beside the nose and behind the cheekbone, on the far side
+    assert (hidden & (u > 1 / 3) & (u < 2 / 3)).sum() > 100  # measured 186 in the face third
+    rng = np.random.default_rng(0)
+    sample_hidden = points[rng.choice(np.flatnonzero(hidden), 200, replace=False)]
+    sample_seen = points[rng.choice(np.flatnonzero(seen), 200, replace=False)]
+    tolerance = tolerance_mm * fit.scale
+    # The z-buffer samples depth at the nearest pixel centre, so a few texels at an occlusion edge disagree.
+    assert occluded_by_mesh(sample_hidden, screen, template.faces, tolerance).mean() > 0.9  # measured 0.97
+    assert occluded_by_mesh(sample_seen, screen, template.faces, tolerance).mean() < 0.02  # measured 0.0
 
 
 def test_mirrored_image_gives_mirrored_paf(template):
@@ -160,6 +204,40 @@ def test_mirrored_image_gives_mirrored_paf(template):
     # ... and unflipped they disagree far more (the test can fail).
     unflipped = (original.visible > 0) & (mirrored.visible > 0)
     assert unflipped.sum() / ((original.visible > 0) | (mirrored.visible > 0)).sum() < 0.6
+
+
+def faces_stage_view(template_dir, identity: int, view: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(image, true landmarks, yaw) of one view of a synthetic identity exactly as the faces stage renders it."""
+    from headtex.faces.cli import _assets
+    from headtex.faces.core import FacesParams, render_identity, sample_identity
+
+    template, regions, uv_regions = _assets(str(template_dir))
+    config = params_for(FacesParams, "faces")
+    rendered = render_identity(template, regions, uv_regions, sample_identity(config, identity, template.basis_names),
+                               config.image_size, config.supersample)
+    return rendered.images[view], rendered.landmarks[view], float(rendered.yaw[view])
+
+
+def test_cnn_fallback_finds_a_face_hog_misses(template, template_dir):
+    """Where dlib's HOG finds no face (identity 49 at yaw -50), the mmod CNN does, and the fit follows the head."""
+    image, truth, yaw = faces_stage_view(template_dir, 49, 0)
+    assert process_image(image, template, params_for(PafsParams, "pafs", fallback_detector=None)) is None, "HOG finds this view now"
+    result = process_image(image, template, params_for(PafsParams, "pafs"))
+    assert result is not None and result.detector == "cnn"
+    assert landmark_nme(fitted_landmarks(template, result.fit), truth) < 0.10  # measured 0.075
+    assert abs(result.fit.pose[0] - yaw) < 10.0  # measured 7.2 deg
+    assert (result.visible > 0).mean() > 0.2
+
+
+@pytest.mark.xfail(strict=True, reason="known: on most views HOG misses (yaw -50, 45, 50) dlib's 68-point predictor "
+                   "misplaces the landmarks in the CNN's box (fitted NME 0.23-0.73 on 8 of the 9 misses among identities "
+                   "0-64), so the fallback writes a misregistered PAF instead of dropping the identity")
+def test_cnn_fallback_landmarks_are_as_good_as_hogs(template, template_dir):
+    """A fallback face gets landmarks good enough to fit (identity 11 at yaw 45: HOG misses it)."""
+    image, truth, yaw = faces_stage_view(template_dir, 11, 9)
+    result = process_image(image, template, params_for(PafsParams, "pafs"))
+    assert result is not None and result.detector == "cnn"
+    assert landmark_nme(fitted_landmarks(template, result.fit), truth) < 0.10  # measured 0.231
 
 
 def test_image_without_face_returns_none(template):
@@ -237,6 +315,7 @@ def test_stage_counts_a_view_without_face_and_drops_its_identity(stage_run):
 
 
 def test_stage_writes_the_documented_arrays(stage_run, template):
+    """Shards hold the arrays docs/DATA.md lists, and the fit is as faithful as the stage measures it."""
     folder, metrics = stage_run
     size = template.albedo.shape[0]
     arrays = load_npz(folder / "pafs" / "shard-00001.npz")
@@ -253,12 +332,29 @@ def test_stage_writes_the_documented_arrays(stage_run, template):
     assert arrays["identity"].tolist() == [2, 2] and arrays["view"].tolist() == [0, 1]
     assert set(np.unique(arrays["visible"])) == {0, 255}
     assert (arrays["paf"][arrays["visible"] == 0] == 0).all()
-    np.testing.assert_allclose(arrays["pose"][:, 0], [-20.0, 20.0], atol=8.0)
+    np.testing.assert_allclose(arrays["pose"][:, 0], [-20.0, 20.0], atol=4.0)  # measured: 0.6 and 2.6 deg off
     assert (folder / "pafs" / "preview" / "identity-00000.png").is_file()
     fidelity = metrics["fidelity"]
     assert fidelity["views"] == 5  # fidelity covers every view with a face, kept or not
-    assert fidelity["paf_psnr_db_median"] > 18.0
-    assert fidelity["by_abs_yaw"]["abs_yaw_le_35"]["nme_fitted_mean"] < 0.08
+    # What the stage achieves here (docs/RESULTS.md, 64 identities x 11 views: 2.41 deg, 23.49 dB, 4.08 %).
+    assert fidelity["yaw_error_degrees_median"] < 3.5  # measured 2.63 deg
+    assert fidelity["paf_psnr_db_median"] > 22.5  # measured 23.95 dB
+    assert fidelity["by_abs_yaw"]["abs_yaw_le_35"]["nme_fitted_mean"] < 0.03  # measured 2.0 %
+
+
+def test_same_outputs_with_one_or_two_workers(stage_run, template_dir, tmp_path):
+    """Every file pafs writes is byte-identical whatever the number of worker processes (the fixture ran 2)."""
+    from headtex.pafs.cli import run
+
+    folder, two = stage_run
+    one = run(folder / "params.yaml", folder / "faces", template_dir, tmp_path / "pafs", tmp_path / "pafs.json",
+              workers=1)
+    files = sorted(p.relative_to(folder / "pafs") for p in (folder / "pafs").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "pafs") for p in (tmp_path / "pafs").rglob("*") if p.is_file())
+    for name in files:
+        assert (folder / "pafs" / name).read_bytes() == (tmp_path / "pafs" / name).read_bytes(), name
+    timing = ("seconds", "images_per_second", "worker_ms_per_image", "worker_cpu_ms_per_image", "workers")
+    assert {k: v for k, v in one.items() if k not in timing} == {k: v for k, v in two.items() if k not in timing}
 
 
 def test_stage_on_photos_without_ground_truth(template, template_dir, tmp_path):

@@ -15,9 +15,9 @@ from headtex.geometry.uv import UVParams
 from headtex.fitting import jaw_region, partial_texture
 from headtex.pafs.core import PafsParams
 from headtex.reconstruct.cli import OUTPUT_FILES, folder_names, load_assets, run
-from headtex.reconstruct.core import ReconstructParams, find_face, reconstruct, sampling_view
+from headtex.reconstruct.core import ReconstructParams, find_face, reconstruct, sampling_view, torch_threads
 from headtex.photos import jpeg_problem, read_photo
-from headtex.inpaint.model import save_inpainter
+from headtex.inpaint.model import load_inpainter, save_inpainter
 from conftest import params_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,6 +40,15 @@ def model(tmp_path_factory) -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         save_inpainter(path, Generator(latent=8), 8, "coarse", UV_SIZE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def refined_model(tmp_path_factory, model) -> Path:
+    """The same weights as `model`, shipped with the refined output (train.ship_output: refined)."""
+    generator, info = load_inpainter(model)
+    path = tmp_path_factory.mktemp("refined") / "inpainter.pt"
+    save_inpainter(path, generator, info["latent"], "refined", info["uv_size"])
     return path
 
 
@@ -129,6 +138,40 @@ def test_textures_masks_and_completion(example_run, template):
     # The middle of the face is skin-coloured: red > green > blue.
     centre = texture[UV_SIZE // 2 - 8:UV_SIZE // 2 + 8, UV_SIZE // 2 - 8:UV_SIZE // 2 + 8].reshape(-1, 3).mean(0)
     assert centre[0] > centre[1] > centre[2]
+
+
+def network_paint(model_file: Path, partial: np.ndarray, mask: np.ndarray, valid: np.ndarray, output: str) -> np.ndarray:
+    """What the model file's generator paints into the holes of one partial texture (uint8), straight from torch."""
+    generator, _ = load_inpainter(model_file)
+    image = torch.from_numpy(partial).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    hole = torch.from_numpy((mask == 0) & valid).float()[None, None]
+    with torch_threads(1), torch.inference_mode():
+        painted = generator.forward_coarse(image, hole) if output == "coarse" else generator(image, hole)[1]
+    return ((painted.clamp(-1, 1) + 1) * 127.5).round().byte()[0].permute(1, 2, 0).numpy()
+
+
+def test_holes_hold_the_models_inference(example_run, template, model):
+    """texture.png's holes are exactly what the shipped (coarse) network paints for partial.png and mask.png."""
+    folder = example_run[0] / "demo" / "astronaut"
+    partial, mask, texture = (read_png(folder / name) for name in ("partial.png", "mask.png", "texture.png"))
+    holes = (mask == 0) & template.texel_valid
+    expected = network_paint(model, partial, mask, template.texel_valid, "coarse")
+    np.testing.assert_array_equal(texture[holes], expected[holes])
+    assert texture[holes].astype(float).std(axis=0).min() > 5  # the untrained network's paint is not a flat fill
+
+
+def test_ship_output_refined_fills_holes_with_the_refined_output(template_dir, template, model, refined_model, tmp_path):
+    """A model shipped with `refined` completes the photo with the refinement network, not the coarse one."""
+    result = run(PARAMS, [], tmp_path / "out", refined_model, template_dir, ["astronaut"])
+    folder = tmp_path / "out" / "astronaut"
+    assert result["model"]["ship_output"] == "refined"
+    assert json.loads((folder / "fit.json").read_text())["model"]["ship_output"] == "refined"
+    partial, mask, texture = (read_png(folder / name) for name in ("partial.png", "mask.png", "texture.png"))
+    holes = (mask == 0) & template.texel_valid
+    refined = network_paint(refined_model, partial, mask, template.texel_valid, "refined")
+    coarse = network_paint(model, partial, mask, template.texel_valid, "coarse")
+    np.testing.assert_array_equal(texture[holes], refined[holes])
+    assert (texture[holes] != coarse[holes]).any(axis=1).mean() > 0.5  # the two networks paint differently
 
 
 def test_obj_loads_in_trimesh_with_its_texture(example_run, template):
@@ -289,6 +332,14 @@ def test_output_folder_that_is_a_file(template_dir, model, astronaut, tmp_path, 
     code, _, err = command(monkeypatch, capsys, str(photo), *reconstruct_args(template_dir, model, tmp_path / "out"))
     assert_one_error_line(code, err, tmp_path / "out" / "a", "exists and is not a folder")
     assert (tmp_path / "out" / "a").read_text() == "mine"
+
+
+def test_a_single_missing_photo_exits_non_zero(template_dir, model, tmp_path, monkeypatch, capsys):
+    """One photo that does not exist: one error line naming it, exit status 1, nothing written."""
+    missing = tmp_path / "nowhere.jpg"
+    code, _, err = command(monkeypatch, capsys, str(missing), *reconstruct_args(template_dir, model, tmp_path / "out"))
+    assert_one_error_line(code, err, missing, "no such file")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_several_photos_report_each_failure_and_write_the_good_ones(

@@ -230,6 +230,7 @@ def test_train_stage_writes_model_checkpoint_and_dvclive_logs(data, tmp_path):
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(data, tmp_path, monkeypatch):
+    """Interrupted mid-epoch and resumed with --resume: the same inpainter.pt bytes and dvclive rows as one run."""
     # real dvclive files (not its test mode, which writes to a new temporary folder each time), outside any repo
     monkeypatch.delenv("DVCLIVE_TEST", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -251,10 +252,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(data, tmp_path, 
     result = run_train(data, params, "resumed", resume=True, live=tmp_path / "live_resumed")
     assert result["steps"] == 9
 
-    straight = torch.load(data["root"] / "straight" / "inpainter.pt", weights_only=True)["generator"]
-    resumed = torch.load(data["root"] / "resumed" / "inpainter.pt", weights_only=True)["generator"]
-    for key in straight:
-        assert torch.equal(straight[key], resumed[key]), key
+    # The whole shipped file (generator, critic, settings) is byte-identical, as docs/RESULTS.md promises.
+    straight = (data["root"] / "straight" / "inpainter.pt").read_bytes()
+    assert (data["root"] / "resumed" / "inpainter.pt").read_bytes() == straight
+    assert set(torch.load(data["root"] / "resumed" / "inpainter.pt", weights_only=True)) >= {"generator", "critic"}
     for plot in ("batch/first_mask_l1.tsv", "epoch/d_loss.tsv"):
         a = (tmp_path / "live_straight" / "plots" / "metrics" / plot).read_text().splitlines()
         b = (tmp_path / "live_resumed" / "plots" / "metrics" / plot).read_text().splitlines()
