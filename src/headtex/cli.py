@@ -189,6 +189,19 @@ def reconstruct(
         raise UserError(f"{result['failed']} of {result['photos']} photos failed (listed above)")
 
 
+@app.command()
+def summary(
+    metrics: Annotated[Path, typer.Option(help="folder of the stages' metrics files")] = Path("metrics"),
+    out: Annotated[Path, typer.Option(help="headline metrics file")] = Path("metrics/summary.json"),
+) -> None:
+    """The headline numbers (identities, detection, PAF/blend PSNR, model vs best classical fill, real photos)."""
+    from headtex.summary.cli import run
+
+    result = run(metrics, out)
+    typer.echo(f"summary: model {result['model_db']} dB vs best classical fill ({result['best_fill']}) "
+               f"{result['fill_db']} dB on the missing region, {result['ids']} identities -> {out}")
+
+
 @bench.command("render")
 def bench_render(
     template_dir: Annotated[Path, typer.Option("--template")] = Path("models/template"),
