@@ -47,12 +47,16 @@ def test_headline_metrics_from_the_committed_metrics(tmp_path):
 def test_best_fill_per_bucket_and_missing_figures():
     scores = {"coarse": {"psnr": 20.0, "ssim": 0.5}, "telea": {"psnr": 25.0, "ssim": 0.8},
               "mirror": {"psnr": 26.0, "ssim": 0.7}}
+    empty = {name: None for name in scores} | {"count": 0}  # no sample in this bucket: evaluate writes nulls
     evaluation = {"ship_output": "coarse", "test_textures": 2,
-                  "by_bucket": {"overall": scores, "small": {**scores, "telea": {"psnr": 30.0, "ssim": 0.9}}}}
+                  "by_bucket": {"overall": scores, "small": {**scores, "telea": {"psnr": 30.0, "ssim": 0.9}},
+                                "large": {**empty, "coarse": {"psnr": None, "ssim": None},
+                                          "telea": {"psnr": None, "ssim": None}}}}
     summary = summarise({}, {}, {"method": "visibility", "fidelity": "n/a (directory source)"}, evaluation,
                         {"photos": 2, "written": 1, "per_photo": {"a": {"landmark_residual_px": 3.0}}})
     assert summary["best_fill"] == "mirror" and summary["gap_db"] == -6.0 and summary["fill_ssim"] == 0.7
     assert summary["fill_db_small"] == 30.0 and summary["fill_ssim_small"] == 0.9  # the bucket's own best
+    assert summary["model_db_large"] is None and summary["fill_db_large"] is None
     assert summary["blend_db"] is None and summary["paf_db"] is None and summary["ids"] is None
     assert summary["photos_ok"] == 0.5 and summary["photo_px"] == 3.0
     with pytest.raises(ValueError, match="no classical fill"):

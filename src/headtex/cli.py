@@ -170,16 +170,24 @@ def evaluate(
 def reconstruct(
     photos: Annotated[Optional[list[Path]], typer.Argument(help="photographs (JPEG, PNG, ...)", show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="output folder: one sub-folder per photo")] = ...,
-    model: Annotated[Path, typer.Option(help="inpainting model (train stage)")] = Path("models/inpainter.pt"),
-    template_dir: Annotated[Path, typer.Option("--template", help="head template (template stage)")] = Path("models/template"),
-    params: ParamsOption = Path("params.yaml"),
+    model: Annotated[Optional[Path], typer.Option(
+        help="inpainting model [default: models/inpainter.pt here, in the installed checkout, or in the cache "
+             "folder (~/.cache/headtex/inpainter.pt, $HEADTEX_CACHE)]", show_default=False)] = None,
+    template_dir: Annotated[Optional[Path], typer.Option(
+        "--template", help="head template [default: models/template here, in the installed checkout, or "
+                           "~/.cache/headtex/template]", show_default=False)] = None,
+    params: Annotated[Optional[Path], typer.Option(
+        "--params", help="params.yaml [default: ./params.yaml, else the one shipped with the package]",
+        show_default=False)] = None,
     example: Annotated[Optional[list[str]], typer.Option(help="a photo shipped with a package: astronaut")] = None,
     metrics: Annotated[Optional[Path], typer.Option(help="also write per-photo scores here")] = None,
     timing: Annotated[Optional[Path], typer.Option(help="also write per-photo timings here")] = None,
 ) -> None:
-    """One photograph in, a fully textured 3D head out: head.obj/.mtl + texture.png, partial.png, mask.png, fit.json, overlay.png."""
-    from headtex.reconstruct.cli import OUTPUT_FILES, run
+    """One photograph in, a fully textured 3D head out: head.obj/.mtl + texture.png, partial.png, mask.png, fit.json, overlay.png.
+    Works from any folder (see --model, --template, --params)."""
+    from headtex.reconstruct.cli import OUTPUT_FILES, find_assets, run
 
+    params, model, template_dir = find_assets(params, model, template_dir)
     result = run(params, photos or [], out, model, template_dir, example or [], metrics, timing)
     for folder in result["folders"]:
         typer.echo(f"{folder}/{OUTPUT_FILES[0]}  (+ {' '.join(OUTPUT_FILES[1:])})")

@@ -11,6 +11,7 @@ import dlib
 import numpy as np
 import torch
 
+from headtex.assets import find_model, find_params, find_template
 from headtex.detection import detect_faces, landmarks_in_box
 from headtex.fitting import FitParams, JawRegion, fitted_landmarks, jaw_region
 from headtex.geometry.template import Template, load_template, write_obj
@@ -59,6 +60,12 @@ def load_assets(template_dir: Path, model_path: Path, uv_size: int) -> Assets:
         raise UserError(f"{model_path}: model trained at {info['uv_size']}x{info['uv_size']} texels, the template "
                         f"has {size}x{size}; retrain it (`headtex train`) or use the matching template")
     return Assets(template, jaw_region(template), generator, {"file": str(model_path), **info})
+
+
+def find_assets(params: Path | None, model: Path | None, template_dir: Path | None) -> tuple[Path, Path, Path]:
+    """params.yaml, the model and the template: as given, else where headtex.assets finds them (any folder)."""
+    params, template_dir = find_params(params), find_template(template_dir)
+    return params, find_model(model), template_dir
 
 
 def warm_up(assets: Assets, pafs: FitParams) -> None:

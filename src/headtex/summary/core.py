@@ -37,12 +37,17 @@ def _round(value: Any, digits: int) -> Any:
     return None if value is None else round(float(value), digits)
 
 
-def best_fill(scores: dict[str, dict]) -> str:
-    """The classical fill with the highest PSNR among those scored."""
-    present = [name for name in CLASSICAL_FILLS if name in scores]
+def best_fill(scores: dict[str, dict]) -> str | None:
+    """The classical fill with the highest PSNR among those scored; None for an empty bucket (no samples)."""
+    present = [name for name in CLASSICAL_FILLS if isinstance(scores.get(name), dict)]
     if not present:
         raise ValueError("no classical fill scored")
-    return max(present, key=lambda name: scores[name]["psnr"])
+    scored = [name for name in present if scores[name].get("psnr") is not None]
+    return max(scored, key=lambda name: scores[name]["psnr"]) if scored else None
+
+
+def _score(scores: dict, method: str | None, metric: str, digits: int) -> float | None:
+    return None if method is None else _round(scores[method][metric], digits)
 
 
 def summarise(faces: dict, pafs: dict, blend: dict, evaluation: dict, reconstruction: dict) -> dict:
@@ -59,13 +64,14 @@ def summarise(faces: dict, pafs: dict, blend: dict, evaluation: dict, reconstruc
         "paf_db": _round(_get(pafs, "fidelity", "paf_psnr_db_median"), 2),
         "blend_db": _round(_get(fidelity, blend.get("method"), "psnr_db", "mean"), 2),
         "test_n": evaluation.get("test_textures"),
-        "model_db": _round(overall[shipped]["psnr"], 2),
-        "model_ssim": _round(overall[shipped]["ssim"], 3),
-        "fill_db": _round(overall[fill]["psnr"], 2),
-        "fill_ssim": _round(overall[fill]["ssim"], 3),
+        "model_db": _score(overall, shipped, "psnr", 2),
+        "model_ssim": _score(overall, shipped, "ssim", 3),
+        "fill_db": _score(overall, fill, "psnr", 2),
+        "fill_ssim": _score(overall, fill, "ssim", 3),
         "best_fill": fill,
-        "gap_db": _round(overall[shipped]["psnr"] - overall[fill]["psnr"], 2),
     }
+    summary["gap_db"] = (None if summary["model_db"] is None or summary["fill_db"] is None
+                         else _round(overall[shipped]["psnr"] - overall[fill]["psnr"], 2))
     photos, written = reconstruction.get("photos"), reconstruction.get("written")
     residuals = [p["landmark_residual_px"] for p in (reconstruction.get("per_photo") or {}).values()]
     summary["photos_ok"] = _round(written / photos, 3) if photos else None
@@ -73,9 +79,9 @@ def summarise(faces: dict, pafs: dict, blend: dict, evaluation: dict, reconstruc
     for name, scores in buckets.items():
         if name == "overall" or not isinstance(scores, dict) or shipped not in scores:
             continue
-        fill = best_fill(scores)
-        summary[f"model_db_{name}"] = _round(scores[shipped]["psnr"], 2)
-        summary[f"fill_db_{name}"] = _round(scores[fill]["psnr"], 2)
-        summary[f"model_ssim_{name}"] = _round(scores[shipped]["ssim"], 3)
-        summary[f"fill_ssim_{name}"] = _round(scores[fill]["ssim"], 3)
+        fill = best_fill(scores)  # None: no sample fell in this bucket
+        summary[f"model_db_{name}"] = _score(scores, shipped, "psnr", 2)
+        summary[f"fill_db_{name}"] = _score(scores, fill, "psnr", 2)
+        summary[f"model_ssim_{name}"] = _score(scores, shipped, "ssim", 3)
+        summary[f"fill_ssim_{name}"] = _score(scores, fill, "ssim", 3)
     return summary
