@@ -140,3 +140,16 @@ def test_console_script_from_an_empty_folder(template_dir, model, tmp_path):
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "demo" / "astronaut" / "texture.png").is_file() and not (tmp_path / "params.yaml").exists()
+
+
+def test_the_cache_template_is_built_as_the_error_line_says(elsewhere, sdist, model, monkeypatch, capsys):
+    """Outside a checkout: `headtex template --out <cache>/template` (packaged params; --source skips the
+    download here), then reconstruct with no option finds it."""
+    cached = assets.cache_dir() / "template"
+    code, _, err = command(monkeypatch, capsys, "template", "--source", str(sdist), "--out", str(cached))
+    assert code == 0, err
+    assert assets.find_template(None) == cached
+    cached.parent.joinpath("inpainter.pt").symlink_to(model)
+    code, _, err = command(monkeypatch, capsys, "reconstruct", "--example", "astronaut", "--out", "demo")
+    assert code == 0, err
+    assert (elsewhere / "demo" / "astronaut" / "head.obj").is_file()

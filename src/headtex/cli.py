@@ -18,7 +18,9 @@ ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml to rea
 
 @app.command()
 def template(
-    params: ParamsOption = Path("params.yaml"),
+    params: Annotated[Optional[Path], typer.Option(
+        "--params", help="params.yaml [default: ./params.yaml, else the one shipped with the package]",
+        show_default=False)] = None,
     source: Annotated[Optional[Path], typer.Option(help="already downloaded menpo3d-0.8.6.tar.gz (offline machines)")] = None,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("models/template"),
     metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/template.json"),
