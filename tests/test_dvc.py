@@ -240,3 +240,33 @@ def test_committed_lock_matches_the_code():
 def test_report_timings():
     """Not an assertion of speed: prints how long each DVC command took, for docs/RESULTS.md."""
     print("\nDVC command timings (s):", json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
+
+
+PLOTS_PAGE = REPO / "build" / "plots" / "offline.html"  # `make plots-page` (npm)
+
+
+def test_plots_page_draws_every_chart_offline_in_a_headless_browser(project, tmp_path):
+    """`dvc plots show` with the offline page (`make plots-page`): no CDN reference, and Debian's chromium,
+    with every network request sent to a dead proxy, draws one canvas per chart and loads every image."""
+    if not PLOTS_PAGE.is_file():
+        pytest.skip("no offline plots page: run `make plots-page` (needs npm)")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium: `apt-get install chromium` (Debian)")
+    out = tmp_path / "plots"
+    dvc(project, "plots", "show", "--html-template", str(PLOTS_PAGE), "-o", str(out))
+    page = (out / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "https://" not in page.split("<body>")[1].split("vegaEmbed")[0]
+    charts = page.count("vegaEmbed('#")
+    pipeline = yaml.safe_load((project / "dvc.yaml").read_text())
+    assert charts == len(pipeline["plots"])  # only the top-level charts: no per-file ones
+    images = page.count('<img src="static/')
+    assert images >= 2
+    result = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9", "--virtual-time-budget=20000",
+         "--dump-dom", (out / "index.html").as_uri()], capture_output=True, text=True, timeout=180)
+    dom = result.stdout
+    assert dom.count('class="marks"') == charts, result.stderr[-2000:]  # vega-embed drew each chart
+    assert "Error" not in dom.split("<body>")[1][:200]
