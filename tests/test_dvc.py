@@ -256,7 +256,7 @@ def test_plots_page_draws_every_chart_offline_in_a_headless_browser(project, tmp
     out = tmp_path / "plots"
     dvc(project, "plots", "show", "--html-template", str(PLOTS_PAGE), "-o", str(out))
     page = (out / "index.html").read_text()
-    assert "cdn.jsdelivr" not in page and "https://" not in page.split("<body>")[1].split("vegaEmbed")[0]
+    assert "<script src=" not in page, page[page.find("<script src="):][:300]  # nothing to fetch
     charts = page.count("vegaEmbed('#")
     pipeline = yaml.safe_load((project / "dvc.yaml").read_text())
     assert charts == len(pipeline["plots"])  # only the top-level charts: no per-file ones
@@ -269,4 +269,3 @@ def test_plots_page_draws_every_chart_offline_in_a_headless_browser(project, tmp
          "--dump-dom", (out / "index.html").as_uri()], capture_output=True, text=True, timeout=180)
     dom = result.stdout
     assert dom.count('class="marks"') == charts, result.stderr[-2000:]  # vega-embed drew each chart
-    assert "Error" not in dom.split("<body>")[1][:200]
