@@ -11,7 +11,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 PACKAGE = SRC / "headtex"
-STAGES = ("template", "faces", "pafs", "masks", "blend", "train", "evaluate", "reconstruct")
+STAGES = ("template", "faces", "pafs", "masks", "blend", "train", "evaluate", "reconstruct", "summary")
 
 
 def module_file(name: str) -> Path | None:

@@ -267,3 +267,32 @@ def test_lock_check_names_the_stale_stage(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines[:-1] == ["dvc.lock is stale for stage 'evaluate': src/headtex/evaluate modified, param evaluate modified"]
     assert "make repro" in lines[-1]
+
+
+PLOTS_PAGE = REPO / "build" / "plots" / "offline.html"  # `make plots-page` (npm)
+
+
+def test_plots_page_draws_every_chart_offline_in_a_headless_browser(project, tmp_path):
+    """`dvc plots show` with the offline page (`make plots-page`): no CDN reference, and Debian's chromium,
+    with every network request sent to a dead proxy, draws one canvas per chart and loads every image."""
+    if not PLOTS_PAGE.is_file():
+        pytest.skip("no offline plots page: run `make plots-page` (needs npm)")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium: `apt-get install chromium` (Debian)")
+    out = tmp_path / "plots"
+    dvc(project, "plots", "show", "--html-template", str(PLOTS_PAGE), "-o", str(out))
+    page = (out / "index.html").read_text()
+    assert "<script src=" not in page, page[page.find("<script src="):][:300]  # nothing to fetch
+    charts = page.count("vegaEmbed('#")
+    pipeline = yaml.safe_load((project / "dvc.yaml").read_text())
+    assert charts == len(pipeline["plots"])  # only the top-level charts: no per-file ones
+    images = page.count('<img src="static/')
+    assert images >= 2
+    result = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9", "--virtual-time-budget=20000",
+         "--dump-dom", (out / "index.html").as_uri()], capture_output=True, text=True, timeout=180)
+    dom = result.stdout
+    assert dom.count('class="marks"') == charts, result.stderr[-2000:]  # vega-embed drew each chart

@@ -58,3 +58,21 @@ def test_table_4_1_does_not_depend_on_train_seed(tmp_path):
     default, other = evaluate(tmp_path, 0), evaluate(tmp_path, 5)
     assert default["table_4_1"]["perceptual"] > 0
     assert other["table_4_1"] == default["table_4_1"]
+
+
+def test_plot_data_has_every_method_per_bucket_and_figures_have_headers(tmp_path):
+    from headtex.evaluate.cli import BASELINES
+    from headtex.io import read_png
+
+    tiny_inputs(tmp_path)
+    metrics = evaluate(tmp_path, 0)
+    rows = json.loads((tmp_path / "seed-0" / "psnr.json").read_text())["psnr_by_bucket"]
+    filled = [name for name, scores in metrics["by_bucket"].items() if name != "overall" and scores["count"]]
+    assert filled and {row["bucket"] for row in rows} == {f"{n} (n={metrics['by_bucket'][n]['count']})" for n in filled}
+    for name in filled:
+        methods = [row["method"] for row in rows if row["bucket"].startswith(f"{name} (")]
+        assert methods == ["coarse", "refined", *BASELINES]  # the shipped output first, then all the others
+    for name in filled:
+        figure = read_png(tmp_path / "seed-0" / "figures" / f"{name}.png")
+        band = figure[:14]
+        assert (band == 32).all(axis=2).mean() > 0.7 and (band > 200).all(axis=2).any()  # dark band, white text

@@ -34,6 +34,7 @@ READS = {
     "evaluate": [("evaluate", EvaluateParams, True)],
     "reconstruct": [("reconstruct", ReconstructParams, True), ("photos", PhotosParams, True),
                     ("pafs", FitParams, False)],
+    "summary": [],  # reads only the stages' metrics files
 }
 
 
@@ -60,7 +61,7 @@ def test_params_yaml_and_the_declarations_agree():
 @pytest.mark.parametrize("stage", READS)
 def test_dvc_yaml_declares_exactly_the_params_a_stage_reads(stage):
     """A changed value reruns every stage that reads it and no other."""
-    declared = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["params"])
+    declared = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage].get("params", []))
     assert declared == keys_read(stage)
 
 
@@ -116,3 +117,28 @@ def test_a_missing_key_or_shared_key_is_named(tmp_path):
         section(params, "train", TrainParams)
     with pytest.raises(UserError, match="must be a mapping"):
         section({"pafs": [1, 2]}, "pafs", PafsParams)
+
+
+@pytest.mark.parametrize("override", ["train.lr_g=2e-3", "blend.method=thirds", "faces.identities=128",
+                                      "masks.count=40", "template.source=/tmp/menpo3d-0.8.6.tar.gz"])
+def test_dvc_exp_run_set_param_changes_one_line_of_params_yaml(tmp_path, override):
+    """`dvc exp run -S` rewrites params.yaml through ruamel (null -> empty, long flow collections re-wrapped):
+    params.yaml is written in the style it keeps, so one override is a one-line diff."""
+    import difflib
+
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    original = (REPO / "params.yaml").read_text()
+    path.write_text(original)
+    apply_overrides(str(path), [override])
+    changed = [line for line in difflib.unified_diff(original.splitlines(), path.read_text().splitlines(), n=0,
+                                                     lineterm="") if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    key, _, value = override.partition("=")
+    assert len(changed) == 2, changed
+    assert changed[1].lstrip("+").lstrip().startswith(f"{key.split('.')[1]}: ")
+    top, _, leaf = key.partition(".")
+    assert yaml.safe_load(path.read_text())[top][leaf] == yaml.safe_load(value.replace("e-", ".0e-"))
+    reread = yaml.safe_load(path.read_text())
+    reread[top][leaf] = yaml.safe_load(original)[top][leaf]
+    assert reread == yaml.safe_load(original)  # nothing else changed value

@@ -449,3 +449,70 @@ def test_sampling_crop_and_downscale_keep_the_texture(template, astronaut):
     # Same texels seen (the z-buffer at a coarser grid differs only at occlusion edges), same colours.
     assert both.sum() > 0.95 * (whole_visible > 0).sum()
     assert np.abs(whole[both].astype(float) - cropped[both]).mean() < 6.0
+
+
+# ---- photos stored turned (no EXIF): straightened, or rejected; never a sideways texture with exit 0 ----
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_turned_photo_is_straightened(turns, example_run, template_dir, model, astronaut, tmp_path, monkeypatch,
+                                      capsys):
+    photo = write_image(tmp_path / "turned.png", np.ascontiguousarray(np.rot90(astronaut, turns)))
+    code, _, err = command(monkeypatch, capsys, str(photo), *reconstruct_args(template_dir, model, tmp_path / "out"))
+    assert code == 0, err
+    fit = json.loads((tmp_path / "out" / "turned" / "fit.json").read_text())
+    upright = json.loads((example_run[0] / "demo" / "astronaut" / "fit.json").read_text())
+    assert fit["photo_rotation_degrees"] == 90 * ((4 - turns) % 4) and upright["photo_rotation_degrees"] == 0
+    assert any("turned" in note for note in fit["conversions"])
+    # The same face as in the upright photo: landmarks (in the turned-back photo's pixels), pose, texture.
+    np.testing.assert_allclose(fit["landmarks"], upright["landmarks"], atol=1.0)
+    for angle in ("yaw", "pitch", "roll"):
+        assert abs(fit["pose_degrees"][angle] - upright["pose_degrees"][angle]) < 1.0
+    partial = read_png(tmp_path / "out" / "turned" / "partial.png").astype(int)
+    reference = read_png(example_run[0] / "demo" / "astronaut" / "partial.png").astype(int)
+    assert np.abs(partial - reference).mean() < 2.0
+
+
+def test_sideways_face_found_by_the_cnn_is_straightened(astronaut):
+    """dlib's mmod CNN finds a face lying on its side and the predictor would place an upright face in its box
+    (the sideways texture with a healthy residual): the orientation check turns the photo first."""
+    config = params_for(ReconstructParams, "reconstruct")
+    cnn_only = params_for(PafsParams, "pafs", detector="cnn", fallback_detector=None)
+    upright = find_face(astronaut, config, cnn_only)
+    assert upright.detector == "cnn" and upright.quarter_turns == 0
+    sideways = find_face(np.ascontiguousarray(np.rot90(astronaut)), config, cnn_only)
+    assert sideways.detector == "cnn" and sideways.quarter_turns == 3
+    assert np.linalg.norm(sideways.landmarks - upright.landmarks, axis=1).mean() < 3.0
+
+
+def test_landmark_plausibility(astronaut):
+    from headtex.detection import landmark_problem
+
+    face = find_face(astronaut, params_for(ReconstructParams, "reconstruct"), params_for(PafsParams, "pafs"))
+    landmarks = face.landmarks
+    assert landmark_problem(landmarks) is None
+    upside_down = landmarks * [1, -1] + [0, 512]
+    assert "eyes below the mouth" in landmark_problem(upside_down)
+    sideways = landmarks[:, ::-1] * [1, -1] + [0, 512]  # turned 90 degrees
+    assert "tilted 8" in landmark_problem(sideways)  # the face rolls ~3 degrees
+    assert "mirrored" in landmark_problem(landmarks * [-1, 1] + [512, 0])
+    assert "collapsed" in landmark_problem(np.full((68, 2), 100.0))
+    swapped = landmarks.copy()
+    swapped[30] = landmarks[48:68].mean(axis=0) + [0, 20]  # nose tip under the mouth
+    assert "nose tip" in landmark_problem(swapped)
+
+
+def test_implausible_face_is_rejected_and_nothing_written(template_dir, model, astronaut, tmp_path, monkeypatch,
+                                                         capsys):
+    import headtex.detection
+
+    real = headtex.detection.landmarks_in_box
+
+    def upside_down(image, box):  # the predictor's points flipped within its box: eyes below the mouth
+        points = real(image, box)
+        return points * [1, -1] + [0, box.top() + box.bottom()]
+
+    monkeypatch.setattr(headtex.detection, "landmarks_in_box", upside_down)
+    photo = write_image(tmp_path / "odd.png", astronaut)
+    code, _, err = command(monkeypatch, capsys, str(photo), *reconstruct_args(template_dir, model, tmp_path / "out"))
+    assert_one_error_line(code, err, photo, "rejected: eyes below the mouth (face upside down); nothing written")
+    assert not (tmp_path / "out" / "odd").exists()

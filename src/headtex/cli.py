@@ -18,7 +18,9 @@ ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml to rea
 
 @app.command()
 def template(
-    params: ParamsOption = Path("params.yaml"),
+    params: Annotated[Optional[Path], typer.Option(
+        "--params", help="params.yaml [default: ./params.yaml, else the one shipped with the package]",
+        show_default=False)] = None,
     source: Annotated[Optional[Path], typer.Option(help="already downloaded menpo3d-0.8.6.tar.gz (offline machines)")] = None,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("models/template"),
     metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/template.json"),
@@ -170,16 +172,24 @@ def evaluate(
 def reconstruct(
     photos: Annotated[Optional[list[Path]], typer.Argument(help="photographs (JPEG, PNG, ...)", show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="output folder: one sub-folder per photo")] = ...,
-    model: Annotated[Path, typer.Option(help="inpainting model (train stage)")] = Path("models/inpainter.pt"),
-    template_dir: Annotated[Path, typer.Option("--template", help="head template (template stage)")] = Path("models/template"),
-    params: ParamsOption = Path("params.yaml"),
+    model: Annotated[Optional[Path], typer.Option(
+        help="inpainting model [default: models/inpainter.pt here, in the installed checkout, or in the cache "
+             "folder (~/.cache/headtex/inpainter.pt, $HEADTEX_CACHE)]", show_default=False)] = None,
+    template_dir: Annotated[Optional[Path], typer.Option(
+        "--template", help="head template [default: models/template here, in the installed checkout, or "
+                           "~/.cache/headtex/template]", show_default=False)] = None,
+    params: Annotated[Optional[Path], typer.Option(
+        "--params", help="params.yaml [default: ./params.yaml, else the one shipped with the package]",
+        show_default=False)] = None,
     example: Annotated[Optional[list[str]], typer.Option(help="a photo shipped with a package: astronaut")] = None,
     metrics: Annotated[Optional[Path], typer.Option(help="also write per-photo scores here")] = None,
     timing: Annotated[Optional[Path], typer.Option(help="also write per-photo timings here")] = None,
 ) -> None:
-    """One photograph in, a fully textured 3D head out: head.obj/.mtl + texture.png, partial.png, mask.png, fit.json, overlay.png."""
-    from headtex.reconstruct.cli import OUTPUT_FILES, run
+    """One photograph in, a fully textured 3D head out: head.obj/.mtl + texture.png, partial.png, mask.png, fit.json, overlay.png.
+    Works from any folder (see --model, --template, --params)."""
+    from headtex.reconstruct.cli import OUTPUT_FILES, find_assets, run
 
+    params, model, template_dir = find_assets(params, model, template_dir)
     result = run(params, photos or [], out, model, template_dir, example or [], metrics, timing)
     for folder in result["folders"]:
         typer.echo(f"{folder}/{OUTPUT_FILES[0]}  (+ {' '.join(OUTPUT_FILES[1:])})")
@@ -187,6 +197,19 @@ def reconstruct(
                f"{result['seconds_per_photo_median']} s per photo -> {out}")
     if result["failed"]:
         raise UserError(f"{result['failed']} of {result['photos']} photos failed (listed above)")
+
+
+@app.command()
+def summary(
+    metrics: Annotated[Path, typer.Option(help="folder of the stages' metrics files")] = Path("metrics"),
+    out: Annotated[Path, typer.Option(help="headline metrics file")] = Path("metrics/summary.json"),
+) -> None:
+    """The headline numbers (identities, detection, PAF/blend PSNR, model vs best classical fill, real photos)."""
+    from headtex.summary.cli import run
+
+    result = run(metrics, out)
+    typer.echo(f"summary: model {result['model_db']} dB vs best classical fill ({result['best_fill']}) "
+               f"{result['fill_db']} dB on the missing region, {result['ids']} identities -> {out}")
 
 
 @bench.command("render")

@@ -50,6 +50,7 @@ class Detection:
     landmarks: np.ndarray  # 68,2 float64 (x, y) in image pixels, ibug order
     detector: str  # the detector that found it ...
     upsample: int  # ... and its upsampling
+    quarter_turns: int = 0  # the face is upright in np.rot90(image, quarter_turns) (counter-clockwise turns)
 
 
 def detect_faces(image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[dlib.rectangle, float]]:
@@ -85,4 +86,115 @@ def find_face(image: np.ndarray, attempts: list[tuple[str, int]]) -> Detection |
             box, score = choose_face(faces)
             return Detection((box.left(), box.top(), box.right(), box.bottom()), float(score),
                              landmarks_in_box(image, box), detector, upsample)
+    return None
+
+
+# ---- faces at any quarter turn (photos without EXIF orientation) ----
+
+TURN_ORDER = (1, 3, 2)  # after upright: 90 degrees either way (phones held sideways), then upside down
+TURNED_MIN_SCORE = 0.3  # a face found only on a turned copy must score this much (HOG: real faces ~1-1.5,
+#                         its false positives ~0.05), so that a turned copy's noise never beats the fallback
+UPRIGHT_MAX_TILT_DEGREES = 60.0  # plausibility: the eyes-above-mouth axis within this of the image's up
+
+
+def turned(image: np.ndarray, quarter_turns: int) -> np.ndarray:
+    """The image turned counter-clockwise by quarter_turns x 90 degrees (contiguous; the image itself for 0)."""
+    return image if quarter_turns % 4 == 0 else np.ascontiguousarray(np.rot90(image, quarter_turns))
+
+
+def turn_points(points: np.ndarray, quarter_turns: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Pixel coordinates (x, y) in an image of `shape` -> the same pixels in np.rot90(image, quarter_turns)."""
+    points = np.array(points, dtype=np.float64).reshape(-1, 2)
+    width = shape[1]
+    for _ in range(quarter_turns % 4):  # one counter-clockwise turn: (x, y) -> (y, W - 1 - x)
+        points = np.stack([points[:, 1], width - 1 - points[:, 0]], axis=1)
+        width = shape[0] if width == shape[1] else shape[1]
+    return points
+
+
+def _box(corners: np.ndarray) -> dlib.rectangle:
+    lo, hi = np.rint(corners.min(axis=0)).astype(int), np.rint(corners.max(axis=0)).astype(int)
+    return dlib.rectangle(int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))
+
+
+def _corners(box: dlib.rectangle) -> np.ndarray:
+    return np.array([[box.left(), box.top()], [box.right(), box.bottom()]], dtype=np.float64)
+
+
+def face_orientation(image: np.ndarray, box: dlib.rectangle, score: float, detector: str, upsample: int
+                     ) -> tuple[int, dlib.rectangle, float]:
+    """(extra quarter turns, the box in np.rot90(image, turns), score) that stand the face in `box` upright.
+
+    dlib's mmod CNN also finds faces lying on their side, and the landmark predictor then places an upright
+    face in the box (a sideways texture with a small residual). A detector scores a face highest upright, so
+    the face's neighbourhood (twice its box) is scored at all four turns and the best turn wins.
+    """
+    height, width = image.shape[:2]
+    centre, side = _corners(box).mean(axis=0), 2 * max(box.width(), box.height())
+    x0, y0 = (int(max(0, v - side // 2)) for v in centre)
+    x1, y1 = int(min(width, centre[0] + side // 2 + 1)), int(min(height, centre[1] + side // 2 + 1))
+    crop = image[y0:y1, x0:x1]
+    best = (0, box, score)
+    scores = {}
+    for turns in range(4):
+        faces = detect_faces(turned(crop, turns), detector, upsample)
+        if not faces:
+            continue
+        found, found_score = choose_face(faces)
+        scores[turns] = found_score
+        if turns and found_score > max(scores.get(0, score), best[2]):
+            # crop turned -> crop -> image -> image turned
+            corners = turn_points(_corners(found), 4 - turns, turned(crop, turns).shape) + [x0, y0]
+            best = (turns, _box(turn_points(corners, turns, image.shape)), float(found_score))
+    return best
+
+
+def find_oriented_face(image: np.ndarray, attempts: list[tuple[str, int]],
+                       fallback: list[tuple[str, int]]) -> Detection | None:
+    """The chosen face: `attempts` on the image upright, then on it turned by 90, 270 and 180 degrees (cheap:
+    a photo held sideways, without EXIF orientation), then the dearer `fallback` attempts upright; the first
+    face found has its orientation checked by `face_orientation`; None = no face anywhere.
+    The Detection's box and landmarks are in np.rot90(image, detection.quarter_turns)."""
+    tries = [(turns, attempt) for turns in (0,) + TURN_ORDER for attempt in dict.fromkeys(attempts)]
+    tries += [(0, attempt) for attempt in dict.fromkeys(fallback) if attempt not in attempts]
+    for turns, (detector, upsample) in tries:
+        view = turned(image, turns)
+        faces = detect_faces(view, detector, upsample)
+        if turns:
+            faces = [face for face in faces if face[1] >= TURNED_MIN_SCORE]
+        if not faces:
+            continue
+        box, score = choose_face(faces)
+        extra, box, score = face_orientation(view, box, float(score), detector, upsample)
+        total = (turns + extra) % 4
+        if extra:
+            view = turned(image, total)
+        return Detection((box.left(), box.top(), box.right(), box.bottom()), float(score),
+                         landmarks_in_box(view, box), detector, upsample, total)
+    return None
+
+
+def landmark_problem(landmarks: np.ndarray) -> str | None:
+    """Why 68 ibug landmarks (x, y; image y down) cannot be an upright face, or None when they can:
+    eyes above the nose tip above the mouth, the eyes in order, the face's axis near the image's up."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    right_eye, left_eye = landmarks[36:42].mean(axis=0), landmarks[42:48].mean(axis=0)  # the subject's
+    mouth, nose = landmarks[48:68].mean(axis=0), landmarks[30]
+    eyes = (right_eye + left_eye) / 2
+    across, up = left_eye - right_eye, eyes - mouth
+    spacing, height = np.linalg.norm(across), np.linalg.norm(up)
+    if spacing < 2.0 or height < 2.0:
+        return f"landmarks collapsed (eyes {spacing:.1f} px apart, {height:.1f} px above the mouth)"
+    if up[1] >= 0:
+        return "eyes below the mouth (face upside down)"
+    tilt = float(np.degrees(np.arccos(np.clip(-up[1] / height, -1.0, 1.0))))
+    if tilt > UPRIGHT_MAX_TILT_DEGREES:
+        return f"face axis tilted {tilt:.0f} degrees from upright (more than {UPRIGHT_MAX_TILT_DEGREES:.0f})"
+    if across[0] * up[1] - across[1] * up[0] >= 0:
+        return "eyes in mirrored order"
+    along = float((nose - mouth) @ up) / height ** 2
+    if not 0.0 < along < 1.0:
+        return "nose tip not between the eyes and the mouth"
+    if not 0.3 < height / spacing < 3.0:
+        return f"implausible proportions (eyes-to-mouth {height / spacing:.2f} x the eye spacing)"
     return None

@@ -15,6 +15,7 @@ from headtex.datasets import read_mask_bank, read_textures, read_valid
 from headtex.inpaint import VGG16Features, composite, critic_loss, generator_loss, masked_l1, perceptual_loss
 from headtex.masking import free_form_mask, missing_region
 from headtex.inpaint.model import load_critic, load_inpainter, prepare_batch, restore_known, to_uint8
+from headtex.figures import with_header
 from headtex.io import UserError, write_json, write_png
 from headtex.params import load_params, param, section
 
@@ -144,20 +145,23 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
     # Timing varies run to run, so it lives apart from eval.json (which must be identical for identical inputs).
     write_json(timing_path, {"inference_seconds_per_texture": round(seconds_per_texture, 4),
                              "textures": int(len(textures))})
+    # Every method per bucket, the shipped output first (dvc.yaml draws them as bars grouped by bucket).
+    methods = [shipped, *[m for m in outputs if m not in (shipped, *BASELINES)], *BASELINES]
     write_json(plot_path, {"psnr_by_bucket": [
-        {"label": f"{name} (n={table[name]['count']}) / {method}", "bucket": name, "method": method,
-         "psnr": table[name][method]["psnr"]}
-        for name in config.bucket_names if table[name]["count"] for method in (shipped, *BASELINES)]})
-    write_figures(figures_dir, config, textures, masked, outputs[shipped], outputs, buckets, table)
+        {"bucket": f"{name} (n={table[name]['count']})", "method": method, "psnr": table[name][method]["psnr"]}
+        for name in config.bucket_names if table[name]["count"] for method in methods]})
+    write_figures(figures_dir, config, textures, masked, outputs[shipped], outputs, buckets, table, shipped)
     return metrics
 
 
-def write_figures(folder: Path, config: EvaluateParams, textures, masked, model_output, outputs, buckets, table) -> None:
-    """Per bucket: rows of GT | masked | model | best baseline (thesis figures 4.1-4.3)."""
+def write_figures(folder: Path, config: EvaluateParams, textures, masked, model_output, outputs, buckets, table,
+                  shipped: str) -> None:
+    """Per bucket: rows of GT | masked | model | best baseline (thesis figures 4.1-4.3), under a header naming them."""
     for index, name in enumerate(config.bucket_names):
         members = np.flatnonzero(buckets == index)[: config.figure_rows]
         if not len(members):
             continue
         best = max(BASELINES, key=lambda m: table[name][m]["psnr"] or -np.inf)
         rows = [np.hstack([textures[i], masked[i], model_output[i], outputs[best][i]]) for i in members]
-        write_png(Path(folder) / f"{name}.png", np.vstack(rows))
+        labels = ["ground truth", "masked", f"model ({shipped})", f"best classical ({best})"]
+        write_png(Path(folder) / f"{name}.png", with_header(np.vstack(rows), labels))

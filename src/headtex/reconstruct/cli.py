@@ -11,6 +11,7 @@ import dlib
 import numpy as np
 import torch
 
+from headtex.assets import find_model, find_params, find_template
 from headtex.detection import detect_faces, landmarks_in_box
 from headtex.fitting import FitParams, JawRegion, fitted_landmarks, jaw_region
 from headtex.geometry.template import Template, load_template, write_obj
@@ -22,8 +23,8 @@ from headtex.params import load_params, section
 from headtex.photos import PhotosParams, read_photo
 from headtex.progress import progress, report
 from headtex.reconstruct.core import (
-    Reconstruction, ReconstructParams, complete_texture, detection_attempts, overlay, preview, reconstruct,
-    torch_threads,
+    FaceRejected, Reconstruction, ReconstructParams, complete_texture, detection_attempts, overlay, preview,
+    reconstruct, torch_threads,
 )
 
 # Photos that ship with an installed package, so a fresh machine has a real photograph without a download.
@@ -59,6 +60,12 @@ def load_assets(template_dir: Path, model_path: Path, uv_size: int) -> Assets:
         raise UserError(f"{model_path}: model trained at {info['uv_size']}x{info['uv_size']} texels, the template "
                         f"has {size}x{size}; retrain it (`headtex train`) or use the matching template")
     return Assets(template, jaw_region(template), generator, {"file": str(model_path), **info})
+
+
+def find_assets(params: Path | None, model: Path | None, template_dir: Path | None) -> tuple[Path, Path, Path]:
+    """params.yaml, the model and the template: as given, else where headtex.assets finds them (any folder)."""
+    params, template_dir = find_params(params), find_template(template_dir)
+    return params, find_model(model), template_dir
 
 
 def warm_up(assets: Assets, pafs: FitParams) -> None:
@@ -104,6 +111,9 @@ def fit_record(label: str, image: np.ndarray, notes: list[str], result: Reconstr
         "photo": label,
         "image_size": [int(image.shape[1]), int(image.shape[0])],
         "conversions": notes,
+        # Counter-clockwise turn applied to the photo before detection and fit (0 = as stored): landmarks,
+        # fitted_landmarks, face_box, sampling.box and the camera are in the turned photo's pixels.
+        "photo_rotation_degrees": 90 * face.quarter_turns,
         "detector": face.detector,
         "detector_upsample": face.upsample,
         "detector_score": round(face.score, 4),
@@ -135,16 +145,22 @@ def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: P
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder}: exists and is not a folder (output for {label})")
     started = time.perf_counter()
-    result = reconstruct(image, assets.template, assets.jaw, assets.generator, assets.model["ship_output"],
-                         config, pafs)
+    try:
+        result = reconstruct(image, assets.template, assets.jaw, assets.generator, assets.model["ship_output"],
+                             config, pafs)
+    except FaceRejected as error:
+        raise UserError(f"{label}: {error}; nothing written") from None
     if result is None:
         tried = ", ".join(f"{detector} (upsample {upsample})" for detector, upsample in detection_attempts(config, pafs))
-        raise UserError(f"{label}: no face found (dlib {tried})")
+        raise UserError(f"{label}: no face found at any quarter turn (dlib {tried})")
+    if result.face.quarter_turns:
+        notes = notes + [f"turned {90 * result.face.quarter_turns} degrees counter-clockwise: no upright face, "
+                         "an upright one at this turn (the fit, landmarks and overlay are in the turned photo)"]
     timings = {"read": read_seconds, **result.timings}
     tick = time.perf_counter()
-    pictures = {"overlay.png": overlay(image, assets.template, result.fit, result.face.landmarks,
+    pictures = {"overlay.png": overlay(result.image, assets.template, result.fit, result.face.landmarks,
                                        config.overlay_max_side, result.face.detection_copy),
-                "preview.png": preview(image, assets.template, result, config.preview_size)}
+                "preview.png": preview(result.image, assets.template, result, config.preview_size)}
     timings["pictures"] = time.perf_counter() - tick
     if save_photo:
         pictures["photo.png"] = image

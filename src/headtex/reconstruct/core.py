@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from headtex.detection import find_face as detect_face
+from headtex.detection import find_oriented_face, landmark_problem, turned
 from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, partial_texture
 from headtex.geometry import project
 from headtex.geometry.template import Template, fill_invalid, render_view
@@ -60,12 +60,19 @@ class Face:
     detector: str
     upsample: int
     detect_factor: float  # photo pixels per pixel of the detection copy (1 = detected on the photo itself)
-    detection_copy: np.ndarray  # the photo downscaled for detection (the photo itself when small enough)
+    detection_copy: np.ndarray  # the (turned) photo downscaled for detection (the photo itself when small enough)
+    quarter_turns: int  # counter-clockwise quarter turns that stand the face upright; landmarks and box are
+    #                     in the turned photo's pixels (np.rot90(photo, quarter_turns))
+
+
+class FaceRejected(ValueError):
+    """A face was found but its landmarks cannot be an upright face: nothing is written."""
 
 
 @dataclass
 class Reconstruction:
     face: Face
+    image: np.ndarray  # the photo as fitted: turned upright by face.quarter_turns (the photo itself when 0)
     fit: Fit  # in the photo's pixels
     paf: np.ndarray  # U,U,3 uint8, 0 where not visible
     visible: np.ndarray  # U,U uint8, 255 = visible
@@ -97,7 +104,8 @@ def scaled_fit(fit: Fit, offset: np.ndarray, factor: float) -> Fit:
 
 
 def detection_attempts(config: ReconstructParams, fitting: FitParams) -> list[tuple[str, int]]:
-    """(detector, upsample) tried in order until one finds a face.
+    """(detector, upsample) tried in order until one finds a face (the first ones also on the photo turned
+    by 90, 270 and 180 degrees before the fallback: `detection.find_oriented_face`).
 
     Photos hold larger faces than the pipeline's 256 px renders, so the first try does not upsample
     (HOG finds faces from ~80 px); one more upsampling step finds faces down to ~40 px, and the
@@ -111,20 +119,25 @@ def detection_attempts(config: ReconstructParams, fitting: FitParams) -> list[tu
 
 def find_face(image: np.ndarray, config: ReconstructParams, fitting: FitParams,
               timings: dict[str, float] | None = None) -> Face | None:
-    """The chosen face (headtex.detection's rule) and its 68 landmarks, in the photo's pixels; None = no face."""
+    """The chosen face (headtex.detection's rule) and its 68 landmarks, in the pixels of the photo turned
+    upright (np.rot90(image, face.quarter_turns)); None = no face at any quarter turn."""
     timings = {} if timings is None else timings
     tick = time.perf_counter()
     small, factor = downscaled(image, config.detect_max_side)
-    detection = detect_face(small, detection_attempts(config, fitting))
+    attempts = detection_attempts(config, fitting)
+    detection = find_oriented_face(small, attempts[:2], attempts[2:])
     timings["detection"] = time.perf_counter() - tick
     if detection is None:
         return None
+    turns = detection.quarter_turns
+    small = turned(small, turns)
+    height, width = image.shape[:2] if turns % 2 == 0 else image.shape[1::-1]
     # Per axis: the copy's sides are rounded, so its x and y factors differ slightly.
-    axis_factor = np.array([image.shape[1] / small.shape[1], image.shape[0] / small.shape[0]])
+    axis_factor = np.array([width / small.shape[1], height / small.shape[0]])
     landmarks = to_original(detection.landmarks, axis_factor)
     corners = to_original(np.reshape(detection.box, (2, 2)), axis_factor)
     return Face(landmarks, tuple(float(v) for v in corners.ravel()), detection.score, detection.detector,
-                detection.upsample, factor, small)
+                detection.upsample, factor, small, turns)
 
 
 def head_box(image_shape: tuple[int, ...], screen: np.ndarray, margin: int = 2) -> tuple[int, int, int, int]:
@@ -175,11 +188,16 @@ def complete_texture(generator: Generator, paf: np.ndarray, visible: np.ndarray,
 
 def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator: Generator, ship_output: str,
                 config: ReconstructParams, pafs: FitParams) -> Reconstruction | None:
-    """Photo (uint8 RGB, any size) -> face, fit, partial texture, completed texture; None = no face."""
+    """Photo (uint8 RGB, any size) -> face, fit, partial texture, completed texture; None = no face.
+    A face whose landmarks cannot be upright (eyes below the mouth, ...) raises FaceRejected."""
     timings: dict[str, float] = {}
     face = find_face(image, config, pafs, timings)
     if face is None:
         return None
+    problem = landmark_problem(face.landmarks)
+    if problem:
+        raise FaceRejected(f"face found ({face.detector}) but rejected: {problem}")
+    image = turned(image, face.quarter_turns)
     tick = time.perf_counter()
     fit = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour, jaw)
     timings["fit"] = time.perf_counter() - tick
@@ -190,7 +208,7 @@ def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator
     tick = time.perf_counter()
     texture = complete_texture(generator, paf, visible, template.texel_valid, ship_output)
     timings["inpainting"] = time.perf_counter() - tick
-    return Reconstruction(face, fit, paf, visible, texture, box, factor, timings)
+    return Reconstruction(face, image, fit, paf, visible, texture, box, factor, timings)
 
 
 # ---- pictures for people ----

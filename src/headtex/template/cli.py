@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from headtex.assets import find_params
 from headtex.geometry import Light
 from headtex.geometry.template import lit_texture, render_view, save_template
 from headtex.geometry.uv import UVParams
@@ -28,8 +29,11 @@ class TemplateParams:
     render_uv_size: int = param("albedo resolution used for rendering synthetic views", ge=64)
 
 
-def run(params_path: Path, source: Path | None, out: Path, metrics_path: Path, timing_path: Path | None = None) -> dict:
-    params = load_params(params_path)
+def run(params_path: Path | None, source: Path | None, out: Path, metrics_path: Path,
+        timing_path: Path | None = None) -> dict:
+    """params_path None: ./params.yaml, else the one shipped with the package (building the cache folder's
+    template outside a checkout: headtex.assets)."""
+    params = load_params(find_params(params_path))
     config = section(params, "template", TemplateParams)
     uv = section(params, "uv", UVParams)
     started = time.perf_counter()

@@ -20,11 +20,14 @@ from headtex.datasets import read_mask_bank, read_textures, read_valid
 from headtex.inpaint import VGG16Features
 from headtex.inpaint.model import ModelParams, save_inpainter
 from headtex.inpaint.vgg import RANDOM_SEED
+from headtex.figures import with_header
 from headtex.io import UserError, write_json
 from headtex.params import load_params, section
 from headtex.progress import progress, report
 from headtex.train.core import LOSS_NAMES, TextureDataset, Trainer, TrainParams, resolve_device, sample_examples, sample_grid
 from headtex.train.files import load_checkpoint, remove_checkpoint, save_checkpoint, set_rng_states
+
+SAMPLE_COLUMNS = ["ground truth", "masked (holes white)", "coarse", "refined"]  # sample_grid's columns
 
 def read_params(params_path: Path) -> tuple[ModelParams, TrainParams]:
     params = load_params(params_path)
@@ -186,7 +189,8 @@ def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray,
             means = _log_losses(live, "epoch", epoch_sums, len(loader), trainer.learning_rates())
             holes = torch.from_numpy(grid_holes)
             image, coarse, refined = trainer.predict(torch.from_numpy(grid_textures), holes)
-            live.log_image(f"samples/epoch-{epoch + 1:03d}.png", sample_grid(image, holes, coarse, refined))
+            live.log_image(f"samples/epoch-{epoch + 1:03d}.png",
+                           with_header(sample_grid(image, holes, coarse, refined), SAMPLE_COLUMNS))
             live.next_step()
             save_checkpoint(checkpoints_dir, trainer.state_dict(), epoch + 1, live.step, fingerprint)
             report(f"train epoch {epoch + 1}/{config.epochs}: first mask L1 {means['first_mask_l1']:.4f}, "
