@@ -186,7 +186,7 @@ def test_blend_param_change_reruns_blend_onward_only(project):
     try:
         ran = stages_run(dvc(project, "repro").stdout)
         pipeline = set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
-        downstream = {"blend", "train", "evaluate", "reconstruct"} & pipeline
+        downstream = {"blend", "train", "evaluate", "reconstruct", "summary"} & pipeline
         assert ran == downstream
     finally:
         git(project, "checkout", "--", ".")  # params, dvc.lock and the git-tracked metrics
