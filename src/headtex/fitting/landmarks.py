@@ -49,6 +49,10 @@ class FitParams:
     max_view_angle_degrees: float = param("texels seen more obliquely than this are left out", gt=0, le=90)
     depth_tolerance_mm: float = param("a texel is occluded when the fitted mesh lies more than this in front of it",
                                       ge=0)
+    correction: bool = param("after the pose + shape fit, move the mesh smoothly onto the landmarks it misses")
+    correction_threshold: float = param("landmark residuals up to this share of the eye-corner distance count as "
+                                        "detector noise and are not corrected", ge=0, le=1)
+    correction_radius_mm: float = param("width of the correction's Gaussian fields on the head (mm)", gt=0)
 
 
 @dataclass
@@ -59,7 +63,14 @@ class Fit:
     scale: float  # pixels per millimetre
     translation: np.ndarray  # 2, screen pixels
     shape: np.ndarray  # K shape coefficients (units of one standard deviation)
-    residual: float = 0.0  # RMS landmark distance in pixels (weighted landmarks)
+    residual: float = 0.0  # RMS landmark distance in pixels (weighted landmarks), before any correction
+    landmark_ids: np.ndarray | None = None  # 68 vertex ids the landmarks were matched to (jaw: the outline)
+    offsets: np.ndarray | None = None  # V,3 mm (head frame): the non-rigid correction of every vertex; None = none
+
+    def vertices(self, template: Template) -> np.ndarray:
+        """The fitted mesh in the head frame (mm, float32): the shaped template plus the correction."""
+        shaped = template.shaped(self.shape)
+        return shaped if self.offsets is None else (shaped + self.offsets).astype(np.float32)
 
     @property
     def pose(self) -> np.ndarray:
@@ -88,6 +99,25 @@ def jaw_region(template: Template) -> JawRegion:
     )
     ids = np.flatnonzero(inside)
     return JawRegion(ids, vertex_normals(vertices, template.faces)[ids])
+
+
+INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))  # (upper, lower) inner-lip landmarks, ibug order
+
+
+def fitting_ids(template: Template) -> np.ndarray:
+    """The template's 68 landmark vertex ids, made distinct: the template's mouth is closed, so an upper and a
+    lower inner-lip landmark may share a vertex, and no fit could then follow an open mouth. The upper one
+    takes the nearest vertex above it, the lower one the nearest below (~1-2 mm away on the scan)."""
+    ids = template.landmark_ids.astype(np.int64).copy()
+    vertices = template.vertices.astype(np.float64)
+    for upper, lower in INNER_LIP_PAIRS:
+        if ids[upper] != ids[lower]:
+            continue
+        offset = vertices - vertices[ids[upper]]
+        distance = np.linalg.norm(offset, axis=1)
+        for landmark, sign in ((upper, 1.0), (lower, -1.0)):
+            ids[landmark] = int(np.argmin(np.where(sign * offset[:, 1] > 0.5, distance, np.inf)))
+    return ids
 
 
 def _shaped(template: Template, ids: np.ndarray, shape: np.ndarray) -> np.ndarray:
@@ -140,12 +170,17 @@ def fit_landmarks(
     iterations: int = 5,
     contour: str = "silhouette",
     jaw: JawRegion | None = None,
+    correction: bool = False,
+    correction_threshold: float = 0.08,
+    correction_radius_mm: float = 10.0,
 ) -> Fit:
     """Fit pose and shape coefficients of the template to 68 image landmarks (pixels, ibug order).
 
     shape_regularisation is the Tikhonov weight on the coefficients (units of one
     standard deviation) against the landmark error in mm^2: the landmark noise
     variance in mm^2 under a unit-normal prior on the coefficients.
+    correction: then move the mesh smoothly (landmark_correction) so that each matched landmark
+    vertex lands within correction_threshold x the eye-corner distance of its detection.
     """
     if contour not in CONTOUR_MODES:
         raise ValueError(f"contour must be one of {CONTOUR_MODES}, not {contour!r}")
@@ -153,7 +188,7 @@ def fit_landmarks(
         jaw = jaw_region(template)
     q = np.asarray(landmarks_2d, dtype=np.float64) * np.array([1.0, -1.0])  # y up, like the head frame
     shape = np.zeros(template.basis.shape[0])
-    annotated = template.landmark_ids.astype(np.int64)
+    annotated = fitting_ids(template)
     ids = annotated.copy()
     weights = np.ones(len(ids))
     jaw_x = template.vertices[annotated[JAW], 0]
@@ -175,16 +210,51 @@ def fit_landmarks(
             weights[JAW] = np.where(far, 0.0, 1.0)
         rotation, scale, offset = scaled_orthographic(_shaped(template, ids, shape), q, weights)
         shape = _fit_shape(template, ids, q, weights, rotation, scale, offset, shape_regularisation)
-    predicted = scale * _shaped(template, ids, shape) @ rotation[:2].T + offset
+    points = _shaped(template, ids, shape)
+    predicted = scale * points @ rotation[:2].T + offset
     residual = float(np.sqrt(np.average(np.sum((predicted - q) ** 2, axis=1), weights=weights)))
-    return Fit(rotation=rotation, scale=scale, translation=offset * np.array([1.0, -1.0]), shape=shape,
-               residual=residual)
+    fit = Fit(rotation=rotation, scale=scale, translation=offset * np.array([1.0, -1.0]), shape=shape,
+              residual=residual, landmark_ids=ids)
+    if correction:
+        inter_ocular = float(np.linalg.norm(q[OUTER_EYE_CORNERS[0]] - q[OUTER_EYE_CORNERS[1]]))
+        fit.offsets = landmark_correction(template, fit, points, q - predicted, weights,
+                                          correction_threshold * inter_ocular, correction_radius_mm)
+    return fit
 
 
-def fitted_landmarks(template: Template, fit: Fit) -> np.ndarray:
-    """The template's 68 annotated landmark vertices projected with the fit, pixels (68, 2)."""
-    points = _shaped(template, template.landmark_ids, fit.shape)
-    return project(points, fit.rotation, fit.scale, fit.translation)[:, :2]
+CORRECTION_RIDGE = 1e-5  # ridge on the Gaussian kernel matrix: conditioning only, the fields interpolate (to ~0.02 px)
+
+
+def landmark_correction(template: Template, fit: Fit, points: np.ndarray, residual: np.ndarray, weights: np.ndarray,
+                        noise_px: float, radius_mm: float) -> np.ndarray:
+    """A smooth displacement of every vertex (V,3 mm, head frame) that moves the matched landmark vertices
+    toward the detections, in the image plane.
+
+    Per landmark, the part of its 2D residual (y up) beyond `noise_px` (soft threshold: a residual the
+    size of the detector's noise moves nothing, a larger one moves the vertex to within noise_px of the
+    detection); these are interpolated over the head by Gaussian radial basis functions centred on the
+    landmark vertices (3D distance on the fitted head, width radius_mm, ridge-regularised), so the
+    correction fades out within a few radii of the face and the back of the head never moves. The
+    displacement lies in the camera's image plane (no depth), in mm.
+    """
+    length = np.linalg.norm(residual, axis=1, keepdims=True)
+    excess = residual * np.clip(1.0 - noise_px / np.maximum(length, 1e-12), 0.0, None) * (weights > 0)[:, None]
+    vertices = template.shaped(fit.shape).astype(np.float64)
+    if not np.any(excess):
+        return np.zeros_like(vertices, dtype=np.float32)
+    gram = np.exp(-np.sum((points[:, None] - points[None]) ** 2, axis=2) / (2.0 * radius_mm ** 2))
+    coefficients = np.linalg.solve(gram + CORRECTION_RIDGE * np.eye(len(points)), excess)  # 68,2 px
+    distance = np.sum((vertices[:, None] - points[None]) ** 2, axis=2)  # V,68
+    field = np.exp(-distance / (2.0 * radius_mm ** 2)) @ coefficients / fit.scale  # V,2 mm, image plane (y up)
+    return (field @ fit.rotation[:2]).astype(np.float32)
+
+
+def fitted_landmarks(template: Template, fit: Fit, matched: bool = False) -> np.ndarray:
+    """The fitted mesh's 68 landmark vertices projected with the fit, pixels (68, 2): the template's annotated
+    vertices, or (matched) those the fit matched the landmarks to (far-side jaw: the face's outline, as the
+    ibug convention annotates it)."""
+    ids = fit.landmark_ids if matched and fit.landmark_ids is not None else template.landmark_ids
+    return project(fit.vertices(template)[ids], fit.rotation, fit.scale, fit.translation)[:, :2]
 
 
 def landmark_nme(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:

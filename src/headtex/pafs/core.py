@@ -52,7 +52,8 @@ def process_image(image: np.ndarray, template: Template, params: PafsParams,
     if detection is None:
         return None
     fit = fit_landmarks(template, detection.landmarks, params.shape_regularisation, params.fit_iterations,
-                        params.contour, jaw)
+                        params.contour, jaw, params.correction, params.correction_threshold,
+                        params.correction_radius_mm)
     paf, visible, cosine = partial_texture(image, template, fit, params.max_view_angle_degrees,
                                            params.depth_tolerance_mm)
     return ViewResult(detection.landmarks.astype(np.float32), fit, paf, visible, cosine, detection.detector)

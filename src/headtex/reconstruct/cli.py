@@ -110,7 +110,8 @@ def fit_record(label: str, image: np.ndarray, notes: list[str], result: Reconstr
         "face_box": rounded(face.box, 1),
         "detection_downscale": round(face.detect_factor, 4),
         "landmarks": rounded(face.landmarks, 2),
-        "fitted_landmarks": rounded(fitted_landmarks(template, fit), 2),
+        # The fitted mesh's landmark vertices as the fit matched them (far-side jaw: the outline, ibug's convention).
+        "fitted_landmarks": rounded(fitted_landmarks(template, fit, matched=True), 2),
         "landmark_residual_px": round(fit.residual, 3),
         "pose_degrees": {"yaw": round(yaw, 3), "pitch": round(pitch, 3), "roll": round(roll, 3)},
         "rotation": rounded(fit.rotation, 6),
@@ -164,7 +165,7 @@ def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: P
 
 def write_files(folder: Path, template: Template, result: Reconstruction, pictures: dict[str, np.ndarray]) -> None:
     """The textured head (in the head frame, mm, as MeshLab shows it), the textures, the mask and the pictures."""
-    write_obj(folder / "head.obj", template.shaped(result.fit.shape), template.faces, template.vertex_uv, "texture.png")
+    write_obj(folder / "head.obj", result.fit.vertices(template), template.faces, template.vertex_uv, "texture.png")
     write_png(folder / "texture.png", result.texture)
     write_png(folder / "partial.png", result.paf)
     write_png(folder / "mask.png", result.visible)

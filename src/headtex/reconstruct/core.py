@@ -46,6 +46,8 @@ class ReconstructParams:
                                  ge=64)
     overlay_max_side: int = param("overlay.png is at most this long (px)", ge=64)
     preview_size: int = param("tile size of preview.png", ge=64)
+    correction_threshold: float = param("pafs.correction_threshold for photographs: residuals up to this share of "
+                                        "the eye-corner distance are left alone", ge=0, le=1)
     threads: int = param("torch CPU threads for the network (0 = one per core)", ge=0)
     uv_size: int = param("texture side in texels", shared="uv.size")
 
@@ -93,7 +95,7 @@ def to_original(points: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
 def scaled_fit(fit: Fit, offset: np.ndarray, factor: float) -> Fit:
     """The same camera for the image cropped at `offset` (x, y) and then downscaled by `factor`."""
     translation = (np.asarray(fit.translation, dtype=np.float64) - offset + 0.5) / factor - 0.5
-    return Fit(fit.rotation, fit.scale / factor, translation, fit.shape, fit.residual)
+    return Fit(fit.rotation, fit.scale / factor, translation, fit.shape, fit.residual, fit.landmark_ids, fit.offsets)
 
 
 def detection_attempts(config: ReconstructParams, fitting: FitParams) -> list[tuple[str, int]]:
@@ -142,7 +144,7 @@ def sampling_view(image: np.ndarray, template: Template, fit: Fit, max_side: int
     """(crop of the photo around the projected head, at most max_side on a side; the fit in its pixels;
     the crop's box in the photo; photo pixels per crop pixel). The z-buffer then costs the head's size,
     not the photo's."""
-    screen = project(template.shaped(fit.shape), fit.rotation, fit.scale, fit.translation)
+    screen = project(fit.vertices(template), fit.rotation, fit.scale, fit.translation)
     box = head_box(image.shape, screen)
     crop, factor = downscaled(image[box[1]:box[3], box[0]:box[2]], max_side)
     return crop, scaled_fit(fit, np.array(box[:2], dtype=np.float64), factor), box, factor
@@ -181,7 +183,8 @@ def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator
     if face is None:
         return None
     tick = time.perf_counter()
-    fit = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour, jaw)
+    fit = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour, jaw,
+                        pafs.correction, config.correction_threshold, pafs.correction_radius_mm)
     timings["fit"] = time.perf_counter() - tick
     tick = time.perf_counter()
     crop, crop_fit, box, factor = sampling_view(image, template, fit, config.sample_max_side)
@@ -206,7 +209,7 @@ def overlay(image: np.ndarray, template: Template, fit: Fit, landmarks: np.ndarr
     else:
         canvas, factor = downscaled(image, max_side)
         canvas = canvas.copy()
-    vertices = template.shaped(fit.shape)
+    vertices = fit.vertices(template)
     screen = to_screen(project(vertices, fit.rotation, fit.scale, fit.translation)[:, :2], factor)
     corners = vertices[template.faces]
     facing = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]) @ fit.rotation[2] > 0
@@ -248,7 +251,7 @@ def preview(image: np.ndarray, template: Template, result: Reconstruction, size:
     the photo's pose and from both sides."""
     tiles = [square_crop(image, result.sample_box, size)]
     tiles += [cv2.resize(t, (size, size), interpolation=cv2.INTER_LINEAR) for t in (result.paf, result.texture)]
-    vertices = template.shaped(result.fit.shape)
+    vertices = result.fit.vertices(template)
     yaw, pitch, roll = result.fit.pose
     for view_yaw, view_pitch, view_roll in [(yaw, pitch, roll)] + [(y, 0.0, 0.0) for y in PREVIEW_SIDE_YAWS]:
         tiles.append(render_view(template, vertices, result.texture, view_yaw, size, view_pitch, view_roll,
