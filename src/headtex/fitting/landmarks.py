@@ -188,7 +188,7 @@ def fit_landmarks(
         jaw = jaw_region(template)
     q = np.asarray(landmarks_2d, dtype=np.float64) * np.array([1.0, -1.0])  # y up, like the head frame
     shape = np.zeros(template.basis.shape[0])
-    annotated = fitting_ids(template)
+    annotated = template.landmark_ids.astype(np.int64)
     ids = annotated.copy()
     weights = np.ones(len(ids))
     jaw_x = template.vertices[annotated[JAW], 0]
@@ -213,9 +213,13 @@ def fit_landmarks(
     points = _shaped(template, ids, shape)
     predicted = scale * points @ rotation[:2].T + offset
     residual = float(np.sqrt(np.average(np.sum((predicted - q) ** 2, axis=1), weights=weights)))
+    # The inner lips' shared vertex split in two (fitting_ids), for the correction and the matched landmarks.
+    ids = np.where(ids == annotated, fitting_ids(template), ids)
     fit = Fit(rotation=rotation, scale=scale, translation=offset * np.array([1.0, -1.0]), shape=shape,
               residual=residual, landmark_ids=ids)
     if correction:
+        points = _shaped(template, ids, shape)
+        predicted = scale * points @ rotation[:2].T + offset
         inter_ocular = float(np.linalg.norm(q[OUTER_EYE_CORNERS[0]] - q[OUTER_EYE_CORNERS[1]]))
         fit.offsets = landmark_correction(template, fit, points, q - predicted, weights,
                                           correction_threshold * inter_ocular, correction_radius_mm)
