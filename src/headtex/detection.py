@@ -86,3 +86,49 @@ def find_face(image: np.ndarray, attempts: list[tuple[str, int]]) -> Detection |
             return Detection((box.left(), box.top(), box.right(), box.bottom()), float(score),
                              landmarks_in_box(image, box), detector, upsample)
     return None
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two (left, top, right, bottom) boxes."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return float(inter / (area - inter))
+
+
+SAME_FACE_IOU = 0.3  # a CNN box and a HOG box overlapping this much are one face
+
+
+def box_side(box: tuple[float, float, float, float]) -> float:
+    return float(np.sqrt(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)))
+
+
+def faces_found(image: np.ndarray, detector: str, upsample: int, factor: float = 1.0) -> list[Detection]:
+    """Every face one detector finds, with its landmarks; boxes and landmarks scaled by `factor` (pixels of an
+    image `factor` times larger than `image`: a downscaled copy's detections in the original)."""
+    faces = []
+    for box, score in detect_faces(image, detector, upsample):
+        points = landmarks_in_box(image, box)
+        corners = np.array([box.left(), box.top(), box.right(), box.bottom()], dtype=np.float64)
+        faces.append(Detection(tuple(float(v) for v in (corners + 0.5) * factor - 0.5), float(score),
+                               (points + 0.5) * factor - 0.5, detector, upsample))
+    return faces
+
+
+def merge_faces(primary: list[Detection], second: list[Detection]) -> list[Detection]:
+    """The one rule for several detectors' faces, most prominent first.
+
+    Of the primary (HOG) faces, those scoring at least CONFIDENT_SHARE of the best are faces, and so is any
+    the second detector (the CNN) confirms by overlapping it (a turned face gets a low HOG margin); a
+    second-detector face that overlaps no primary face is a face of its own. Prominence = box area (the
+    largest face first; ties: the higher score).
+    """
+    best = max((face.score for face in primary), default=0.0)
+    kept = [face for face in primary if face.score >= CONFIDENT_SHARE * best
+            or any(iou(face.box, other.box) >= SAME_FACE_IOU for other in second)]
+    kept += [face for face in second if all(iou(face.box, other.box) < SAME_FACE_IOU for other in primary)]
+    return sorted(kept, key=lambda face: (-(face.box[2] - face.box[0]) * (face.box[3] - face.box[1]), -face.score))
+

@@ -52,7 +52,8 @@ class FitParams:
     correction: bool = param("after the pose + shape fit, move the mesh smoothly onto the landmarks it misses")
     correction_threshold: float = param("landmark residuals up to this share of the eye-corner distance count as "
                                         "detector noise and are not corrected", ge=0, le=1)
-    correction_radius_mm: float = param("width of the correction's Gaussian fields on the head (mm)", gt=0)
+    correction_radius_mm: float = param("reach of the correction on the head: vertices further than this from "
+                                        "every landmark vertex do not move (mm)", gt=0)
 
 
 @dataclass
@@ -172,7 +173,7 @@ def fit_landmarks(
     jaw: JawRegion | None = None,
     correction: bool = False,
     correction_threshold: float = 0.08,
-    correction_radius_mm: float = 10.0,
+    correction_radius_mm: float = 30.0,
 ) -> Fit:
     """Fit pose and shape coefficients of the template to 68 image landmarks (pixels, ibug order).
 
@@ -237,8 +238,8 @@ def landmark_correction(template: Template, fit: Fit, points: np.ndarray, residu
     Per landmark, the part of its 2D residual (y up) beyond `noise_px` (soft threshold: a residual the
     size of the detector's noise moves nothing, a larger one moves the vertex to within noise_px of the
     detection); these are interpolated over the head by Gaussian radial basis functions centred on the
-    landmark vertices (3D distance on the fitted head, width radius_mm, ridge-regularised), so the
-    correction fades out within a few radii of the face and the back of the head never moves. The
+    landmark vertices (3D distance on the shaped head; Wendland's compactly supported function of radius
+    radius_mm), so vertices further than radius_mm from every landmark never move. The
     displacement lies in the camera's image plane (no depth), in mm.
     """
     length = np.linalg.norm(residual, axis=1, keepdims=True)
@@ -246,11 +247,19 @@ def landmark_correction(template: Template, fit: Fit, points: np.ndarray, residu
     vertices = template.shaped(fit.shape).astype(np.float64)
     if not np.any(excess):
         return np.zeros_like(vertices, dtype=np.float32)
-    gram = np.exp(-np.sum((points[:, None] - points[None]) ** 2, axis=2) / (2.0 * radius_mm ** 2))
+    gram = wendland(np.linalg.norm(points[:, None] - points[None], axis=2) / radius_mm)
     coefficients = np.linalg.solve(gram + CORRECTION_RIDGE * np.eye(len(points)), excess)  # 68,2 px
-    distance = np.sum((vertices[:, None] - points[None]) ** 2, axis=2)  # V,68
-    field = np.exp(-distance / (2.0 * radius_mm ** 2)) @ coefficients / fit.scale  # V,2 mm, image plane (y up)
-    return (field @ fit.rotation[:2]).astype(np.float32)
+    near = np.flatnonzero(np.min(np.sum((vertices[:, None] - points[None]) ** 2, axis=2), axis=1) < radius_mm ** 2)
+    field = np.zeros((len(vertices), 2))
+    field[near] = wendland(np.linalg.norm(vertices[near, None] - points[None], axis=2) / radius_mm) @ coefficients
+    return (field / fit.scale @ fit.rotation[:2]).astype(np.float32)  # image plane (y up), px -> mm, head frame
+
+
+def wendland(r: np.ndarray) -> np.ndarray:
+    """Wendland's C2 function (1 - r)^4 (4 r + 1) for r < 1, else 0: a smooth bump with compact support,
+    positive definite in 3D, so the interpolation is well posed and nothing beyond its radius moves."""
+    r = np.clip(r, 0.0, 1.0)
+    return (1.0 - r) ** 4 * (4.0 * r + 1.0)
 
 
 def fitted_landmarks(template: Template, fit: Fit, matched: bool = False) -> np.ndarray:

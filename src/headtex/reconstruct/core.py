@@ -19,12 +19,13 @@ import cv2
 import numpy as np
 import torch
 
-from headtex.detection import find_face as detect_face
-from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, partial_texture
-from headtex.geometry import project
+from headtex.detection import Detection, box_side, faces_found, merge_faces
+from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, fitted_landmarks, partial_texture
+from headtex.geometry import project, render_textured
 from headtex.geometry.template import Template, fill_invalid, render_view
 from headtex.inpaint import Generator
 from headtex.inpaint.model import inpaint
+from headtex.metrics import region_psnr
 from headtex.params import param
 
 PREVIEW_SIDE_YAWS = (-50.0, 50.0)  # the preview also renders the head from both sides (the inpainted parts)
@@ -48,6 +49,13 @@ class ReconstructParams:
     preview_size: int = param("tile size of preview.png", ge=64)
     correction_threshold: float = param("pafs.correction_threshold for photographs: residuals up to this share of "
                                         "the eye-corner distance are left alone", ge=0, le=1)
+    second_look_share: float = param("the CNN also looks (for a larger face HOG missed) when HOG's largest face is "
+                                     "narrower than this share of the photo's shorter side ...", ge=0, le=1)
+    second_look_yaw_degrees: float = param("... or turned more than this", ge=0, le=90)
+    second_look_face_px: int = param("... on a copy where that face is this wide (the CNN finds faces from ~80 px) "
+                                     "...", ge=20)
+    second_look_max_side: int = param("... and no longer than this (px; bounds the CNN's cost)", ge=64)
+    min_face_px: int = param("faces narrower than this (photo px) are too small to fit", ge=1)
     threads: int = param("torch CPU threads for the network (0 = one per core)", ge=0)
     uv_size: int = param("texture side in texels", shared="uv.size")
 
@@ -75,6 +83,7 @@ class Reconstruction:
     sample_box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the photo crop the texture was sampled from
     sample_factor: float  # photo pixels per pixel of that crop after area-averaging (1 = full resolution)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+    fidelity: dict[str, float] = field(default_factory=dict)  # render_fidelity: truth-free checks
 
 
 def downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -111,22 +120,82 @@ def detection_attempts(config: ReconstructParams, fitting: FitParams) -> list[tu
     return list(dict.fromkeys(attempts))
 
 
-def find_face(image: np.ndarray, config: ReconstructParams, fitting: FitParams,
-              timings: dict[str, float] | None = None) -> Face | None:
-    """The chosen face (headtex.detection's rule) and its 68 landmarks, in the photo's pixels; None = no face."""
-    timings = {} if timings is None else timings
-    tick = time.perf_counter()
-    small, factor = downscaled(image, config.detect_max_side)
-    detection = detect_face(small, detection_attempts(config, fitting))
-    timings["detection"] = time.perf_counter() - tick
-    if detection is None:
-        return None
+def _in_photo(detection: Detection, image: np.ndarray, small: np.ndarray, factor: float) -> Face:
+    """A detection on the downscaled copy, in the photo's pixels."""
     # Per axis: the copy's sides are rounded, so its x and y factors differ slightly.
     axis_factor = np.array([image.shape[1] / small.shape[1], image.shape[0] / small.shape[0]])
     landmarks = to_original(detection.landmarks, axis_factor)
     corners = to_original(np.reshape(detection.box, (2, 2)), axis_factor)
     return Face(landmarks, tuple(float(v) for v in corners.ravel()), detection.score, detection.detector,
                 detection.upsample, factor, small)
+
+
+def find_faces(image: np.ndarray, config: ReconstructParams, fitting: FitParams, template: Template,
+               jaw: JawRegion | None = None, timings: dict[str, float] | None = None) -> list[Face]:
+    """Every face (headtex.detection.merge_faces' rule), most prominent (largest) first, in the photo's pixels.
+
+    HOG on the detection copy (one more upsampling step when it finds nothing). The CNN (pafs.fallback_detector)
+    looks too when HOG finds nothing, or when HOG's largest face is small or turned (its fitted yaw): HOG
+    misses turned faces, so a larger face may be there. That second look runs on a copy where HOG's face is
+    `second_look_face_px` wide and no longer than `second_look_max_side`, so it costs a fraction of a second.
+    """
+    timings = {} if timings is None else timings
+    tick = time.perf_counter()
+    small, factor = downscaled(image, config.detect_max_side)
+    hog: list[Detection] = []
+    for upsample in dict.fromkeys((config.upsample, config.upsample + 1)):
+        hog = faces_found(small, fitting.detector, upsample)
+        if hog:
+            break
+    second: list[Detection] = []
+    if fitting.fallback_detector:
+        if not hog:
+            second = faces_found(small, fitting.fallback_detector, fitting.fallback_upsample)
+        else:
+            best = merge_faces(hog, [])[0]
+            yaw = fit_landmarks(template, best.landmarks, fitting.shape_regularisation, fitting.fit_iterations,
+                                fitting.contour, jaw).pose[0]
+            if (box_side(best.box) < config.second_look_share * min(small.shape[:2])
+                    or abs(yaw) > config.second_look_yaw_degrees):
+                shrink = max(1.0, box_side(best.box) / config.second_look_face_px,
+                             max(small.shape[:2]) / config.second_look_max_side)
+                copy, _ = downscaled(small, round(max(small.shape[:2]) / shrink))
+                second = [_scaled_detection(d, small, copy) for d in
+                          faces_found(copy, fitting.fallback_detector, fitting.fallback_upsample)]
+    faces = [_in_photo(d, image, small, factor) for d in merge_faces(hog, second)]
+    timings["detection"] = time.perf_counter() - tick
+    return faces
+
+
+def _scaled_detection(detection: Detection, target: np.ndarray, copy: np.ndarray) -> Detection:
+    """A detection on `copy` in the pixels of `target`, of which copy is a downscaled copy."""
+    axis_factor = np.array([target.shape[1] / copy.shape[1], target.shape[0] / copy.shape[0]])
+    corners = to_original(np.reshape(detection.box, (2, 2)), axis_factor).ravel()
+    return Detection(tuple(float(v) for v in corners), detection.score, to_original(detection.landmarks, axis_factor),
+                     detection.detector, detection.upsample)
+
+
+def find_face(image: np.ndarray, config: ReconstructParams, fitting: FitParams, template: Template,
+              jaw: JawRegion | None = None, timings: dict[str, float] | None = None) -> Face | None:
+    """The most prominent face and its 68 landmarks, in the photo's pixels; None = no face."""
+    faces = find_faces(image, config, fitting, template, jaw, timings)
+    return faces[0] if faces else None
+
+
+def face_problem(face: Face, image_shape: tuple[int, ...], config: ReconstructParams) -> str | None:
+    """Why a found face cannot be fitted (one phrase), or None."""
+    side = box_side(face.box)
+    if side < config.min_face_px:
+        return f"face too small to fit ({side:.0f} px wide, reconstruct.min_face_px is {config.min_face_px})"
+    height, width = image_shape[:2]
+    outside = ((face.landmarks[:, 0] < -EDGE_TOLERANCE_PX) | (face.landmarks[:, 0] > width - 1 + EDGE_TOLERANCE_PX)
+               | (face.landmarks[:, 1] < -EDGE_TOLERANCE_PX) | (face.landmarks[:, 1] > height - 1 + EDGE_TOLERANCE_PX))
+    if outside.any():
+        return f"face cut off by the image edge ({int(outside.sum())} of 68 landmarks outside the photo)"
+    return None
+
+
+EDGE_TOLERANCE_PX = 1.0  # landmarks further than this outside the photo: the face is cut off
 
 
 def head_box(image_shape: tuple[int, ...], screen: np.ndarray, margin: int = 2) -> tuple[int, int, int, int]:
@@ -177,11 +246,19 @@ def complete_texture(generator: Generator, paf: np.ndarray, visible: np.ndarray,
 
 def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator: Generator, ship_output: str,
                 config: ReconstructParams, pafs: FitParams) -> Reconstruction | None:
-    """Photo (uint8 RGB, any size) -> face, fit, partial texture, completed texture; None = no face."""
+    """Photo (uint8 RGB, any size) -> the most prominent face, fit, partial and completed texture; None = no face."""
     timings: dict[str, float] = {}
-    face = find_face(image, config, pafs, timings)
-    if face is None:
+    faces = find_faces(image, config, pafs, template, jaw, timings)
+    if not faces:
         return None
+    return reconstruct_face(image, faces[0], template, jaw, generator, ship_output, config, pafs, timings)
+
+
+def reconstruct_face(image: np.ndarray, face: Face, template: Template, jaw: JawRegion, generator: Generator,
+                     ship_output: str, config: ReconstructParams, pafs: FitParams,
+                     timings: dict[str, float] | None = None) -> Reconstruction:
+    """One found face -> fit (with the photo's correction threshold), partial texture, completed texture."""
+    timings = {} if timings is None else dict(timings)
     tick = time.perf_counter()
     fit = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour, jaw,
                         pafs.correction, config.correction_threshold, pafs.correction_radius_mm)
@@ -193,7 +270,46 @@ def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator
     tick = time.perf_counter()
     texture = complete_texture(generator, paf, visible, template.texel_valid, ship_output)
     timings["inpainting"] = time.perf_counter() - tick
-    return Reconstruction(face, fit, paf, visible, texture, box, factor, timings)
+    result = Reconstruction(face, fit, paf, visible, texture, box, factor, timings)
+    tick = time.perf_counter()
+    result.fidelity = render_fidelity(image, template, result)
+    timings["fidelity"] = time.perf_counter() - tick
+    return result
+
+
+FIDELITY_SIDE = 256  # the render-vs-photo check runs on the head crop at most this long
+
+
+def render_fidelity(image: np.ndarray, template: Template, result: Reconstruction) -> dict[str, float]:
+    """A ground-truth-free check of one reconstruction: the fitted, textured head rendered at the photo's pose
+    against the photo, on the face region (inside the hull of the 68 detected landmarks, where the head
+    covers the pixel fully): PSNR in dB; and the landmark residuals (fitted mesh's matched landmark vertices
+    vs dlib's) before and after the non-rigid correction, as shares of the eye-corner distance."""
+    x0, y0, x1, y1 = result.sample_box
+    crop, factor = downscaled(image[y0:y1, x0:x1], FIDELITY_SIDE)
+    fit = scaled_fit(result.fit, np.array([x0, y0], dtype=np.float64), factor)
+    screen = project(fit.vertices(template), fit.rotation, fit.scale, fit.translation)
+    side = max(crop.shape[:2])
+    rendered, coverage = render_textured(screen, template.faces, template.vertex_uv, result.texture, side,
+                                         (0, 0, 0), supersample=1)
+    rendered, coverage = rendered[:crop.shape[0], :crop.shape[1]], coverage[:crop.shape[0], :crop.shape[1]]
+    hull = np.zeros(crop.shape[:2], dtype=np.uint8)
+    points = (result.face.landmarks - np.array([x0, y0]) + 0.5) / factor - 0.5
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.rint(points).astype(np.int32)), 1)
+    region = (hull > 0) & (coverage > 0.999)
+    inter_ocular = float(np.linalg.norm(result.face.landmarks[36] - result.face.landmarks[45]))
+    fitted = fitted_landmarks(template, result.fit, matched=True)
+    uncorrected = Fit(result.fit.rotation, result.fit.scale, result.fit.translation, result.fit.shape,
+                      result.fit.residual, result.fit.landmark_ids)
+    before = fitted_landmarks(template, uncorrected, matched=True)
+    residual = np.linalg.norm(fitted - result.face.landmarks, axis=1)
+    return {
+        "render_psnr_db": round(region_psnr(rendered, crop, region), 2),
+        "face_region_pixels": int(region.sum()),
+        "landmark_residual_share": round(float(residual.mean() / inter_ocular), 5),
+        "landmark_residual_share_uncorrected": round(
+            float(np.linalg.norm(before - result.face.landmarks, axis=1).mean() / inter_ocular), 5),
+    }
 
 
 # ---- pictures for people ----
