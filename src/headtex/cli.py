@@ -185,7 +185,9 @@ def reconstruct(
     result = run(params, photos or [], out, model, template_dir, example or [], metrics, timing, face)
     for folder in result["folders"]:
         typer.echo(f"{folder}/{OUTPUT_FILES[0]}  (+ {' '.join(OUTPUT_FILES[1:])})")
-    typer.echo(f"reconstruct: {result['written']} of {result['photos']} photos, median "
+    written = (f"{result['written']} of {result['photos']} photos" if face == "1" or face.isdigit()
+               else f"{result['written']} faces from {result['photos']} photos")
+    typer.echo(f"reconstruct: {written}, median "
                f"{result['seconds_per_photo_median']} s per photo -> {out}")
     if result["failed"]:
         faces = sum(1 for failure in result["failures"] if "face" in failure)

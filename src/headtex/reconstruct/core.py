@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cv2
+import dlib
 import numpy as np
 import torch
 
-from headtex.detection import Detection, box_side, faces_found, merge_faces
+from headtex.detection import Detection, box_side, faces_found, landmarks_in_box, merge_faces
 from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, fitted_landmarks, partial_texture
 from headtex.geometry import project, render_textured
 from headtex.geometry.template import Template, fill_invalid, render_view
@@ -162,6 +163,7 @@ def find_faces(image: np.ndarray, config: ReconstructParams, fitting: FitParams,
                 copy, _ = downscaled(small, round(max(small.shape[:2]) / shrink))
                 second = [_scaled_detection(d, small, copy) for d in
                           faces_found(copy, fitting.fallback_detector, fitting.fallback_upsample)]
+                second = [_landmarks_on(small, d) for d in second]  # finer than the CNN's copy
     faces = [_in_photo(d, image, small, factor) for d in merge_faces(hog, second)]
     timings["detection"] = time.perf_counter() - tick
     return faces
@@ -173,6 +175,13 @@ def _scaled_detection(detection: Detection, target: np.ndarray, copy: np.ndarray
     corners = to_original(np.reshape(detection.box, (2, 2)), axis_factor).ravel()
     return Detection(tuple(float(v) for v in corners), detection.score, to_original(detection.landmarks, axis_factor),
                      detection.detector, detection.upsample)
+
+
+def _landmarks_on(image: np.ndarray, detection: Detection) -> Detection:
+    """The detection with its 68 landmarks placed again on `image` (the detection copy its box is in)."""
+    rectangle = dlib.rectangle(*(int(round(v)) for v in detection.box))
+    return Detection(detection.box, detection.score, landmarks_in_box(image, rectangle), detection.detector,
+                     detection.upsample)
 
 
 def find_face(image: np.ndarray, config: ReconstructParams, fitting: FitParams, template: Template,
