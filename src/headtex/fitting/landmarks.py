@@ -153,17 +153,6 @@ def scaled_orthographic(points_3d: np.ndarray, points_2d: np.ndarray, weights: n
     return rotation, scale, centre_2d - scale * rotation[:2] @ centre_3d
 
 
-def _fit_shape(template: Template, ids: np.ndarray, q: np.ndarray, weights: np.ndarray, rotation: np.ndarray,
-               scale: float, offset: np.ndarray, regularisation: float) -> np.ndarray:
-    """Tikhonov-regularised linear least squares for the shape coefficients given the camera (errors in mm)."""
-    basis = template.basis[:, ids].astype(np.float64)  # K,68,3
-    residual = (q - offset) / scale - template.vertices[ids].astype(np.float64) @ rotation[:2].T  # 68,2 mm
-    design = (basis @ rotation[:2].T).reshape(len(basis), -1).T  # 136,K
-    w = np.repeat(weights, 2)
-    normal = design.T @ (w[:, None] * design) + regularisation * np.eye(len(basis))
-    return np.linalg.solve(normal, design.T @ (w * residual.ravel()))
-
-
 def fit_landmarks(
     template: Template,
     landmarks_2d: np.ndarray,
@@ -183,48 +172,91 @@ def fit_landmarks(
     correction: then move the mesh smoothly (landmark_correction) so that each matched landmark
     vertex lands within correction_threshold x the eye-corner distance of its detection.
     """
+    return fit_views(template, [landmarks_2d], shape_regularisation, iterations, contour, jaw, correction,
+                     correction_threshold, correction_radius_mm)[0]
+
+
+def fit_views(
+    template: Template,
+    landmarks: list[np.ndarray],
+    shape_regularisation: float = 20.0,
+    iterations: int = 5,
+    contour: str = "silhouette",
+    jaw: JawRegion | None = None,
+    correction: bool = False,
+    correction_threshold: float = 0.08,
+    correction_radius_mm: float = 30.0,
+) -> list[Fit]:
+    """Fit one shape and a pose per view to several images of one head (68 landmarks each, pixels).
+
+    Each alternation fits every view's pose (and jaw contour) given the shape, then the shape by one
+    regularised least-squares problem over all views' landmarks: a yaw sweep sees the head's width and depth
+    from several sides, which one view's landmarks cannot tell from the camera's scale. One view = fit_landmarks.
+    The non-rigid correction, when on, is per view (it follows each photo's own detections).
+    """
     if contour not in CONTOUR_MODES:
         raise ValueError(f"contour must be one of {CONTOUR_MODES}, not {contour!r}")
     if contour == "silhouette" and jaw is None:
         jaw = jaw_region(template)
-    q = np.asarray(landmarks_2d, dtype=np.float64) * np.array([1.0, -1.0])  # y up, like the head frame
+    views = [np.asarray(points, dtype=np.float64) * np.array([1.0, -1.0]) for points in landmarks]  # y up
     shape = np.zeros(template.basis.shape[0])
     annotated = template.landmark_ids.astype(np.int64)
-    ids = annotated.copy()
-    weights = np.ones(len(ids))
+    ids = [annotated.copy() for _ in views]
+    weights = [np.ones(len(annotated)) for _ in views]
     jaw_x = template.vertices[annotated[JAW], 0]
     side = np.where(np.abs(jaw_x) > 10.0, np.sign(jaw_x), 0.0)  # the chin (|x| < 10 mm) belongs to both sides
+    cameras = []
     for _ in range(iterations):
-        rotation, scale, offset = scaled_orthographic(_shaped(template, ids, shape), q, weights)
-        yaw = np.degrees(np.arctan2(-rotation[2, 0], rotation[2, 2]))
-        far = (side == np.sign(yaw)) & (abs(yaw) > FAR_SIDE_YAW_DEGREES)
-        outline = (jaw.vertices[np.abs(jaw.normals @ rotation[2]) < SILHOUETTE_COSINE]
-                   if contour == "silhouette" else np.empty(0, dtype=np.int64))
-        if len(outline):
-            # Nearest projected silhouette vertex (normal across the view) for the far side and the chin.
-            projected = scale * _shaped(template, outline, shape) @ rotation[:2].T + offset
-            distance = np.linalg.norm(projected[None] - q[JAW, None], axis=2)  # 17,C
-            nearest = distance.argmin(1)
-            use = (far | (side == 0)) & (distance[JAW, nearest] < SILHOUETTE_REACH_MM * scale)
-            ids[JAW] = np.where(use, outline[nearest], annotated[JAW])
-        elif contour == "drop":
-            weights[JAW] = np.where(far, 0.0, 1.0)
-        rotation, scale, offset = scaled_orthographic(_shaped(template, ids, shape), q, weights)
-        shape = _fit_shape(template, ids, q, weights, rotation, scale, offset, shape_regularisation)
-    points = _shaped(template, ids, shape)
-    predicted = scale * points @ rotation[:2].T + offset
-    residual = float(np.sqrt(np.average(np.sum((predicted - q) ** 2, axis=1), weights=weights)))
-    # The inner lips' shared vertex split in two (fitting_ids), for the correction and the matched landmarks.
-    ids = np.where(ids == annotated, fitting_ids(template), ids)
-    fit = Fit(rotation=rotation, scale=scale, translation=offset * np.array([1.0, -1.0]), shape=shape,
-              residual=residual, landmark_ids=ids)
-    if correction:
-        points = _shaped(template, ids, shape)
+        cameras = []
+        for q, view_ids, view_weights in zip(views, ids, weights):
+            rotation, scale, offset = scaled_orthographic(_shaped(template, view_ids, shape), q, view_weights)
+            yaw = np.degrees(np.arctan2(-rotation[2, 0], rotation[2, 2]))
+            far = (side == np.sign(yaw)) & (abs(yaw) > FAR_SIDE_YAW_DEGREES)
+            outline = (jaw.vertices[np.abs(jaw.normals @ rotation[2]) < SILHOUETTE_COSINE]
+                       if contour == "silhouette" else np.empty(0, dtype=np.int64))
+            if len(outline):
+                # Nearest projected silhouette vertex (normal across the view) for the far side and the chin.
+                projected = scale * _shaped(template, outline, shape) @ rotation[:2].T + offset
+                distance = np.linalg.norm(projected[None] - q[JAW, None], axis=2)  # 17,C
+                nearest = distance.argmin(1)
+                use = (far | (side == 0)) & (distance[JAW, nearest] < SILHOUETTE_REACH_MM * scale)
+                view_ids[JAW] = np.where(use, outline[nearest], annotated[JAW])
+            elif contour == "drop":
+                view_weights[JAW] = np.where(far, 0.0, 1.0)
+            cameras.append(scaled_orthographic(_shaped(template, view_ids, shape), q, view_weights))
+        shape = _fit_shape_views(template, ids, views, weights, cameras, shape_regularisation)
+    fits = []
+    for q, view_ids, view_weights, (rotation, scale, offset) in zip(views, ids, weights, cameras):
+        points = _shaped(template, view_ids, shape)
         predicted = scale * points @ rotation[:2].T + offset
-        inter_ocular = float(np.linalg.norm(q[OUTER_EYE_CORNERS[0]] - q[OUTER_EYE_CORNERS[1]]))
-        fit.offsets = landmark_correction(template, fit, points, q - predicted, weights,
-                                          correction_threshold * inter_ocular, correction_radius_mm)
-    return fit
+        residual = float(np.sqrt(np.average(np.sum((predicted - q) ** 2, axis=1), weights=view_weights)))
+        # The inner lips' shared vertex split in two (fitting_ids), for the correction and the matched landmarks.
+        matched = np.where(view_ids == annotated, fitting_ids(template), view_ids)
+        fit = Fit(rotation=rotation, scale=scale, translation=offset * np.array([1.0, -1.0]), shape=shape.copy(),
+                  residual=residual, landmark_ids=matched)
+        if correction:
+            points = _shaped(template, matched, shape)
+            predicted = scale * points @ rotation[:2].T + offset
+            inter_ocular = float(np.linalg.norm(q[OUTER_EYE_CORNERS[0]] - q[OUTER_EYE_CORNERS[1]]))
+            fit.offsets = landmark_correction(template, fit, points, q - predicted, view_weights,
+                                              correction_threshold * inter_ocular, correction_radius_mm)
+        fits.append(fit)
+    return fits
+
+
+def _fit_shape_views(template: Template, ids: list[np.ndarray], views: list[np.ndarray], weights: list[np.ndarray],
+                     cameras: list[tuple[np.ndarray, float, np.ndarray]], regularisation: float) -> np.ndarray:
+    """Tikhonov-regularised least squares for one set of shape coefficients over every view (errors in mm)."""
+    count = template.basis.shape[0]
+    normal, right = regularisation * np.eye(count), np.zeros(count)
+    for view_ids, q, view_weights, (rotation, scale, offset) in zip(ids, views, weights, cameras):
+        basis = template.basis[:, view_ids].astype(np.float64)  # K,68,3
+        residual = (q - offset) / scale - template.vertices[view_ids].astype(np.float64) @ rotation[:2].T  # 68,2 mm
+        design = (basis @ rotation[:2].T).reshape(count, -1).T  # 136,K
+        w = np.repeat(view_weights, 2)
+        normal += design.T @ (w[:, None] * design)
+        right += design.T @ (w * residual.ravel())
+    return np.linalg.solve(normal, right)
 
 
 CORRECTION_RIDGE = 1e-5  # ridge on the Gaussian kernel matrix: conditioning only, the fields interpolate (to ~0.02 px)
