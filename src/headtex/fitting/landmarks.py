@@ -193,6 +193,9 @@ def fit_views(
     regularised least-squares problem over all views' landmarks: a yaw sweep sees the head's width and depth
     from several sides, which one view's landmarks cannot tell from the camera's scale. One view = fit_landmarks.
     The non-rigid correction, when on, is per view (it follows each photo's own detections).
+    The prior counts once per view (shape_regularisation x views): with it counted once, 11 views' landmarks
+    pull the shape far from the mean along what landmarks cannot see (measured: shape RMS error 1.61 vs 1.07
+    for single views, PAF PSNR -0.1 dB; per view: 0.99 and +0.06 dB).
     """
     if contour not in CONTOUR_MODES:
         raise ValueError(f"contour must be one of {CONTOUR_MODES}, not {contour!r}")
@@ -248,7 +251,7 @@ def _fit_shape_views(template: Template, ids: list[np.ndarray], views: list[np.n
                      cameras: list[tuple[np.ndarray, float, np.ndarray]], regularisation: float) -> np.ndarray:
     """Tikhonov-regularised least squares for one set of shape coefficients over every view (errors in mm)."""
     count = template.basis.shape[0]
-    normal, right = regularisation * np.eye(count), np.zeros(count)
+    normal, right = len(views) * regularisation * np.eye(count), np.zeros(count)
     for view_ids, q, view_weights, (rotation, scale, offset) in zip(ids, views, weights, cameras):
         basis = template.basis[:, view_ids].astype(np.float64)  # K,68,3
         residual = (q - offset) / scale - template.vertices[view_ids].astype(np.float64) @ rotation[:2].T  # 68,2 mm
