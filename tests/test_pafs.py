@@ -12,7 +12,7 @@ from headtex.geometry import Light, interpolate, project, rotation_matrix, surfa
 from headtex.datasets import PAFS, read_index, write_index
 from headtex.io import UserError, load_npz, save_npz
 from headtex.metrics import region_psnr
-from headtex.fitting import CONTOUR_MODES, Fit, fit_landmarks, fitted_landmarks, jaw_region, landmark_nme, partial_texture
+from headtex.fitting import CONTOUR_MODES, Fit, fit_landmarks, fit_views, fitted_landmarks, jaw_region, landmark_nme, partial_texture
 from headtex.pafs.core import PafsParams, process_image
 from headtex.geometry.template import default_camera, lit_texture, render_view
 from conftest import params_for, write_params_file
@@ -89,6 +89,51 @@ def test_fit_with_noisy_landmarks_stays_close(template):
     # Better than guessing the mean shape, though far from exact: head_width (a 4 % stretch of x)
     # trades with the camera scale, and several modes barely move the 68 landmarks.
     assert np.mean(shape_errors) < 0.8 * np.mean(prior_errors)
+
+
+def test_joint_fit_of_a_yaw_sweep_recovers_the_shape_better_than_single_views(template):
+    """One shape for all views: the sweep shows the head from several sides, so the joint coefficients come back
+    closer than any single view's (same noisy landmarks, same prior); one view alone is fit_landmarks exactly."""
+    rng = np.random.default_rng(3)
+    noise_px = 1.5
+    scale, _ = default_camera(SIZE)
+    regularisation = (noise_px / scale) ** 2
+    joint_errors, single_errors = [], []
+    for _ in range(6):
+        shape = rng.normal(size=len(template.basis_names))
+        views = [synthetic_landmarks(template, shape, yaw, rng.uniform(-5, 5), rng.uniform(-4, 4))
+                 + rng.normal(scale=noise_px, size=(68, 2)) for yaw in (-40.0, -20.0, 0.0, 20.0, 40.0)]
+        joint = fit_views(template, views, regularisation, contour="fixed")
+        assert all(np.array_equal(fit.shape, joint[0].shape) for fit in joint)
+        joint_errors.append(np.sqrt(np.mean((joint[0].shape - shape) ** 2)))
+        single_errors += [np.sqrt(np.mean((fit_landmarks(template, v, regularisation, contour="fixed").shape
+                                           - shape) ** 2)) for v in views]
+    assert np.mean(joint_errors) < np.mean(single_errors)
+    alone = fit_views(template, views[:1], regularisation, contour="fixed")[0]
+    single = fit_landmarks(template, views[0], regularisation, contour="fixed")
+    np.testing.assert_array_equal(alone.shape, single.shape)
+    np.testing.assert_array_equal(alone.rotation, single.rotation)
+
+
+def test_correction_moves_only_large_residuals_and_only_near_the_face(template):
+    """The non-rigid correction: residuals under the threshold stay (the fit is kept), larger ones end within
+    the threshold of the detection; vertices beyond the correction's reach never move."""
+    rng = np.random.default_rng(4)
+    truth = synthetic_landmarks(template, rng.normal(size=len(template.basis_names)), 15.0, 3.0, -2.0)
+    moved = truth.copy()
+    moved[48:68] += np.array([0.0, 12.0])  # an open, lowered mouth the 12 modes cannot follow
+    inter_ocular = np.linalg.norm(truth[36] - truth[45])
+    plain = fit_landmarks(template, moved, contour="fixed")
+    fit = fit_landmarks(template, moved, contour="fixed", correction=True, correction_threshold=0.03,
+                        correction_radius_mm=30.0)
+    before = np.linalg.norm(fitted_landmarks(template, plain, matched=True) - moved, axis=1)
+    after = np.linalg.norm(fitted_landmarks(template, fit, matched=True) - moved, axis=1)
+    assert after.max() <= 0.03 * inter_ocular + 0.05 and before.max() > 0.08 * inter_ocular
+    small = before <= 0.03 * inter_ocular
+    np.testing.assert_allclose(after[small], before[small], atol=0.5)
+    vertices = template.shaped(fit.shape)
+    distance = np.linalg.norm(vertices[:, None] - vertices[fit.landmark_ids][None], axis=2).min(1)
+    assert np.abs(fit.offsets[distance > 30.0]).max() == 0.0 and np.abs(fit.offsets).max() > 1.0
 
 
 def test_silhouette_contour_fixes_large_yaw(template):

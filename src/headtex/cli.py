@@ -184,19 +184,26 @@ def reconstruct(
     example: Annotated[Optional[list[str]], typer.Option(help="a photo shipped with a package: astronaut")] = None,
     metrics: Annotated[Optional[Path], typer.Option(help="also write per-photo scores here")] = None,
     timing: Annotated[Optional[Path], typer.Option(help="also write per-photo timings here")] = None,
+    face: Annotated[str, typer.Option(help="which face: K (1 = the most prominent, the largest) or 'all' "
+                                           "(each into <photo>/face-N/)")] = "1",
 ) -> None:
     """One photograph in, a fully textured 3D head out: head.obj/.mtl + texture.png, partial.png, mask.png, fit.json, overlay.png.
     Works from any folder (see --model, --template, --params)."""
     from headtex.reconstruct.cli import OUTPUT_FILES, find_assets, run
 
     params, model, template_dir = find_assets(params, model, template_dir)
-    result = run(params, photos or [], out, model, template_dir, example or [], metrics, timing)
+    result = run(params, photos or [], out, model, template_dir, example or [], metrics, timing, face)
     for folder in result["folders"]:
         typer.echo(f"{folder}/{OUTPUT_FILES[0]}  (+ {' '.join(OUTPUT_FILES[1:])})")
-    typer.echo(f"reconstruct: {result['written']} of {result['photos']} photos, median "
+    written = (f"{result['written']} of {result['photos']} photos" if face == "1" or face.isdigit()
+               else f"{result['written']} faces from {result['photos']} photos")
+    typer.echo(f"reconstruct: {written}, median "
                f"{result['seconds_per_photo_median']} s per photo -> {out}")
     if result["failed"]:
-        raise UserError(f"{result['failed']} of {result['photos']} photos failed (listed above)")
+        faces = sum(1 for failure in result["failures"] if "face" in failure)
+        photos = result["failed"] - faces
+        parts = ([f"{photos} of {result['photos']} photos"] if photos else []) + ([f"{faces} faces"] if faces else [])
+        raise UserError(f"{' and '.join(parts)} failed (listed above)")
 
 
 @app.command()

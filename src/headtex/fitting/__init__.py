@@ -1,9 +1,9 @@
 """Fitting the head template to a photo's 68 landmarks and sampling its partial UV texture (pafs, reconstruct)."""
 from headtex.fitting.landmarks import (
-    CONTOUR_MODES, JAW, Fit, FitParams, JawRegion, fit_landmarks, fitted_landmarks, jaw_region, landmark_nme,
+    CONTOUR_MODES, JAW, Fit, FitParams, JawRegion, fit_landmarks, fit_views, fitted_landmarks, jaw_region, landmark_nme,
     scaled_orthographic,
 )
 from headtex.fitting.texture import partial_texture
 
-__all__ = ["CONTOUR_MODES", "JAW", "Fit", "FitParams", "JawRegion", "fit_landmarks", "fitted_landmarks", "jaw_region",
+__all__ = ["CONTOUR_MODES", "JAW", "Fit", "FitParams", "JawRegion", "fit_landmarks", "fit_views", "fitted_landmarks", "jaw_region",
            "landmark_nme", "partial_texture", "scaled_orthographic"]

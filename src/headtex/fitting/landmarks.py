@@ -49,6 +49,11 @@ class FitParams:
     max_view_angle_degrees: float = param("texels seen more obliquely than this are left out", gt=0, le=90)
     depth_tolerance_mm: float = param("a texel is occluded when the fitted mesh lies more than this in front of it",
                                       ge=0)
+    correction: bool = param("after the pose + shape fit, move the mesh smoothly onto the landmarks it misses")
+    correction_threshold: float = param("landmark residuals up to this share of the eye-corner distance count as "
+                                        "detector noise and are not corrected", ge=0, le=1)
+    correction_radius_mm: float = param("reach of the correction on the head: vertices further than this from "
+                                        "every landmark vertex do not move (mm)", gt=0)
 
 
 @dataclass
@@ -59,7 +64,14 @@ class Fit:
     scale: float  # pixels per millimetre
     translation: np.ndarray  # 2, screen pixels
     shape: np.ndarray  # K shape coefficients (units of one standard deviation)
-    residual: float = 0.0  # RMS landmark distance in pixels (weighted landmarks)
+    residual: float = 0.0  # RMS landmark distance in pixels (weighted landmarks), before any correction
+    landmark_ids: np.ndarray | None = None  # 68 vertex ids the landmarks were matched to (jaw: the outline)
+    offsets: np.ndarray | None = None  # V,3 mm (head frame): the non-rigid correction of every vertex; None = none
+
+    def vertices(self, template: Template) -> np.ndarray:
+        """The fitted mesh in the head frame (mm, float32): the shaped template plus the correction."""
+        shaped = template.shaped(self.shape)
+        return shaped if self.offsets is None else (shaped + self.offsets).astype(np.float32)
 
     @property
     def pose(self) -> np.ndarray:
@@ -88,6 +100,25 @@ def jaw_region(template: Template) -> JawRegion:
     )
     ids = np.flatnonzero(inside)
     return JawRegion(ids, vertex_normals(vertices, template.faces)[ids])
+
+
+INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))  # (upper, lower) inner-lip landmarks, ibug order
+
+
+def fitting_ids(template: Template) -> np.ndarray:
+    """The template's 68 landmark vertex ids, made distinct: the template's mouth is closed, so an upper and a
+    lower inner-lip landmark may share a vertex, and no fit could then follow an open mouth. The upper one
+    takes the nearest vertex above it, the lower one the nearest below (~1-2 mm away on the scan)."""
+    ids = template.landmark_ids.astype(np.int64).copy()
+    vertices = template.vertices.astype(np.float64)
+    for upper, lower in INNER_LIP_PAIRS:
+        if ids[upper] != ids[lower]:
+            continue
+        offset = vertices - vertices[ids[upper]]
+        distance = np.linalg.norm(offset, axis=1)
+        for landmark, sign in ((upper, 1.0), (lower, -1.0)):
+            ids[landmark] = int(np.argmin(np.where(sign * offset[:, 1] > 0.5, distance, np.inf)))
+    return ids
 
 
 def _shaped(template: Template, ids: np.ndarray, shape: np.ndarray) -> np.ndarray:
@@ -122,17 +153,6 @@ def scaled_orthographic(points_3d: np.ndarray, points_2d: np.ndarray, weights: n
     return rotation, scale, centre_2d - scale * rotation[:2] @ centre_3d
 
 
-def _fit_shape(template: Template, ids: np.ndarray, q: np.ndarray, weights: np.ndarray, rotation: np.ndarray,
-               scale: float, offset: np.ndarray, regularisation: float) -> np.ndarray:
-    """Tikhonov-regularised linear least squares for the shape coefficients given the camera (errors in mm)."""
-    basis = template.basis[:, ids].astype(np.float64)  # K,68,3
-    residual = (q - offset) / scale - template.vertices[ids].astype(np.float64) @ rotation[:2].T  # 68,2 mm
-    design = (basis @ rotation[:2].T).reshape(len(basis), -1).T  # 136,K
-    w = np.repeat(weights, 2)
-    normal = design.T @ (w[:, None] * design) + regularisation * np.eye(len(basis))
-    return np.linalg.solve(normal, design.T @ (w * residual.ravel()))
-
-
 def fit_landmarks(
     template: Template,
     landmarks_2d: np.ndarray,
@@ -140,51 +160,149 @@ def fit_landmarks(
     iterations: int = 5,
     contour: str = "silhouette",
     jaw: JawRegion | None = None,
+    correction: bool = False,
+    correction_threshold: float = 0.08,
+    correction_radius_mm: float = 30.0,
 ) -> Fit:
     """Fit pose and shape coefficients of the template to 68 image landmarks (pixels, ibug order).
 
     shape_regularisation is the Tikhonov weight on the coefficients (units of one
     standard deviation) against the landmark error in mm^2: the landmark noise
     variance in mm^2 under a unit-normal prior on the coefficients.
+    correction: then move the mesh smoothly (landmark_correction) so that each matched landmark
+    vertex lands within correction_threshold x the eye-corner distance of its detection.
+    """
+    return fit_views(template, [landmarks_2d], shape_regularisation, iterations, contour, jaw, correction,
+                     correction_threshold, correction_radius_mm)[0]
+
+
+def fit_views(
+    template: Template,
+    landmarks: list[np.ndarray],
+    shape_regularisation: float = 20.0,
+    iterations: int = 5,
+    contour: str = "silhouette",
+    jaw: JawRegion | None = None,
+    correction: bool = False,
+    correction_threshold: float = 0.08,
+    correction_radius_mm: float = 30.0,
+) -> list[Fit]:
+    """Fit one shape and a pose per view to several images of one head (68 landmarks each, pixels).
+
+    Each alternation fits every view's pose (and jaw contour) given the shape, then the shape by one
+    regularised least-squares problem over all views' landmarks: a yaw sweep sees the head's width and depth
+    from several sides, which one view's landmarks cannot tell from the camera's scale. One view = fit_landmarks.
+    The non-rigid correction, when on, is per view (it follows each photo's own detections).
+    The prior counts once per view (shape_regularisation x views): with it counted once, 11 views' landmarks
+    pull the shape far from the mean along what landmarks cannot see (measured: shape RMS error 1.61 vs 1.07
+    for single views, PAF PSNR -0.1 dB; per view: 0.99 and +0.06 dB).
     """
     if contour not in CONTOUR_MODES:
         raise ValueError(f"contour must be one of {CONTOUR_MODES}, not {contour!r}")
     if contour == "silhouette" and jaw is None:
         jaw = jaw_region(template)
-    q = np.asarray(landmarks_2d, dtype=np.float64) * np.array([1.0, -1.0])  # y up, like the head frame
+    views = [np.asarray(points, dtype=np.float64) * np.array([1.0, -1.0]) for points in landmarks]  # y up
     shape = np.zeros(template.basis.shape[0])
     annotated = template.landmark_ids.astype(np.int64)
-    ids = annotated.copy()
-    weights = np.ones(len(ids))
+    ids = [annotated.copy() for _ in views]
+    weights = [np.ones(len(annotated)) for _ in views]
     jaw_x = template.vertices[annotated[JAW], 0]
     side = np.where(np.abs(jaw_x) > 10.0, np.sign(jaw_x), 0.0)  # the chin (|x| < 10 mm) belongs to both sides
+    cameras = []
     for _ in range(iterations):
-        rotation, scale, offset = scaled_orthographic(_shaped(template, ids, shape), q, weights)
-        yaw = np.degrees(np.arctan2(-rotation[2, 0], rotation[2, 2]))
-        far = (side == np.sign(yaw)) & (abs(yaw) > FAR_SIDE_YAW_DEGREES)
-        outline = (jaw.vertices[np.abs(jaw.normals @ rotation[2]) < SILHOUETTE_COSINE]
-                   if contour == "silhouette" else np.empty(0, dtype=np.int64))
-        if len(outline):
-            # Nearest projected silhouette vertex (normal across the view) for the far side and the chin.
-            projected = scale * _shaped(template, outline, shape) @ rotation[:2].T + offset
-            distance = np.linalg.norm(projected[None] - q[JAW, None], axis=2)  # 17,C
-            nearest = distance.argmin(1)
-            use = (far | (side == 0)) & (distance[JAW, nearest] < SILHOUETTE_REACH_MM * scale)
-            ids[JAW] = np.where(use, outline[nearest], annotated[JAW])
-        elif contour == "drop":
-            weights[JAW] = np.where(far, 0.0, 1.0)
-        rotation, scale, offset = scaled_orthographic(_shaped(template, ids, shape), q, weights)
-        shape = _fit_shape(template, ids, q, weights, rotation, scale, offset, shape_regularisation)
-    predicted = scale * _shaped(template, ids, shape) @ rotation[:2].T + offset
-    residual = float(np.sqrt(np.average(np.sum((predicted - q) ** 2, axis=1), weights=weights)))
-    return Fit(rotation=rotation, scale=scale, translation=offset * np.array([1.0, -1.0]), shape=shape,
-               residual=residual)
+        cameras = []
+        for q, view_ids, view_weights in zip(views, ids, weights):
+            rotation, scale, offset = scaled_orthographic(_shaped(template, view_ids, shape), q, view_weights)
+            yaw = np.degrees(np.arctan2(-rotation[2, 0], rotation[2, 2]))
+            far = (side == np.sign(yaw)) & (abs(yaw) > FAR_SIDE_YAW_DEGREES)
+            outline = (jaw.vertices[np.abs(jaw.normals @ rotation[2]) < SILHOUETTE_COSINE]
+                       if contour == "silhouette" else np.empty(0, dtype=np.int64))
+            if len(outline):
+                # Nearest projected silhouette vertex (normal across the view) for the far side and the chin.
+                projected = scale * _shaped(template, outline, shape) @ rotation[:2].T + offset
+                distance = np.linalg.norm(projected[None] - q[JAW, None], axis=2)  # 17,C
+                nearest = distance.argmin(1)
+                use = (far | (side == 0)) & (distance[JAW, nearest] < SILHOUETTE_REACH_MM * scale)
+                view_ids[JAW] = np.where(use, outline[nearest], annotated[JAW])
+            elif contour == "drop":
+                view_weights[JAW] = np.where(far, 0.0, 1.0)
+            cameras.append(scaled_orthographic(_shaped(template, view_ids, shape), q, view_weights))
+        shape = _fit_shape_views(template, ids, views, weights, cameras, shape_regularisation)
+    fits = []
+    for q, view_ids, view_weights, (rotation, scale, offset) in zip(views, ids, weights, cameras):
+        points = _shaped(template, view_ids, shape)
+        predicted = scale * points @ rotation[:2].T + offset
+        residual = float(np.sqrt(np.average(np.sum((predicted - q) ** 2, axis=1), weights=view_weights)))
+        # The inner lips' shared vertex split in two (fitting_ids), for the correction and the matched landmarks.
+        matched = np.where(view_ids == annotated, fitting_ids(template), view_ids)
+        fit = Fit(rotation=rotation, scale=scale, translation=offset * np.array([1.0, -1.0]), shape=shape.copy(),
+                  residual=residual, landmark_ids=matched)
+        if correction:
+            points = _shaped(template, matched, shape)
+            predicted = scale * points @ rotation[:2].T + offset
+            inter_ocular = float(np.linalg.norm(q[OUTER_EYE_CORNERS[0]] - q[OUTER_EYE_CORNERS[1]]))
+            fit.offsets = landmark_correction(template, fit, points, q - predicted, view_weights,
+                                              correction_threshold * inter_ocular, correction_radius_mm)
+        fits.append(fit)
+    return fits
 
 
-def fitted_landmarks(template: Template, fit: Fit) -> np.ndarray:
-    """The template's 68 annotated landmark vertices projected with the fit, pixels (68, 2)."""
-    points = _shaped(template, template.landmark_ids, fit.shape)
-    return project(points, fit.rotation, fit.scale, fit.translation)[:, :2]
+def _fit_shape_views(template: Template, ids: list[np.ndarray], views: list[np.ndarray], weights: list[np.ndarray],
+                     cameras: list[tuple[np.ndarray, float, np.ndarray]], regularisation: float) -> np.ndarray:
+    """Tikhonov-regularised least squares for one set of shape coefficients over every view (errors in mm)."""
+    count = template.basis.shape[0]
+    normal, right = len(views) * regularisation * np.eye(count), np.zeros(count)
+    for view_ids, q, view_weights, (rotation, scale, offset) in zip(ids, views, weights, cameras):
+        basis = template.basis[:, view_ids].astype(np.float64)  # K,68,3
+        residual = (q - offset) / scale - template.vertices[view_ids].astype(np.float64) @ rotation[:2].T  # 68,2 mm
+        design = (basis @ rotation[:2].T).reshape(count, -1).T  # 136,K
+        w = np.repeat(view_weights, 2)
+        normal += design.T @ (w[:, None] * design)
+        right += design.T @ (w * residual.ravel())
+    return np.linalg.solve(normal, right)
+
+
+CORRECTION_RIDGE = 1e-5  # ridge on the Gaussian kernel matrix: conditioning only, the fields interpolate (to ~0.02 px)
+
+
+def landmark_correction(template: Template, fit: Fit, points: np.ndarray, residual: np.ndarray, weights: np.ndarray,
+                        noise_px: float, radius_mm: float) -> np.ndarray:
+    """A smooth displacement of every vertex (V,3 mm, head frame) that moves the matched landmark vertices
+    toward the detections, in the image plane.
+
+    Per landmark, the part of its 2D residual (y up) beyond `noise_px` (soft threshold: a residual the
+    size of the detector's noise moves nothing, a larger one moves the vertex to within noise_px of the
+    detection); these are interpolated over the head by Gaussian radial basis functions centred on the
+    landmark vertices (3D distance on the shaped head; Wendland's compactly supported function of radius
+    radius_mm), so vertices further than radius_mm from every landmark never move. The
+    displacement lies in the camera's image plane (no depth), in mm.
+    """
+    length = np.linalg.norm(residual, axis=1, keepdims=True)
+    excess = residual * np.clip(1.0 - noise_px / np.maximum(length, 1e-12), 0.0, None) * (weights > 0)[:, None]
+    vertices = template.shaped(fit.shape).astype(np.float64)
+    if not np.any(excess):
+        return np.zeros_like(vertices, dtype=np.float32)
+    gram = wendland(np.linalg.norm(points[:, None] - points[None], axis=2) / radius_mm)
+    coefficients = np.linalg.solve(gram + CORRECTION_RIDGE * np.eye(len(points)), excess)  # 68,2 px
+    near = np.flatnonzero(np.min(np.sum((vertices[:, None] - points[None]) ** 2, axis=2), axis=1) < radius_mm ** 2)
+    field = np.zeros((len(vertices), 2))
+    field[near] = wendland(np.linalg.norm(vertices[near, None] - points[None], axis=2) / radius_mm) @ coefficients
+    return (field / fit.scale @ fit.rotation[:2]).astype(np.float32)  # image plane (y up), px -> mm, head frame
+
+
+def wendland(r: np.ndarray) -> np.ndarray:
+    """Wendland's C2 function (1 - r)^4 (4 r + 1) for r < 1, else 0: a smooth bump with compact support,
+    positive definite in 3D, so the interpolation is well posed and nothing beyond its radius moves."""
+    r = np.clip(r, 0.0, 1.0)
+    return (1.0 - r) ** 4 * (4.0 * r + 1.0)
+
+
+def fitted_landmarks(template: Template, fit: Fit, matched: bool = False) -> np.ndarray:
+    """The fitted mesh's 68 landmark vertices projected with the fit, pixels (68, 2): the template's annotated
+    vertices, or (matched) those the fit matched the landmarks to (far-side jaw: the face's outline, as the
+    ibug convention annotates it)."""
+    ids = fit.landmark_ids if matched and fit.landmark_ids is not None else template.landmark_ids
+    return project(fit.vertices(template)[ids], fit.rotation, fit.scale, fit.translation)[:, :2]
 
 
 def landmark_nme(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ def partial_texture(
     Occluded texels stay empty: nothing is interpolated.
     """
     height, width = image.shape[:2]
-    vertices = template.shaped(fit.shape)
+    vertices = fit.vertices(template)
     screen = project(vertices, fit.rotation, fit.scale, fit.translation)
     depth = depth_map(screen, template.faces, height, width)
     rows, cols = np.nonzero(template.texel_valid)

@@ -14,7 +14,7 @@ from headtex.geometry.template import Template, load_template
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.masking import is_visible
 from headtex.metrics import region_psnr
-from headtex.pafs.core import PafsParams, process_image
+from headtex.pafs.core import PafsParams, process_views
 from headtex.params import load_params, section
 from headtex.pool import default_workers, parallel_map, tune_worker_process
 
@@ -45,36 +45,47 @@ def _process_identity(task: tuple[str, PafsParams, dict]) -> dict:
     """All views of one identity: per-view outputs, or the views with no face; plus fidelity rows with truth."""
     template_dir, config, item = task
     template, jaw = _assets(template_dir)
-    views, missing, fidelity, fallbacks = [], [], [], 0
+    fidelity, fidelity_other = [], []
     started, cpu_started = time.perf_counter(), time.process_time()
-    for index, image in enumerate(item["images"]):
-        result = process_image(image, template, config, jaw)
-        if result is None:
-            missing.append(index)
-            continue
-        views.append(result)
-        fallbacks += result.detector != config.detector
-        if "lit_texture" in item:
-            truth = item["landmarks"][index]
-            seen = is_visible(result.visible) & template.texel_valid
-            fidelity.append(dict(
-                yaw=float(item["yaw"][index]),
-                yaw_error=float(result.fit.pose[0] - item["yaw"][index]),
-                pitch_error=float(result.fit.pose[1] - item["pitch"][index]),
-                roll_error=float(result.fit.pose[2] - item["roll"][index]),
-                nme_detected=float(landmark_nme(result.landmarks, truth)),
-                nme_fitted=float(landmark_nme(fitted_landmarks(template, result.fit), truth)),
-                psnr=region_psnr(result.paf, item["lit_texture"], seen),
-                psnr_face=region_psnr(result.paf, item["lit_texture"], seen & _face_third(seen.shape[0])),
-                visible_fraction=float(seen.sum() / max(1, template.texel_valid.sum())),
-                shape_error=float(np.sqrt(np.mean((result.fit.shape - item["shape"]) ** 2))),
-                shape_truth=float(np.sqrt(np.mean(item["shape"] ** 2))),
-                residual_px=result.fit.residual,
-            ))
+    has_truth = "lit_texture" in item
+    results, others = process_views(item["images"], template, config, jaw, compare=has_truth)
+    found = [index for index, result in enumerate(results) if result is not None]
+    missing = [index for index, result in enumerate(results) if result is None]
+    views = [results[index] for index in found]
+    fallbacks = sum(result.detector != config.detector for result in views)
+    if has_truth:
+        fidelity = [_fidelity_row(item, index, result, template) for index, result in zip(found, views)]
+        fidelity_other = [_fidelity_row(item, index, result, template) for index, result in zip(found, others)]
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    common = dict(seconds=seconds, cpu_seconds=cpu_seconds, fidelity=fidelity, fallbacks=fallbacks)
+    common = dict(seconds=seconds, cpu_seconds=cpu_seconds, fidelity=fidelity, fidelity_other=fidelity_other,
+                  fallbacks=fallbacks)
     if missing:
         return dict(missing=missing, **common)
+    return dict(missing=[], arrays=_arrays(item, views), **common)
+
+
+def _fidelity_row(item: dict, index: int, result, template: Template) -> dict:
+    """One view's figures against the synthetic truth."""
+    truth = item["landmarks"][index]
+    seen = is_visible(result.visible) & template.texel_valid
+    return dict(
+        yaw=float(item["yaw"][index]),
+        yaw_error=float(result.fit.pose[0] - item["yaw"][index]),
+        pitch_error=float(result.fit.pose[1] - item["pitch"][index]),
+        roll_error=float(result.fit.pose[2] - item["roll"][index]),
+        nme_detected=float(landmark_nme(result.landmarks, truth)),
+        nme_fitted=float(landmark_nme(fitted_landmarks(template, result.fit), truth)),
+        psnr=region_psnr(result.paf, item["lit_texture"], seen),
+        psnr_face=region_psnr(result.paf, item["lit_texture"], seen & _face_third(seen.shape[0])),
+        visible_fraction=float(seen.sum() / max(1, template.texel_valid.sum())),
+        shape_error=float(np.sqrt(np.mean((result.fit.shape - item["shape"]) ** 2))),
+        shape_truth=float(np.sqrt(np.mean(item["shape"] ** 2))),
+        residual_px=result.fit.residual,
+    )
+
+
+def _arrays(item: dict, views: list) -> dict[str, np.ndarray]:
+    """The stage's outputs for one identity's views."""
     fits = [v.fit for v in views]
     arrays = dict(
         identity=np.full(len(views), item["identity"], dtype=np.int64),
@@ -89,7 +100,7 @@ def _process_identity(task: tuple[str, PafsParams, dict]) -> dict:
         shape=np.stack([f.shape for f in fits]).astype(np.float32),
         view_cosine=np.stack([v.view_cosine for v in views]),
     )
-    return dict(missing=[], arrays=arrays, **common)
+    return arrays
 
 
 def _identity_items(arrays: dict[str, np.ndarray], has_truth: bool) -> list[dict]:
@@ -230,7 +241,7 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
     index = read_index(faces_dir, FACES)
     has_truth = _check_inputs(config, index, faces_dir, load_template(template_dir), template_dir)
 
-    views_in, yaws, rejected, no_face, fidelity = 0, [], [], [], []
+    views_in, yaws, rejected, no_face, fidelity, fidelity_other = 0, [], [], [], [], []
     work = {"seconds": 0.0, "cpu_seconds": 0.0, "fallbacks": 0}
     with atomic_dir(out) as staging:
         writer = ShardWriter(staging, config.shard_size)
@@ -244,6 +255,7 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
                 for key in work:
                     work[key] += result[key]
                 fidelity.extend(result["fidelity"])
+                fidelity_other.extend(result["fidelity_other"])
                 if result["missing"]:
                     rejected.append(item["identity"])
                     no_face.extend(_no_face_lines(item, result["missing"]))
@@ -264,6 +276,10 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
 
     metrics = pafs_metrics(config, views_in, writer.count, np.array(yaws, dtype=np.float64), len(kept), rejected,
                            no_face, work["fallbacks"], fidelity if has_truth else [])
+    metrics["joint_fit"] = config.joint_fit
+    if has_truth and fidelity_other:
+        # The other fitting mode on the same detections, for comparison (not what data/pafs holds).
+        metrics["fidelity_single_view" if config.joint_fit else "fidelity_joint_fit"] = fidelity_metrics(fidelity_other)
     write_json(metrics_path, metrics)
     timing = {
         "workers": workers,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headtex.detection import find_face
-from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, partial_texture
+from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, fit_views, partial_texture
 from headtex.geometry.template import Template
 from headtex.params import param
 
@@ -19,6 +19,8 @@ class PafsParams(FitParams):
     """The `pafs:` section of params.yaml: the fitting keys plus the stage's own."""
 
     upsample: int = param("times the detector upsamples the image (finds smaller faces, ~4x the cost per step)", ge=0)
+    joint_fit: bool = param("fit one shape to all views of an identity (a pose per view); false = each view alone "
+                            "(metrics/pafs.json reports both)")
     workers: int = param("processes; 0 = all cores (`headtex pafs --workers N` overrides)", ge=0)
     shard_size: int = param("views per shard (whole identities)", ge=1)
     preview_identities: int = param("identities drawn in data/pafs/preview/", ge=0)
@@ -37,6 +39,46 @@ class ViewResult:
     detector: str  # the detector that found the face
 
 
+def _detect(image: np.ndarray, params: PafsParams):
+    attempts = [(params.detector, params.upsample)]
+    if params.fallback_detector:
+        attempts.append((params.fallback_detector, params.fallback_upsample))
+    return find_face(image, attempts)
+
+
+def _sample(image: np.ndarray, template: Template, params: PafsParams, detection, fit: Fit) -> ViewResult:
+    paf, visible, cosine = partial_texture(image, template, fit, params.max_view_angle_degrees,
+                                           params.depth_tolerance_mm)
+    return ViewResult(detection.landmarks.astype(np.float32), fit, paf, visible, cosine, detection.detector)
+
+
+def _fit(template: Template, params: PafsParams, jaw: JawRegion | None, landmarks: list[np.ndarray],
+         joint: bool) -> list[Fit]:
+    arguments = (params.shape_regularisation, params.fit_iterations, params.contour, jaw, params.correction,
+                 params.correction_threshold, params.correction_radius_mm)
+    if joint:
+        return fit_views(template, landmarks, *arguments)
+    return [fit_landmarks(template, points, *arguments) for points in landmarks]
+
+
+def process_views(images: np.ndarray, template: Template, params: PafsParams, jaw: JawRegion | None = None,
+                  compare: bool = False) -> tuple[list[ViewResult | None], list[ViewResult] | None]:
+    """All views of one identity: (per view the result, None = no face; with `compare`, the results of the
+    other fitting mode too: single-view fits when params.joint_fit, else joint). The joint fit takes the
+    views with a face; an identity with a missing view is discarded anyway."""
+    detections = [_detect(image, params) for image in images]
+    found = [index for index, detection in enumerate(detections) if detection is not None]
+    landmarks = [detections[index].landmarks for index in found]
+    results: list[ViewResult | None] = [None] * len(images)
+    for index, fit in zip(found, _fit(template, params, jaw, landmarks, params.joint_fit)):
+        results[index] = _sample(images[index], template, params, detections[index], fit)
+    other = None
+    if compare and found:
+        other = [_sample(images[index], template, params, detections[index], fit)
+                 for index, fit in zip(found, _fit(template, params, jaw, landmarks, not params.joint_fit))]
+    return results, other
+
+
 def process_image(image: np.ndarray, template: Template, params: PafsParams,
                   jaw: JawRegion | None = None) -> ViewResult | None:
     """Choose the face, fit the template to its landmarks and extract the PAF; None = no face.
@@ -45,14 +87,7 @@ def process_image(image: np.ndarray, template: Template, params: PafsParams,
     fast but frontal (it misses ~2 % of views at |yaw| 45-50 deg), the mmod CNN finds them at
     ~15x its cost, so as a fallback it costs little.
     """
-    attempts = [(params.detector, params.upsample)]
-    if params.fallback_detector:
-        attempts.append((params.fallback_detector, params.fallback_upsample))
-    detection = find_face(image, attempts)
+    detection = _detect(image, params)
     if detection is None:
         return None
-    fit = fit_landmarks(template, detection.landmarks, params.shape_regularisation, params.fit_iterations,
-                        params.contour, jaw)
-    paf, visible, cosine = partial_texture(image, template, fit, params.max_view_angle_degrees,
-                                           params.depth_tolerance_mm)
-    return ViewResult(detection.landmarks.astype(np.float32), fit, paf, visible, cosine, detection.detector)
+    return _sample(image, template, params, detection, _fit(template, params, jaw, [detection.landmarks], False)[0])

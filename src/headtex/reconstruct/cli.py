@@ -23,8 +23,8 @@ from headtex.params import load_params, section
 from headtex.photos import PhotosParams, read_photo
 from headtex.progress import progress, report
 from headtex.reconstruct.core import (
-    FaceRejected, Reconstruction, ReconstructParams, complete_texture, detection_attempts, overlay, preview,
-    reconstruct, torch_threads,
+    Face, Reconstruction, ReconstructParams, complete_texture, detection_attempts, face_problem, find_faces, overlay,
+    preview, reconstruct_face, torch_threads,
 )
 
 # Photos that ship with an installed package, so a fresh machine has a real photograph without a download.
@@ -102,13 +102,24 @@ def rounded(array: np.ndarray, digits: int = 3) -> list:
     return np.round(np.asarray(array, dtype=np.float64), digits).tolist()
 
 
-def fit_record(label: str, image: np.ndarray, notes: list[str], result: Reconstruction, assets: Assets) -> dict:
+def face_list(faces: list[Face], problems: list[str | None]) -> list[dict]:
+    """fit.json's `faces`: every face found, most prominent first (numbered from 1, as --face counts)."""
+    return [{"face": number, "box": rounded(face.box, 1), "score": round(face.score, 4), "detector": face.detector,
+             "detector_upsample": face.upsample, "problem": problem}
+            for number, (face, problem) in enumerate(zip(faces, problems), start=1)]
+
+
+def fit_record(label: str, image: np.ndarray, notes: list[str], result: Reconstruction, assets: Assets,
+               number: int = 1, faces: list[dict] = ()) -> dict:
     """Everything fit.json holds (except the writing time, added last)."""
     template, fit, face = assets.template, result.fit, result.face
     yaw, pitch, roll = fit.pose
     valid = template.texel_valid
     return {
         "photo": label,
+        "face": number,
+        "faces": list(faces),
+        "fidelity": result.fidelity,
         "image_size": [int(image.shape[1]), int(image.shape[0])],
         "conversions": notes,
         # Counter-clockwise turn applied to the photo before detection and fit (0 = as stored): landmarks,
@@ -120,7 +131,8 @@ def fit_record(label: str, image: np.ndarray, notes: list[str], result: Reconstr
         "face_box": rounded(face.box, 1),
         "detection_downscale": round(face.detect_factor, 4),
         "landmarks": rounded(face.landmarks, 2),
-        "fitted_landmarks": rounded(fitted_landmarks(template, fit), 2),
+        # The fitted mesh's landmark vertices as the fit matched them (far-side jaw: the outline, ibug's convention).
+        "fitted_landmarks": rounded(fitted_landmarks(template, fit, matched=True), 2),
         "landmark_residual_px": round(fit.residual, 3),
         "pose_degrees": {"yaw": round(yaw, 3), "pitch": round(pitch, 3), "roll": round(roll, 3)},
         "rotation": rounded(fit.rotation, 6),
@@ -138,23 +150,65 @@ def fit_record(label: str, image: np.ndarray, notes: list[str], result: Reconstr
     }
 
 
+def parse_face_choice(choice: str) -> int | None:
+    """--face: 'all' -> None, K -> K (1 = the most prominent face)."""
+    if str(choice).strip().lower() == "all":
+        return None
+    try:
+        number = int(choice)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UserError(f"--face must be 'all' or a face number from 1 (the most prominent), got {choice!r}")
+    return number
+
+
 def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: Path, assets: Assets,
                       config: ReconstructParams, pafs: FitParams, save_photo: bool = False,
-                      read_seconds: float = 0.0) -> dict:
-    """Reconstruct one photo and write its folder atomically; returns fit.json's contents plus the timings."""
+                      read_seconds: float = 0.0, face_choice: int | None = 1) -> tuple[list[dict], list[dict]]:
+    """Reconstruct the chosen face (face_choice = K) or every face (None: into folder/face-N/) of one photo;
+    returns (fit.json contents of each written face, one {photo, face, error} per face that could not be).
+    A single chosen face that fails raises UserError."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder}: exists and is not a folder (output for {label})")
     started = time.perf_counter()
-    try:
-        result = reconstruct(image, assets.template, assets.jaw, assets.generator, assets.model["ship_output"],
-                             config, pafs)
-    except FaceRejected as error:
-        raise UserError(f"{label}: {error}; nothing written") from None
-    if result is None:
+    timings: dict[str, float] = {}
+    faces = find_faces(image, config, pafs, assets.template, assets.jaw, timings)
+    if not faces:
         tried = ", ".join(f"{detector} (upsample {upsample})" for detector, upsample in detection_attempts(config, pafs))
         raise UserError(f"{label}: no face found at any quarter turn (dlib {tried})")
-    if result.face.quarter_turns:
-        notes = notes + [f"turned {90 * result.face.quarter_turns} degrees counter-clockwise: no upright face, "
+    problems = [face_problem(face, image.shape, config) for face in faces]
+    listed = face_list(faces, problems)
+    if face_choice is not None and face_choice > len(faces):
+        raise UserError(f"{label}: --face {face_choice}, but {len(faces)} face{'s' * (len(faces) > 1)} found")
+    chosen = range(1, len(faces) + 1) if face_choice is None else [face_choice]
+    records, failures = [], []
+    for number in chosen:
+        face, problem = faces[number - 1], problems[number - 1]
+        where = f"{label}: face {number} of {len(faces)}"
+        if problem is not None:
+            if face_choice is not None:
+                raise UserError(f"{where}: {problem}")
+            failures.append({"photo": label, "face": number, "error": f"{where}: {problem}"})
+            continue
+        target = folder if face_choice is not None else folder / f"face-{number}"
+        records.append(write_face(image, notes, label, target, assets, config, pafs, face, number, listed,
+                                  save_photo, read_seconds, timings, started))
+        started, read_seconds = time.perf_counter(), 0.0  # the next face's time excludes detection and reading
+        timings = {"detection": 0.0}
+    return records, failures
+
+
+def write_face(image: np.ndarray, notes: list[str], label: str, folder: Path, assets: Assets,
+               config: ReconstructParams, pafs: FitParams, face: Face, number: int, listed: list[dict],
+               save_photo: bool, read_seconds: float, timings: dict[str, float], started: float) -> dict:
+    """Fit, texture and write one face's folder atomically; returns its fit.json contents."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder (output for {label})")
+    result = reconstruct_face(image, face, assets.template, assets.jaw, assets.generator,
+                              assets.model["ship_output"], config, pafs, timings)
+    if face.quarter_turns:
+        notes = notes + [f"turned {90 * face.quarter_turns} degrees counter-clockwise: no upright face, "
                          "an upright one at this turn (the fit, landmarks and overlay are in the turned photo)"]
     timings = {"read": read_seconds, **result.timings}
     tick = time.perf_counter()
@@ -164,7 +218,7 @@ def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: P
     timings["pictures"] = time.perf_counter() - tick
     if save_photo:
         pictures["photo.png"] = image
-    record = fit_record(label, image, notes, result, assets)
+    record = fit_record(label, image, notes, result, assets, number, listed)
     tick = time.perf_counter()
     try:
         with atomic_dir(folder) as staging:
@@ -179,9 +233,14 @@ def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: P
     return {**record, "timings_seconds": {key: round(value, 4) for key, value in timings.items()}}
 
 
+def record_keys(records: list[dict], out: Path) -> list[str]:
+    """Each written folder relative to --out: `photo` or `photo/face-N`."""
+    return [Path(r["folder"]).relative_to(out).as_posix() for r in records]
+
+
 def write_files(folder: Path, template: Template, result: Reconstruction, pictures: dict[str, np.ndarray]) -> None:
     """The textured head (in the head frame, mm, as MeshLab shows it), the textures, the mask and the pictures."""
-    write_obj(folder / "head.obj", template.shaped(result.fit.shape), template.faces, template.vertex_uv, "texture.png")
+    write_obj(folder / "head.obj", result.fit.vertices(template), template.faces, template.vertex_uv, "texture.png")
     write_png(folder / "texture.png", result.texture)
     write_png(folder / "partial.png", result.paf)
     write_png(folder / "mask.png", result.visible)
@@ -190,13 +249,15 @@ def write_files(folder: Path, template: Template, result: Reconstruction, pictur
 
 
 def run(params_path: Path, photos: list[Path], out: Path, model_path: Path, template_dir: Path,
-        examples: list[str] = (), metrics_path: Path | None = None, timing_path: Path | None = None) -> dict:
+        examples: list[str] = (), metrics_path: Path | None = None, timing_path: Path | None = None,
+        face: str = "1") -> dict:
     """Reconstruct every photo (and example) into out/<name>/; a bad photo among several is reported and
     skipped, a single bad photo raises."""
     params = load_params(params_path)
     config = section(params, "reconstruct", ReconstructParams)
     matte = tuple(section(params, "photos", PhotosParams).alpha_background)
     pafs = section(params, "pafs", FitParams, partial=True)
+    face_choice = parse_face_choice(face)
     inputs = [(str(path), Path(path)) for path in photos] + [(name, name) for name in examples]
     if not inputs:
         raise UserError("no photos given: pass PHOTO... or --example astronaut")
@@ -211,12 +272,13 @@ def run(params_path: Path, photos: list[Path], out: Path, model_path: Path, temp
     except OSError as error:
         raise UserError(f"{out}: cannot create the output folder ({error.strerror or error})") from None
     with torch_threads(config.threads):
-        return reconstruct_all(inputs, out, model_path, template_dir, config, pafs, matte, metrics_path, timing_path)
+        return reconstruct_all(inputs, out, model_path, template_dir, config, pafs, matte, metrics_path, timing_path,
+                               face_choice)
 
 
 def reconstruct_all(inputs: list[tuple[str, Path | str]], out: Path, model_path: Path, template_dir: Path,
                     config: ReconstructParams, pafs: FitParams, matte: tuple[int, int, int],
-                    metrics_path: Path | None, timing_path: Path | None) -> dict:
+                    metrics_path: Path | None, timing_path: Path | None, face_choice: int | None = 1) -> dict:
     started = time.perf_counter()
     assets = load_assets(template_dir, model_path, config.uv_size)
     warm_up(assets, pafs)
@@ -232,10 +294,14 @@ def reconstruct_all(inputs: list[tuple[str, Path | str]], out: Path, model_path:
                 image, notes = read_photo(source, matte)
             else:
                 image, notes = example_photo(source), [f"example photo {EXAMPLES[source]}"]
-            record = reconstruct_photo(image, notes, label, out / name, assets, config, pafs,
-                                       save_photo=not isinstance(source, Path),
-                                       read_seconds=time.perf_counter() - tick)
-            records.append({"folder": str(out / name), **record})
+            written, failed = reconstruct_photo(image, notes, label, out / name, assets, config, pafs,
+                                                save_photo=not isinstance(source, Path),
+                                                read_seconds=time.perf_counter() - tick, face_choice=face_choice)
+            folders = [out / name] if face_choice is not None else [out / name / f"face-{r['face']}" for r in written]
+            records += [{"folder": str(folder), **record} for folder, record in zip(folders, written)]
+            for failure in failed:
+                failures.append(failure)
+                report(f"error: {failure['error']}", error=True)
         except UserError as error:
             if len(inputs) == 1:
                 raise
@@ -251,17 +317,18 @@ def reconstruct_all(inputs: list[tuple[str, Path | str]], out: Path, model_path:
         "failed": len(failures),
         "failures": failures,
         "model": assets.model,
-        "per_photo": {Path(r["folder"]).name: {
-            "photo": r["photo"], "image_size": r["image_size"], "detector": r["detector"],
-            "detector_score": r["detector_score"], "pose_degrees": r["pose_degrees"],
-            "landmark_residual_px": r["landmark_residual_px"], "visible_fraction": r["visible_fraction"]}
-            for r in records},
+        "per_photo": {key: {
+            "photo": r["photo"], "face": r["face"], "faces_found": len(r["faces"]), "image_size": r["image_size"],
+            "detector": r["detector"], "detector_score": r["detector_score"], "pose_degrees": r["pose_degrees"],
+            "landmark_residual_px": r["landmark_residual_px"], "visible_fraction": r["visible_fraction"],
+            "fidelity": r["fidelity"]}
+            for key, r in zip(record_keys(records, out), records)},
     }
     timing = {
         "setup_seconds": round(setup_seconds, 3),  # template, model, dlib models, one warm-up forward pass
         "torch_threads": torch.get_num_threads(),
         "seconds_per_photo_median": round(float(np.median(totals)), 4) if totals else None,
-        "per_photo": {Path(r["folder"]).name: r["timings_seconds"] for r in records},
+        "per_photo": {key: r["timings_seconds"] for key, r in zip(record_keys(records, out), records)},
     }
     if metrics_path is not None:
         write_json(metrics_path, metrics)

@@ -16,15 +16,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cv2
+import dlib
 import numpy as np
 import torch
 
-from headtex.detection import find_oriented_face, landmark_problem, turned
-from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, partial_texture
-from headtex.geometry import project
+from headtex.detection import (
+    Detection, box_side, faces_found, find_oriented_face, landmark_problem, landmarks_in_box, merge_faces, turned,
+)
+from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, fitted_landmarks, partial_texture
+from headtex.geometry import project, render_textured
 from headtex.geometry.template import Template, fill_invalid, render_view
 from headtex.inpaint import Generator
 from headtex.inpaint.model import inpaint
+from headtex.metrics import region_psnr
 from headtex.params import param
 
 PREVIEW_SIDE_YAWS = (-50.0, 50.0)  # the preview also renders the head from both sides (the inpainted parts)
@@ -46,6 +50,15 @@ class ReconstructParams:
                                  ge=64)
     overlay_max_side: int = param("overlay.png is at most this long (px)", ge=64)
     preview_size: int = param("tile size of preview.png", ge=64)
+    correction_threshold: float = param("pafs.correction_threshold for photographs: residuals up to this share of "
+                                        "the eye-corner distance are left alone", ge=0, le=1)
+    second_look_share: float = param("the CNN also looks (for a larger face HOG missed) when HOG's largest face is "
+                                     "narrower than this share of the photo's shorter side ...", ge=0, le=1)
+    second_look_yaw_degrees: float = param("... or turned more than this", ge=0, le=90)
+    second_look_face_px: int = param("... on a copy where that face is this wide (the CNN finds faces from ~80 px) "
+                                     "...", ge=20)
+    second_look_max_side: int = param("... and no longer than this (px; bounds the CNN's cost)", ge=64)
+    min_face_px: int = param("faces narrower than this (photo px) are too small to fit", ge=1)
     threads: int = param("torch CPU threads for the network (0 = one per core)", ge=0)
     uv_size: int = param("texture side in texels", shared="uv.size")
 
@@ -61,7 +74,7 @@ class Face:
     upsample: int
     detect_factor: float  # photo pixels per pixel of the detection copy (1 = detected on the photo itself)
     detection_copy: np.ndarray  # the (turned) photo downscaled for detection (the photo itself when small enough)
-    quarter_turns: int  # counter-clockwise quarter turns that stand the face upright; landmarks and box are
+    quarter_turns: int = 0  # counter-clockwise quarter turns that stand the face upright; landmarks and box are
     #                     in the turned photo's pixels (np.rot90(photo, quarter_turns))
 
 
@@ -80,6 +93,7 @@ class Reconstruction:
     sample_box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the photo crop the texture was sampled from
     sample_factor: float  # photo pixels per pixel of that crop after area-averaging (1 = full resolution)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+    fidelity: dict[str, float] = field(default_factory=dict)  # render_fidelity: truth-free checks
 
 
 def downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -100,7 +114,7 @@ def to_original(points: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
 def scaled_fit(fit: Fit, offset: np.ndarray, factor: float) -> Fit:
     """The same camera for the image cropped at `offset` (x, y) and then downscaled by `factor`."""
     translation = (np.asarray(fit.translation, dtype=np.float64) - offset + 0.5) / factor - 0.5
-    return Fit(fit.rotation, fit.scale / factor, translation, fit.shape, fit.residual)
+    return Fit(fit.rotation, fit.scale / factor, translation, fit.shape, fit.residual, fit.landmark_ids, fit.offsets)
 
 
 def detection_attempts(config: ReconstructParams, fitting: FitParams) -> list[tuple[str, int]]:
@@ -117,20 +131,10 @@ def detection_attempts(config: ReconstructParams, fitting: FitParams) -> list[tu
     return list(dict.fromkeys(attempts))
 
 
-def find_face(image: np.ndarray, config: ReconstructParams, fitting: FitParams,
-              timings: dict[str, float] | None = None) -> Face | None:
-    """The chosen face (headtex.detection's rule) and its 68 landmarks, in the pixels of the photo turned
-    upright (np.rot90(image, face.quarter_turns)); None = no face at any quarter turn."""
-    timings = {} if timings is None else timings
-    tick = time.perf_counter()
-    small, factor = downscaled(image, config.detect_max_side)
-    attempts = detection_attempts(config, fitting)
-    detection = find_oriented_face(small, attempts[:2], attempts[2:])
-    timings["detection"] = time.perf_counter() - tick
-    if detection is None:
-        return None
+def _in_photo(detection: Detection, image: np.ndarray, small: np.ndarray, factor: float) -> Face:
+    """A detection on the downscaled copy `small` (turned by detection.quarter_turns, like the detection), in the
+    pixels of the photo turned the same way."""
     turns = detection.quarter_turns
-    small = turned(small, turns)
     height, width = image.shape[:2] if turns % 2 == 0 else image.shape[1::-1]
     # Per axis: the copy's sides are rounded, so its x and y factors differ slightly.
     axis_factor = np.array([width / small.shape[1], height / small.shape[0]])
@@ -138,6 +142,91 @@ def find_face(image: np.ndarray, config: ReconstructParams, fitting: FitParams,
     corners = to_original(np.reshape(detection.box, (2, 2)), axis_factor)
     return Face(landmarks, tuple(float(v) for v in corners.ravel()), detection.score, detection.detector,
                 detection.upsample, factor, small, turns)
+
+
+def find_faces(image: np.ndarray, config: ReconstructParams, fitting: FitParams, template: Template,
+               jaw: JawRegion | None = None, timings: dict[str, float] | None = None) -> list[Face]:
+    """Every face (headtex.detection.merge_faces' rule), most prominent (largest) first, in the photo's pixels.
+
+    HOG on the detection copy (one more upsampling step when it finds nothing); when HOG finds no face, the one
+    face is searched at every quarter turn (`detection.find_oriented_face`: a photo stored sideways, or a face
+    only the CNN finds). The CNN (pafs.fallback_detector) also looks when HOG's largest face is small or turned (its fitted yaw): HOG
+    misses turned faces, so a larger face may be there. That second look runs on a copy where HOG's face is
+    `second_look_face_px` wide and no longer than `second_look_max_side`, so it costs a fraction of a second.
+    """
+    timings = {} if timings is None else timings
+    tick = time.perf_counter()
+    small, factor = downscaled(image, config.detect_max_side)
+    hog: list[Detection] = []
+    for upsample in dict.fromkeys((config.upsample, config.upsample + 1)):
+        hog = faces_found(small, fitting.detector, upsample)
+        if hog:
+            break
+    if not hog or fitting.detector != "hog":
+        # No upright face for HOG: the photo may be stored turned (no EXIF orientation), and the CNN also finds
+        # faces lying on their side, so the one face is searched at every quarter turn, its orientation checked.
+        attempts = detection_attempts(config, fitting)
+        detection = find_oriented_face(small, attempts[:2], attempts[2:])
+        timings["detection"] = time.perf_counter() - tick
+        return [] if detection is None else [_in_photo(detection, image, turned(small, detection.quarter_turns),
+                                                       factor)]
+    second: list[Detection] = []
+    if fitting.fallback_detector:
+        best = merge_faces(hog, [])[0]
+        yaw = fit_landmarks(template, best.landmarks, fitting.shape_regularisation, fitting.fit_iterations,
+                            fitting.contour, jaw).pose[0]
+        if (box_side(best.box) < config.second_look_share * min(small.shape[:2])
+                or abs(yaw) > config.second_look_yaw_degrees):
+            shrink = max(1.0, box_side(best.box) / config.second_look_face_px,
+                         max(small.shape[:2]) / config.second_look_max_side)
+            copy, _ = downscaled(small, round(max(small.shape[:2]) / shrink))
+            second = [_scaled_detection(d, small, copy) for d in
+                      faces_found(copy, fitting.fallback_detector, fitting.fallback_upsample)]
+            second = [_landmarks_on(small, d) for d in second]  # finer than the CNN's copy
+    faces = [_in_photo(d, image, small, factor) for d in merge_faces(hog, second)]
+    timings["detection"] = time.perf_counter() - tick
+    return faces
+
+
+def _scaled_detection(detection: Detection, target: np.ndarray, copy: np.ndarray) -> Detection:
+    """A detection on `copy` in the pixels of `target`, of which copy is a downscaled copy."""
+    axis_factor = np.array([target.shape[1] / copy.shape[1], target.shape[0] / copy.shape[0]])
+    corners = to_original(np.reshape(detection.box, (2, 2)), axis_factor).ravel()
+    return Detection(tuple(float(v) for v in corners), detection.score, to_original(detection.landmarks, axis_factor),
+                     detection.detector, detection.upsample)
+
+
+def _landmarks_on(image: np.ndarray, detection: Detection) -> Detection:
+    """The detection with its 68 landmarks placed again on `image` (the detection copy its box is in)."""
+    rectangle = dlib.rectangle(*(int(round(v)) for v in detection.box))
+    return Detection(detection.box, detection.score, landmarks_in_box(image, rectangle), detection.detector,
+                     detection.upsample)
+
+
+def find_face(image: np.ndarray, config: ReconstructParams, fitting: FitParams, template: Template,
+              jaw: JawRegion | None = None, timings: dict[str, float] | None = None) -> Face | None:
+    """The most prominent face and its 68 landmarks, in the photo's pixels; None = no face."""
+    faces = find_faces(image, config, fitting, template, jaw, timings)
+    return faces[0] if faces else None
+
+
+def face_problem(face: Face, image_shape: tuple[int, ...], config: ReconstructParams) -> str | None:
+    """Why a found face cannot be fitted (one phrase), or None."""
+    implausible = landmark_problem(face.landmarks)
+    if implausible:
+        return f"face found ({face.detector}) but rejected: {implausible}; nothing written"
+    side = box_side(face.box)
+    if side < config.min_face_px:
+        return f"face too small to fit ({side:.0f} px wide, reconstruct.min_face_px is {config.min_face_px})"
+    height, width = image_shape[:2] if face.quarter_turns % 2 == 0 else image_shape[1::-1][-2:]
+    outside = ((face.landmarks[:, 0] < -EDGE_TOLERANCE_PX) | (face.landmarks[:, 0] > width - 1 + EDGE_TOLERANCE_PX)
+               | (face.landmarks[:, 1] < -EDGE_TOLERANCE_PX) | (face.landmarks[:, 1] > height - 1 + EDGE_TOLERANCE_PX))
+    if outside.any():
+        return f"face cut off by the image edge ({int(outside.sum())} of 68 landmarks outside the photo)"
+    return None
+
+
+EDGE_TOLERANCE_PX = 1.0  # landmarks further than this outside the photo: the face is cut off
 
 
 def head_box(image_shape: tuple[int, ...], screen: np.ndarray, margin: int = 2) -> tuple[int, int, int, int]:
@@ -155,7 +244,7 @@ def sampling_view(image: np.ndarray, template: Template, fit: Fit, max_side: int
     """(crop of the photo around the projected head, at most max_side on a side; the fit in its pixels;
     the crop's box in the photo; photo pixels per crop pixel). The z-buffer then costs the head's size,
     not the photo's."""
-    screen = project(template.shaped(fit.shape), fit.rotation, fit.scale, fit.translation)
+    screen = project(fit.vertices(template), fit.rotation, fit.scale, fit.translation)
     box = head_box(image.shape, screen)
     crop, factor = downscaled(image[box[1]:box[3], box[0]:box[2]], max_side)
     return crop, scaled_fit(fit, np.array(box[:2], dtype=np.float64), factor), box, factor
@@ -188,18 +277,28 @@ def complete_texture(generator: Generator, paf: np.ndarray, visible: np.ndarray,
 
 def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator: Generator, ship_output: str,
                 config: ReconstructParams, pafs: FitParams) -> Reconstruction | None:
-    """Photo (uint8 RGB, any size) -> face, fit, partial texture, completed texture; None = no face.
-    A face whose landmarks cannot be upright (eyes below the mouth, ...) raises FaceRejected."""
+    """Photo (uint8 RGB, any size) -> the most prominent face, fit, partial and completed texture; None = no face.
+    A face whose landmarks cannot be an upright face (eyes below the mouth, ...) raises FaceRejected."""
     timings: dict[str, float] = {}
-    face = find_face(image, config, pafs, timings)
-    if face is None:
+    faces = find_faces(image, config, pafs, template, jaw, timings)
+    if not faces:
         return None
-    problem = landmark_problem(face.landmarks)
+    problem = landmark_problem(faces[0].landmarks)
     if problem:
-        raise FaceRejected(f"face found ({face.detector}) but rejected: {problem}")
+        raise FaceRejected(f"face found ({faces[0].detector}) but rejected: {problem}")
+    return reconstruct_face(image, faces[0], template, jaw, generator, ship_output, config, pafs, timings)
+
+
+def reconstruct_face(image: np.ndarray, face: Face, template: Template, jaw: JawRegion, generator: Generator,
+                     ship_output: str, config: ReconstructParams, pafs: FitParams,
+                     timings: dict[str, float] | None = None) -> Reconstruction:
+    """One found face -> fit (with the photo's correction threshold), partial texture, completed texture;
+    a face found on the photo turned is fitted on the photo turned the same way."""
+    timings = {} if timings is None else dict(timings)
     image = turned(image, face.quarter_turns)
     tick = time.perf_counter()
-    fit = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour, jaw)
+    fit = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour, jaw,
+                        pafs.correction, config.correction_threshold, pafs.correction_radius_mm)
     timings["fit"] = time.perf_counter() - tick
     tick = time.perf_counter()
     crop, crop_fit, box, factor = sampling_view(image, template, fit, config.sample_max_side)
@@ -208,7 +307,46 @@ def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator
     tick = time.perf_counter()
     texture = complete_texture(generator, paf, visible, template.texel_valid, ship_output)
     timings["inpainting"] = time.perf_counter() - tick
-    return Reconstruction(face, image, fit, paf, visible, texture, box, factor, timings)
+    result = Reconstruction(face, image, fit, paf, visible, texture, box, factor, timings)
+    tick = time.perf_counter()
+    result.fidelity = render_fidelity(image, template, result)
+    timings["fidelity"] = time.perf_counter() - tick
+    return result
+
+
+FIDELITY_SIDE = 256  # the render-vs-photo check runs on the head crop at most this long
+
+
+def render_fidelity(image: np.ndarray, template: Template, result: Reconstruction) -> dict[str, float]:
+    """A ground-truth-free check of one reconstruction: the fitted, textured head rendered at the photo's pose
+    against the photo, on the face region (inside the hull of the 68 detected landmarks, where the head
+    covers the pixel fully): PSNR in dB; and the landmark residuals (fitted mesh's matched landmark vertices
+    vs dlib's) before and after the non-rigid correction, as shares of the eye-corner distance."""
+    x0, y0, x1, y1 = result.sample_box
+    crop, factor = downscaled(image[y0:y1, x0:x1], FIDELITY_SIDE)
+    fit = scaled_fit(result.fit, np.array([x0, y0], dtype=np.float64), factor)
+    screen = project(fit.vertices(template), fit.rotation, fit.scale, fit.translation)
+    side = max(crop.shape[:2])
+    rendered, coverage = render_textured(screen, template.faces, template.vertex_uv, result.texture, side,
+                                         (0, 0, 0), supersample=1)
+    rendered, coverage = rendered[:crop.shape[0], :crop.shape[1]], coverage[:crop.shape[0], :crop.shape[1]]
+    hull = np.zeros(crop.shape[:2], dtype=np.uint8)
+    points = (result.face.landmarks - np.array([x0, y0]) + 0.5) / factor - 0.5
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.rint(points).astype(np.int32)), 1)
+    region = (hull > 0) & (coverage > 0.999)
+    inter_ocular = float(np.linalg.norm(result.face.landmarks[36] - result.face.landmarks[45]))
+    fitted = fitted_landmarks(template, result.fit, matched=True)
+    uncorrected = Fit(result.fit.rotation, result.fit.scale, result.fit.translation, result.fit.shape,
+                      result.fit.residual, result.fit.landmark_ids)
+    before = fitted_landmarks(template, uncorrected, matched=True)
+    residual = np.linalg.norm(fitted - result.face.landmarks, axis=1)
+    return {
+        "render_psnr_db": round(region_psnr(rendered, crop, region), 2),
+        "face_region_pixels": int(region.sum()),
+        "landmark_residual_share": round(float(residual.mean() / inter_ocular), 5),
+        "landmark_residual_share_uncorrected": round(
+            float(np.linalg.norm(before - result.face.landmarks, axis=1).mean() / inter_ocular), 5),
+    }
 
 
 # ---- pictures for people ----
@@ -224,7 +362,7 @@ def overlay(image: np.ndarray, template: Template, fit: Fit, landmarks: np.ndarr
     else:
         canvas, factor = downscaled(image, max_side)
         canvas = canvas.copy()
-    vertices = template.shaped(fit.shape)
+    vertices = fit.vertices(template)
     screen = to_screen(project(vertices, fit.rotation, fit.scale, fit.translation)[:, :2], factor)
     corners = vertices[template.faces]
     facing = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]) @ fit.rotation[2] > 0
@@ -266,7 +404,7 @@ def preview(image: np.ndarray, template: Template, result: Reconstruction, size:
     the photo's pose and from both sides."""
     tiles = [square_crop(image, result.sample_box, size)]
     tiles += [cv2.resize(t, (size, size), interpolation=cv2.INTER_LINEAR) for t in (result.paf, result.texture)]
-    vertices = template.shaped(result.fit.shape)
+    vertices = result.fit.vertices(template)
     yaw, pitch, roll = result.fit.pose
     for view_yaw, view_pitch, view_roll in [(yaw, pitch, roll)] + [(y, 0.0, 0.0) for y in PREVIEW_SIDE_YAWS]:
         tiles.append(render_view(template, vertices, result.texture, view_yaw, size, view_pitch, view_roll,
