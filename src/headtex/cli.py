@@ -207,6 +207,31 @@ def reconstruct(
 
 
 @app.command()
+def complete(
+    partial: Annotated[Path, typer.Argument(help="partial UV texture (headtex layout), or a folder of them",
+                                            show_default=False)],
+    mask: Annotated[Path, typer.Argument(help="its mask (255 = known, 0 = missing), or a folder of masks named as "
+                                              "the partials", show_default=False)],
+    out: Annotated[Path, typer.Option(help="completed texture (PNG), or the output folder for folders")] = ...,
+    model: Annotated[Optional[Path], typer.Option(
+        help="inpainting model [default: models/inpainter.pt here, in the installed checkout, or in the cache "
+             "folder (~/.cache/headtex/inpainter.pt, $HEADTEX_CACHE)]", show_default=False)] = None,
+    template_dir: Annotated[Optional[Path], typer.Option(
+        "--template", help="head template (its valid.png) [default: models/template here, in the installed "
+                           "checkout, or ~/.cache/headtex/template]", show_default=False)] = None,
+) -> None:
+    """Complete a partial UV texture with the shipped model (as reconstruct does); folders pair files by name."""
+    from headtex.assets import find_model, find_template
+    from headtex.complete.cli import run
+
+    result = run(partial, mask, out, find_model(model), find_template(template_dir))
+    for path in result["written"]:
+        typer.echo(path)
+    typer.echo(f"complete: {len(result['written'])} textures ({result['ship_output']} output, "
+               f"{result['uv_size']}x{result['uv_size']}) -> {out}")
+
+
+@app.command()
 def summary(
     metrics: Annotated[Path, typer.Option(help="folder of the stages' metrics files")] = Path("metrics"),
     out: Annotated[Path, typer.Option(help="headline metrics file")] = Path("metrics/summary.json"),
