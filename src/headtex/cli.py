@@ -163,9 +163,13 @@ def evaluate(
     result = run(params, test, train, masks, valid, model, metrics, timing, figures, plot)
     overall = result["by_bucket"]["overall"]
     shipped = result["ship_output"]
-    typer.echo(f"evaluate: {result['test_textures']} test textures; PSNR on the missing region: "
-               f"model ({shipped}) {overall[shipped]['psnr']} dB, mirror fill {overall['mirror']['psnr']} dB, "
-               f"telea {overall['telea']['psnr']} dB -> {metrics}")
+    def psnr(method: str) -> str:
+        interval = overall[method]["interval_95"]["psnr"]
+        return f"{overall[method]['psnr']} dB" + (f" [{interval[0]}, {interval[1]}]" if interval else "")
+
+    typer.echo(f"evaluate: {result['test_textures']} test textures x {result['masks_per_texture']} masks; PSNR on "
+               f"the missing region (95 % interval over textures): model ({shipped}) {psnr(shipped)}, mirror fill "
+               f"{psnr('mirror')}, telea {psnr('telea')} -> {metrics}")
 
 
 @app.command()
