@@ -168,3 +168,22 @@ def test_folders_that_do_not_pair_are_one_line_and_nothing_is_written(tmp_path, 
     code, _, err = command(monkeypatch, capsys, tmp_path / "partials", tmp_path / "masks" / "a.png",
                            "--out", tmp_path / "out", *options(assets))
     assert_one_error_line(code, err, "give two files or two folders")
+
+
+def test_reconstructs_partial_and_mask_complete_to_its_texture(tmp_path, monkeypatch, capsys, template_dir):
+    """The same code path as reconstruct: its partial.png + mask.png, completed by `headtex complete` with the
+    same model and template, give its texture.png exactly."""
+    from conftest import REPO, params_for
+    from headtex.geometry.uv import UVParams
+    from headtex.reconstruct.cli import run
+
+    size = params_for(UVParams, "uv").size
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        save_inpainter(tmp_path / "inpainter.pt", Generator(latent=4), 4, "coarse", size)
+    run(REPO / "params.yaml", [], tmp_path / "demo", tmp_path / "inpainter.pt", template_dir, ["astronaut"], None, None)
+    folder = tmp_path / "demo" / "astronaut"
+    code, _, err = command(monkeypatch, capsys, folder / "partial.png", folder / "mask.png", "--out",
+                           tmp_path / "texture.png", "--model", tmp_path / "inpainter.pt", "--template", template_dir)
+    assert code == 0, err
+    np.testing.assert_array_equal(read_png(tmp_path / "texture.png"), read_png(folder / "texture.png"))
