@@ -168,6 +168,9 @@ def test_folders_that_do_not_pair_are_one_line_and_nothing_is_written(tmp_path, 
     code, _, err = command(monkeypatch, capsys, tmp_path / "partials", tmp_path / "masks" / "a.png",
                            "--out", tmp_path / "out", *options(assets))
     assert_one_error_line(code, err, "give two files or two folders")
+    code, _, err = command(monkeypatch, capsys, tmp_path / "partials" / "a.png", tmp_path / "masks" / "a.png",
+                           "--out", tmp_path / "a.jpg", *options(assets))
+    assert_one_error_line(code, err, "a.jpg: the completed texture is written as PNG")
 
 
 def test_reconstructs_partial_and_mask_complete_to_its_texture(tmp_path, monkeypatch, capsys, template_dir):

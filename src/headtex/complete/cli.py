@@ -53,6 +53,8 @@ def jobs(partials: Path, masks: Path, out: Path) -> list[tuple[Path, Path, Path]
                 raise UserError(f"{path}: no such file")
         if out.is_dir():
             raise UserError(f"{out}: is a folder; --out names the completed texture (PNG) for one pair")
+        if out.suffix.lower() != ".png":
+            raise UserError(f"{out}: the completed texture is written as PNG; name it .png")
         return [(partials, masks, out)]
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: not a folder; --out names the output folder when completing folders")
