@@ -328,3 +328,13 @@ def test_ship_output_refined_is_what_evaluate_scores_and_shows(stage):
             top = header + row * SIZE
             model_tile = figure[top:top + SIZE, 2 * SIZE:3 * SIZE]  # GT | masked | model | baseline
             np.testing.assert_array_equal(model_tile, completed["refined"][member])
+
+
+def test_candidates_without_free_form_are_the_bank_alone(stage):
+    """free_form_candidates: 0 evaluates on real masks only (every draw of kind `real`)."""
+    config = dataclasses.replace(stage["config"], free_form_candidates=0)
+    candidates, kinds = candidate_masks(stage["root"] / "masks", SIZE, config)
+    assert len(candidates) == 3 and (kinds == MASK_KINDS.index("real")).all()
+    owner, _, _, kind = assign_masks(2, np.array([coverage(m, stage["valid"]) for m in candidates]), kinds,
+                                     config.bucket_edges, config.masks_per_texture, config.seed)
+    assert len(owner) == 2 * config.masks_per_texture and (kind == MASK_KINDS.index("real")).all()

@@ -47,8 +47,8 @@ def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> tuple
     """The real bank plus seeded free-form masks (255 = visible), and each one's kind (index into MASK_KINDS)."""
     bank = read_mask_bank(masks_dir, size)
     rng = np.random.default_rng([config.seed, CANDIDATE_PURPOSE])
-    strokes = np.stack([free_form_mask(rng, size, max_strokes=config.max_strokes)
-                        for _ in range(config.free_form_candidates)]).reshape(-1, size, size)
+    strokes = np.array([free_form_mask(rng, size, max_strokes=config.max_strokes)
+                        for _ in range(config.free_form_candidates)], dtype=np.uint8).reshape(-1, size, size)
     kinds = np.repeat([MASK_KINDS.index("real"), MASK_KINDS.index("free_form")], [len(bank), len(strokes)])
     return np.concatenate([bank, strokes]), kinds
 
