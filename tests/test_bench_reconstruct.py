@@ -17,10 +17,11 @@ from headtex.pafs.core import PafsParams
 from headtex.geometry.uv import UVParams
 from headtex.reconstruct.cli import load_assets, reconstruct_photo, warm_up, write_files
 from headtex.reconstruct.core import (
-    ReconstructParams, complete_texture, downscaled, overlay, preview, reconstruct, sampling_view,
+    ReconstructParams, downscaled, overlay, preview, reconstruct, sampling_view,
     torch_threads,
 )
 from headtex.photos import read_photo
+from headtex.inpaint.complete import complete_texture
 from headtex.inpaint.model import save_inpainter
 from conftest import params_for
 

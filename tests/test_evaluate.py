@@ -11,7 +11,7 @@ import yaml
 from headtex.masking import missing_region
 from headtex.evaluate.cli import EvaluateParams, candidate_masks, model_outputs, run
 from headtex.evaluate.core import (
-    assign_masks, bucket_of, coverage, fill_mean, fill_mirror, fill_opencv, masked_input,
+    MASK_KINDS, assign_masks, bootstrap_mean, bucket_of, coverage, fill_mean, fill_mirror, fill_opencv, masked_input,
     region_scores,
 )
 from headtex.inpaint import VGG16Features
@@ -87,13 +87,44 @@ def test_coverage_counts_only_the_head():
 
 
 def test_mask_assignment_is_stratified_and_deterministic():
-    shares = np.array([0.1, 0.15, 0.3, 0.35, 0.6, 0.7, 0.8])
+    """Four masks per texture: two real, two free-form; every (kind, bucket) stratum with candidates is drawn,
+    each kind's buckets balanced; a texture never gets one mask twice while its stratum has another."""
+    shares = np.array([0.3, 0.35, 0.6, 0.7, 0.1, 0.15, 0.3, 0.35, 0.6, 0.8])
+    kinds = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])  # real: medium, large only (as real bank masks are)
     edges = [0.0, 0.2, 0.4, 1.0]
-    chosen, buckets = assign_masks(9, shares, edges, seed=3)
-    assert set(buckets) == {0, 1, 2} and np.bincount(buckets).min() == 3
+    owner, chosen, buckets, kind = assign_masks(6, shares, kinds, edges, per_texture=4, seed=3)
+    assert len(owner) == 24 and (np.bincount(owner) == 4).all()
+    assert all(np.bincount(kind[owner == t], minlength=2).tolist() == [2, 2] for t in range(6))
+    assert (kinds[chosen] == kind).all()
     assert all(bucket_of(shares[c], edges) == b for c, b in zip(chosen, buckets))
-    again, _ = assign_masks(9, shares, edges, seed=3)
-    np.testing.assert_array_equal(chosen, again)
+    assert np.bincount(buckets[kind == 0], minlength=3).tolist() == [0, 6, 6]
+    assert np.bincount(buckets[kind == 1], minlength=3).tolist() == [4, 4, 4]
+    assert all(len(set(chosen[owner == t])) == 4 for t in range(6))
+    again = assign_masks(6, shares, kinds, edges, per_texture=4, seed=3)
+    for first, second in zip((owner, chosen, buckets, kind), again):
+        np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(assign_masks(6, shares, kinds, edges, per_texture=4, seed=4)[1], chosen)
+    # Only one kind of candidate (an empty bank): every draw is of that kind.
+    only = assign_masks(3, shares[4:], kinds[4:], edges, per_texture=4, seed=3)
+    assert (only[3] == 1).all() and len(only[0]) == 12
+
+
+def test_bootstrap_interval_is_over_textures_and_seeded():
+    """The interval resamples textures (with all their draws); it is deterministic and covers the mean; a texture
+    that is identical on all of its draws counts once, not once per draw."""
+    rng = np.random.default_rng(0)
+    textures = np.repeat(np.arange(20), 4)
+    values = np.repeat(rng.normal(30, 2, 20), 4) + rng.normal(0, 0.1, 80)
+    mean, low, high = bootstrap_mean(values, textures, 1000, seed=0)
+    assert mean == pytest.approx(values.mean()) and low < mean < high
+    assert bootstrap_mean(values, textures, 1000, seed=0) == (mean, low, high)
+    # Treating the 80 draws as independent would give an interval about half as wide (sqrt(4)).
+    _, low_draws, high_draws = bootstrap_mean(values, np.arange(80), 1000, seed=0)
+    assert (high - low) > 1.6 * (high_draws - low_draws)
+    # 2 sigma / sqrt(20) on each side: the 95 % interval of the mean of 20 textures.
+    assert (high - low) / 2 == pytest.approx(1.96 * values.reshape(20, 4).mean(1).std() / np.sqrt(20), rel=0.25)
+    assert bootstrap_mean(np.array([np.inf, np.nan]), np.array([0, 1]), 100, seed=0) == (None, None, None)
+    assert bootstrap_mean(np.array([1.0, np.inf]), np.array([0, 1]), 100, seed=0) == (1.0, 1.0, 1.0)
 
 
 # ---- the stage on a tiny test set ----
@@ -101,7 +132,7 @@ def test_mask_assignment_is_stratified_and_deterministic():
 SIZE = 32  # the generator needs a multiple of 4, the critic 32 px
 TEST_TEXTURES = 6
 OFFSET = 40  # every test texture is the mean training texture + 40 grey levels, everywhere
-STAGE_PARAMS = {"evaluate": {"free_form_candidates": 20, "batch_size": 8},
+STAGE_PARAMS = {"evaluate": {"free_form_candidates": 20, "batch_size": 32},  # every draw in one batch
                 "train": {"seed": 3, "vgg_weights": None}}  # train.seed != 0: the VGG must still be training's
 
 
@@ -152,11 +183,12 @@ def stage(tmp_path_factory) -> dict:
     save_inpainter(root / "refined.pt", trainer.generator, 4, "refined", SIZE, critic=trainer.critic)
     # The masks the stage draws: its own candidate set and stratified assignment.
     config = params_for(EvaluateParams, "evaluate", **STAGE_PARAMS["evaluate"])
-    candidates = candidate_masks(root / "masks", SIZE, config)
-    chosen, buckets = assign_masks(TEST_TEXTURES, np.array([coverage(m, valid) for m in candidates]),
-                                   config.bucket_edges, config.seed)
-    return dict(root=root, textures=textures, valid=valid, visible=candidates[chosen], buckets=buckets,
-                trainer=trainer, config=config)
+    candidates, kinds = candidate_masks(root / "masks", SIZE, config)
+    owner, chosen, buckets, kind = assign_masks(TEST_TEXTURES, np.array([coverage(m, valid) for m in candidates]),
+                                                kinds, config.bucket_edges, config.masks_per_texture, config.seed)
+    # One sample per draw: the texture the draw belongs to and its mask.
+    return dict(root=root, textures=textures[owner], valid=valid, visible=candidates[chosen], buckets=buckets,
+                kinds=kind, owner=owner, trainer=trainer, config=config)
 
 
 def evaluate(stage: dict, model: str, tag: str) -> dict:
@@ -178,12 +210,65 @@ def test_stage_scores_the_missing_region_only(stage, coarse_run):
     """Every L1/PSNR figure is taken over the holes: the mean-texture fill is off by exactly OFFSET on each of them."""
     metrics = coarse_run
     assert metrics["test_textures"] == TEST_TEXTURES and metrics["ship_output"] == "coarse"
+    assert metrics["masks_per_texture"] == stage["config"].masks_per_texture >= 4
+    assert metrics["samples"] == TEST_TEXTURES * stage["config"].masks_per_texture
     counts = {name: metrics["by_bucket"][name]["count"] for name in stage["config"].bucket_names}
-    assert counts == {"small": 2, "medium": 2, "large": 2}
-    for name in ("overall", *counts):
-        mean_fill = metrics["by_bucket"][name]["mean_texture"]
-        assert mean_fill["l1"] == pytest.approx(OFFSET / 255, abs=1e-4)  # over the whole head: a share of it
-        assert mean_fill["psnr"] == pytest.approx(20 * np.log10(255 / OFFSET), abs=1e-3)
+    assert counts == {name: int((stage["buckets"] == b).sum()) for b, name in enumerate(stage["config"].bucket_names)}
+    assert min(counts.values()) > 0 and sum(counts.values()) == metrics["samples"]
+    for table in (metrics["by_bucket"], *metrics["by_kind"].values()):
+        for name in [n for n in ("overall", *counts) if table[n]["count"]]:
+            mean_fill = table[name]["mean_texture"]
+            assert mean_fill["l1"] == pytest.approx(OFFSET / 255, abs=1e-4)  # over the whole head: a share of it
+            assert mean_fill["psnr"] == pytest.approx(20 * np.log10(255 / OFFSET), abs=1e-3)
+
+
+def test_stage_reports_each_kind_and_bucket_with_an_interval_over_textures(stage, coarse_run):
+    """Per bucket and per mask kind (real bank / free-form): draws and textures counted, and per method and metric
+    the mean over the draws inside its 95 % bootstrap interval over textures."""
+    metrics = coarse_run
+    assert set(metrics["by_kind"]) == set(MASK_KINDS)
+    names = ["overall", *stage["config"].bucket_names]
+    for kind_index, kind in enumerate(MASK_KINDS):
+        drawn = stage["kinds"] == kind_index
+        assert metrics["by_kind"][kind]["overall"]["count"] == int(drawn.sum()) == metrics["samples"] // 2
+        for b, name in enumerate(names[1:]):
+            members = drawn & (stage["buckets"] == b)
+            entry = metrics["by_kind"][kind][name]
+            assert entry["count"] == int(members.sum())
+            assert entry["textures"] == len(set(stage["owner"][members]))
+    for table in (metrics["by_bucket"], *metrics["by_kind"].values()):
+        for name in names:
+            if not table[name]["count"]:
+                continue
+            for method in ("coarse", "refined", "telea", "navier_stokes", "mirror", "mean_texture"):
+                for key in ("l1", "psnr", "ssim"):
+                    low, high = table[name][method]["interval_95"][key]
+                    assert low <= table[name][method][key] <= high, (name, method, key)
+    # Here every test texture is the same and the bank has one mask per bucket: a real bucket's draws are all
+    # one mask on one texture, so its interval is a point (the resampling is over textures, not noise).
+    assert (stage["textures"] == stage["textures"][0]).all()
+    for name in names[1:]:
+        entry = metrics["by_kind"]["real"][name]
+        if entry["count"]:
+            low, high = entry["telea"]["interval_95"]["psnr"]
+            assert low == high == entry["telea"]["psnr"]
+    # The interval is the one over textures (draws grouped by their texture), recomputed here from the draws.
+    completed, _, _, _ = model_outputs(stage["root"] / "coarse.pt", stage["textures"], stage["visible"],
+                                       stage["valid"], None, 32)
+    regions = missing_region(stage["visible"], stage["valid"])
+    psnr = np.array([region_scores(completed["coarse"][i], stage["textures"][i], regions[i])["psnr"]
+                     for i in range(len(regions))])
+    config = stage["config"]
+    _, low, high = bootstrap_mean(psnr, stage["owner"], config.bootstrap_resamples, config.seed)
+    assert metrics["by_bucket"]["overall"]["coarse"]["interval_95"]["psnr"] == [round(low, 4), round(high, 4)]
+    _, low_draws, high_draws = bootstrap_mean(psnr, np.arange(len(psnr)), config.bootstrap_resamples, config.seed)
+    assert [round(low_draws, 4), round(high_draws, 4)] != [round(low, 4), round(high, 4)]
+    gain = metrics["model_minus_mirror_fill_psnr_db"]["overall"]
+    overall = metrics["by_bucket"]["overall"]
+    assert gain["low"] <= gain["mean"] <= gain["high"]
+    assert gain["mean"] == pytest.approx(overall["coarse"]["psnr"] - overall["mirror"]["psnr"], abs=2e-4)
+    rows = json.loads((stage["root"] / "coarse" / "eval_psnr.json").read_text())["psnr_by_bucket"]
+    assert all(row["low"] <= row["psnr"] <= row["high"] for row in rows)
 
 
 def test_model_outputs_keep_known_texels_and_paint_holes_with_the_network(stage):
@@ -237,9 +322,19 @@ def test_ship_output_refined_is_what_evaluate_scores_and_shows(stage):
                                        stage["valid"], None, 8)
     for index, name in enumerate(stage["config"].bucket_names):
         figure = read_png(stage["root"] / "refined" / "figures" / f"{name}.png")
-        members = np.flatnonzero(stage["buckets"] == index)
+        members = np.flatnonzero(stage["buckets"] == index)[: stage["config"].figure_rows]
         header = figure.shape[0] - len(members) * SIZE  # the band naming the columns
         for row, member in enumerate(members):
             top = header + row * SIZE
             model_tile = figure[top:top + SIZE, 2 * SIZE:3 * SIZE]  # GT | masked | model | baseline
             np.testing.assert_array_equal(model_tile, completed["refined"][member])
+
+
+def test_candidates_without_free_form_are_the_bank_alone(stage):
+    """free_form_candidates: 0 evaluates on real masks only (every draw of kind `real`)."""
+    config = dataclasses.replace(stage["config"], free_form_candidates=0)
+    candidates, kinds = candidate_masks(stage["root"] / "masks", SIZE, config)
+    assert len(candidates) == 3 and (kinds == MASK_KINDS.index("real")).all()
+    owner, _, _, kind = assign_masks(2, np.array([coverage(m, stage["valid"]) for m in candidates]), kinds,
+                                     config.bucket_edges, config.masks_per_texture, config.seed)
+    assert len(owner) == 2 * config.masks_per_texture and (kind == MASK_KINDS.index("real")).all()

@@ -163,9 +163,13 @@ def evaluate(
     result = run(params, test, train, masks, valid, model, metrics, timing, figures, plot)
     overall = result["by_bucket"]["overall"]
     shipped = result["ship_output"]
-    typer.echo(f"evaluate: {result['test_textures']} test textures; PSNR on the missing region: "
-               f"model ({shipped}) {overall[shipped]['psnr']} dB, mirror fill {overall['mirror']['psnr']} dB, "
-               f"telea {overall['telea']['psnr']} dB -> {metrics}")
+    def psnr(method: str) -> str:
+        interval = overall[method]["interval_95"]["psnr"]
+        return f"{overall[method]['psnr']} dB" + (f" [{interval[0]}, {interval[1]}]" if interval else "")
+
+    typer.echo(f"evaluate: {result['test_textures']} test textures x {result['masks_per_texture']} masks; PSNR on "
+               f"the missing region (95 % interval over textures): model ({shipped}) {psnr(shipped)}, mirror fill "
+               f"{psnr('mirror')}, telea {psnr('telea')} -> {metrics}")
 
 
 @app.command()
@@ -204,6 +208,31 @@ def reconstruct(
         photos = result["failed"] - faces
         parts = ([f"{photos} of {result['photos']} photos"] if photos else []) + ([f"{faces} faces"] if faces else [])
         raise UserError(f"{' and '.join(parts)} failed (listed above)")
+
+
+@app.command()
+def complete(
+    partial: Annotated[Path, typer.Argument(help="partial UV texture (headtex layout), or a folder of them",
+                                            show_default=False)],
+    mask: Annotated[Path, typer.Argument(help="its mask (255 = known, 0 = missing), or a folder of masks named as "
+                                              "the partials", show_default=False)],
+    out: Annotated[Path, typer.Option(help="completed texture (PNG), or the output folder for folders")] = ...,
+    model: Annotated[Optional[Path], typer.Option(
+        help="inpainting model [default: models/inpainter.pt here, in the installed checkout, or in the cache "
+             "folder (~/.cache/headtex/inpainter.pt, $HEADTEX_CACHE)]", show_default=False)] = None,
+    template_dir: Annotated[Optional[Path], typer.Option(
+        "--template", help="head template (its valid.png) [default: models/template here, in the installed "
+                           "checkout, or ~/.cache/headtex/template]", show_default=False)] = None,
+) -> None:
+    """Complete a partial UV texture with the shipped model (as reconstruct does); folders pair files by name."""
+    from headtex.assets import find_model, find_template
+    from headtex.complete.cli import run
+
+    result = run(partial, mask, out, find_model(model), find_template(template_dir))
+    for path in result["written"]:
+        typer.echo(path)
+    typer.echo(f"complete: {len(result['written'])} textures ({result['ship_output']} output, "
+               f"{result['uv_size']}x{result['uv_size']}) -> {out}")
 
 
 @app.command()

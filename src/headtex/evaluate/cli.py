@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from headtex.evaluate.core import (
-    assign_masks, coverage, fill_mean, fill_mirror, fill_opencv, masked_input, region_scores,
+    MASK_KINDS, assign_masks, bootstrap_mean, coverage, fill_mean, fill_mirror, fill_opencv, masked_input, region_scores,
 )
 from headtex.datasets import read_mask_bank, read_textures, read_valid
 from headtex.inpaint import VGG16Features, composite, critic_loss, generator_loss, masked_l1, perceptual_loss
@@ -31,7 +31,9 @@ class EvaluateParams:
     bucket_names: list[str] = param("one name per bucket")
     free_form_candidates: int = param("seeded stroke masks offered beside the real bank", ge=0)
     max_strokes: int = param("strokes per free-form candidate", ge=1)
-    seed: int = param("the deterministic, stratified mask draw per test texture")
+    masks_per_texture: int = param("stratified masks drawn per test texture (real bank and free-form in turn)", ge=1)
+    bootstrap_resamples: int = param("resamples of the test textures for the 95 % intervals", ge=100)
+    seed: int = param("the deterministic, stratified mask draw per test texture and the bootstrap")
     figure_rows: int = param("examples per bucket figure (GT | masked | model | best baseline)", ge=1)
     batch_size: int = param("inference batch", ge=1)
     vgg_weights: str | None = param("the perceptual loss' VGG-16 (as training used)", shared="train.vgg_weights")
@@ -41,13 +43,14 @@ class EvaluateParams:
             raise ValueError("bucket_names needs one name per pair of bucket_edges")
 
 
-def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> np.ndarray:
-    """The real bank plus seeded free-form masks (255 = visible)."""
+def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> tuple[np.ndarray, np.ndarray]:
+    """The real bank plus seeded free-form masks (255 = visible), and each one's kind (index into MASK_KINDS)."""
     bank = read_mask_bank(masks_dir, size)
     rng = np.random.default_rng([config.seed, CANDIDATE_PURPOSE])
-    strokes = np.stack([free_form_mask(rng, size, max_strokes=config.max_strokes)
-                        for _ in range(config.free_form_candidates)])
-    return np.concatenate([bank, strokes])
+    strokes = np.array([free_form_mask(rng, size, max_strokes=config.max_strokes)
+                        for _ in range(config.free_form_candidates)], dtype=np.uint8).reshape(-1, size, size)
+    kinds = np.repeat([MASK_KINDS.index("real"), MASK_KINDS.index("free_form")], [len(bank), len(strokes)])
+    return np.concatenate([bank, strokes]), kinds
 
 
 @torch.no_grad()
@@ -106,52 +109,89 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
     train_textures, _ = read_textures(train_dir)
     size = textures.shape[1]
     valid = read_valid(valid_path, size)
-    candidates = candidate_masks(masks_dir, size, config)
+    candidates, candidate_kinds = candidate_masks(masks_dir, size, config)
     shares = np.array([coverage(mask, valid) for mask in candidates])
-    chosen, buckets = assign_masks(len(textures), shares, config.bucket_edges, config.seed)
-    visible = candidates[chosen]
+    # Every test texture gets masks_per_texture draws; from here on each draw is one sample (texture, mask).
+    owner, chosen, buckets, kinds = assign_masks(len(textures), shares, candidate_kinds, config.bucket_edges,
+                                                 config.masks_per_texture, config.seed)
+    truth, visible = textures[owner], candidates[chosen]
     regions = np.stack([missing_region(mask, valid) for mask in visible])
 
     torch.manual_seed(config.seed)
-    outputs, losses, info, seconds_per_texture = model_outputs(model_file, textures, visible, valid,
+    outputs, losses, info, seconds_per_texture = model_outputs(model_file, truth, visible, valid,
                                                                config.vgg_weights, config.batch_size)
     mean_texture = np.rint(train_textures.astype(np.float64).mean(0)).astype(np.uint8)
-    masked = np.stack([masked_input(t, r) for t, r in zip(textures, regions)])
+    masked = np.stack([masked_input(t, r) for t, r in zip(truth, regions)])
     outputs["telea"] = np.stack([fill_opencv(t, r, "telea") for t, r in zip(masked, regions)])
     outputs["navier_stokes"] = np.stack([fill_opencv(t, r, "navier_stokes") for t, r in zip(masked, regions)])
     outputs["mirror"] = np.stack([fill_mirror(t, r) for t, r in zip(masked, regions)])
     outputs["mean_texture"] = np.stack([fill_mean(t, r, mean_texture) for t, r in zip(masked, regions)])
 
-    scores = {method: [region_scores(out[i], textures[i], regions[i]) for i in range(len(textures))]
+    scores = {method: score_arrays([region_scores(out[i], truth[i], regions[i]) for i in range(len(truth))])
               for method, out in outputs.items()}
-    table: dict[str, dict] = {}
-    for bucket_index, name in [(None, "overall")] + list(enumerate(config.bucket_names)):
-        members = np.arange(len(textures)) if bucket_index is None else np.flatnonzero(buckets == bucket_index)
-        table[name] = {"count": int(len(members))}
-        for method in outputs:
-            for key in ("l1", "psnr", "ssim"):
-                values = np.array([scores[method][i][key] for i in members])
-                finite = values[np.isfinite(values)]
-                table[name].setdefault(method, {})[key] = round(float(finite.mean()), 4) if len(finite) else None
+    groups = [(None, "overall")] + list(enumerate(config.bucket_names))
+    everything = np.ones(len(truth), bool)
+
+    def table_of(members: np.ndarray) -> dict:
+        return group_table(members, owner, scores, config)
+
+    table = {name: table_of(everything if b is None else buckets == b) for b, name in groups}
+    by_kind = {kind: {name: table_of((kinds == k) & (everything if b is None else buckets == b)) for b, name in groups}
+               for k, kind in enumerate(MASK_KINDS)}
     shipped = info["ship_output"]
     verdict = {name: bool(table[name][shipped]["psnr"] is not None and table[name]["mirror"]["psnr"] is not None
                           and table[name][shipped]["psnr"] > table[name]["mirror"]["psnr"])
                for name in config.bucket_names if table[name]["count"]}
-    metrics = {"table_4_1": losses, "by_bucket": table, "ship_output": shipped,
-               "model_beats_mirror_fill": verdict, "test_textures": int(len(textures)),
+    gain = {}
+    for b, name in groups:
+        members = everything if b is None else buckets == b
+        if members.any():
+            mean, low, high = bootstrap_mean(scores[shipped]["psnr"][members] - scores["mirror"]["psnr"][members],
+                                             owner[members], config.bootstrap_resamples, config.seed)
+            gain[name] = {key: None if value is None else round(value, 4)
+                          for key, value in (("mean", mean), ("low", low), ("high", high))}
+    metrics = {"table_4_1": losses, "by_bucket": table, "by_kind": by_kind, "ship_output": shipped,
+               "model_beats_mirror_fill": verdict, "model_minus_mirror_fill_psnr_db": gain,
+               "test_textures": int(len(textures)), "masks_per_texture": config.masks_per_texture,
+               "samples": int(len(truth)),
+               "interval": f"95 % percentile bootstrap over test textures ({config.bootstrap_resamples} resamples, "
+                           "each texture with all its masks; seed evaluate.seed)",
                "vgg": "imagenet" if config.vgg_weights else "random (fixed seed)",
                "mask_coverage_mean": round(float(shares[chosen].mean()), 4)}
     write_json(metrics_path, metrics)
     # Timing varies run to run, so it lives apart from eval.json (which must be identical for identical inputs).
     write_json(timing_path, {"inference_seconds_per_texture": round(seconds_per_texture, 4),
-                             "textures": int(len(textures))})
+                             "textures": int(len(textures)), "completed": int(len(truth))})
     # Every method per bucket, the shipped output first (dvc.yaml draws them as bars grouped by bucket).
     methods = [shipped, *[m for m in outputs if m not in (shipped, *BASELINES)], *BASELINES]
     write_json(plot_path, {"psnr_by_bucket": [
-        {"bucket": f"{name} (n={table[name]['count']})", "method": method, "psnr": table[name][method]["psnr"]}
+        {"bucket": f"{name} (n={table[name]['count']})", "method": method, "psnr": table[name][method]["psnr"],
+         **dict(zip(("low", "high"), table[name][method]["interval_95"]["psnr"] or (None, None)))}
         for name in config.bucket_names if table[name]["count"] for method in methods]})
-    write_figures(figures_dir, config, textures, masked, outputs[shipped], outputs, buckets, table, shipped)
+    write_figures(figures_dir, config, truth, masked, outputs[shipped], outputs, buckets, table, shipped)
     return metrics
+
+
+def score_arrays(per_draw: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """{metric: one score per draw} from region_scores' dicts."""
+    return {key: np.array([scores[key] for scores in per_draw], dtype=np.float64) for key in ("l1", "psnr", "ssim")}
+
+
+def group_table(members: np.ndarray, owner: np.ndarray, scores: dict[str, dict[str, np.ndarray]],
+                config: EvaluateParams) -> dict:
+    """One group of draws (a bucket, a kind): draws and textures counted; per method and metric the mean over
+    the draws and its 95 % bootstrap interval over textures (None where nothing is scored)."""
+    textures = owner[members]
+    table: dict = {"count": int(members.sum()), "textures": int(len(np.unique(textures)))}
+    for method, metrics in scores.items():
+        entry: dict = {}
+        interval: dict = {}
+        for key, values in metrics.items():
+            mean, low, high = bootstrap_mean(values[members], textures, config.bootstrap_resamples, config.seed)
+            entry[key] = None if mean is None else round(mean, 4)
+            interval[key] = None if mean is None else [round(low, 4), round(high, 4)]
+        table[method] = {**entry, "interval_95": interval}
+    return table
 
 
 def write_figures(folder: Path, config: EvaluateParams, textures, masked, model_output, outputs, buckets, table,

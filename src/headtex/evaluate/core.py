@@ -18,25 +18,66 @@ def bucket_of(share: float, edges: list[float]) -> int:
     return int(np.clip(np.searchsorted(edges, share, side="right") - 1, 0, len(edges) - 2))
 
 
-def assign_masks(
-    test_count: int, candidate_coverage: np.ndarray, edges: list[float], seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A deterministic mask per test texture, stratified so every bucket gets samples.
+MASK_KINDS = ("real", "free_form")  # a real bank mask (a held-out view's visibility) or a seeded stroke mask
 
-    Test texture i goes to bucket i mod B (B = buckets that have candidates), then
-    draws one candidate of that bucket. Returns (candidate index, bucket) per texture.
+
+def assign_masks(
+    test_count: int, candidate_coverage: np.ndarray, candidate_kind: np.ndarray, edges: list[float],
+    per_texture: int, seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`per_texture` deterministic masks per test texture, stratified by kind and by bucket.
+
+    Draw j of texture i is of kind (i * per_texture + j) mod K (K = kinds that have candidates: with an even
+    `per_texture`, half of every texture's masks are real, half free-form); the n-th draw of a kind goes to
+    that kind's n-th bucket in turn (among its buckets that have candidates), so every (kind, bucket) stratum
+    gets samples and the buckets of each kind stay balanced; the mask is then a seeded choice among that
+    stratum's candidates, one the texture has not drawn yet when the stratum has one.
+    Returns per draw (texture-major): texture index, candidate index, bucket, kind (index into MASK_KINDS).
     """
-    buckets = np.array([bucket_of(c, edges) for c in candidate_coverage])
-    available = [b for b in range(len(edges) - 1) if np.any(buckets == b)]
-    if not available:
+    candidate_kind = np.asarray(candidate_kind)
+    buckets = np.array([bucket_of(c, edges) for c in candidate_coverage], dtype=np.int64)
+    kinds = [k for k in range(len(MASK_KINDS)) if np.any(candidate_kind == k)]
+    if not kinds:
         raise ValueError("no candidate masks to evaluate with")
+    available = {k: [b for b in range(len(edges) - 1) if np.any((buckets == b) & (candidate_kind == k))]
+                 for k in kinds}
     rng = np.random.default_rng([seed, 7])
-    chosen, chosen_bucket = np.empty(test_count, np.int64), np.empty(test_count, np.int64)
-    for i in range(test_count):
-        bucket = available[i % len(available)]
-        chosen[i] = rng.choice(np.flatnonzero(buckets == bucket))
-        chosen_bucket[i] = bucket
-    return chosen, chosen_bucket
+    drawn = {k: 0 for k in kinds}
+    rows = []
+    for texture in range(test_count):
+        used: set[int] = set()
+        for j in range(per_texture):
+            kind = kinds[(texture * per_texture + j) % len(kinds)]
+            bucket = available[kind][drawn[kind] % len(available[kind])]
+            drawn[kind] += 1
+            stratum = np.flatnonzero((buckets == bucket) & (candidate_kind == kind))
+            fresh = np.array([c for c in stratum if c not in used]) if len(stratum) > 1 else stratum
+            candidate = int(rng.choice(fresh if len(fresh) else stratum))
+            used.add(candidate)
+            rows.append((texture, candidate, bucket, kind))
+    texture_index, candidate_index, bucket_index, kind_index = (np.array(c, dtype=np.int64) for c in zip(*rows))
+    return texture_index, candidate_index, bucket_index, kind_index
+
+
+def bootstrap_mean(values: np.ndarray, textures: np.ndarray, resamples: int, seed: int,
+                   level: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """Mean of per-draw scores and its percentile bootstrap interval over textures: each resample draws the
+    textures with replacement and takes all their draws (a texture's masks are not independent samples).
+
+    Non-finite scores (PSNR of a perfect fill) are left out. One seed for every call: methods scored on the
+    same draws are resampled alike (paired). (None, None, None) when nothing is scored.
+    """
+    values, textures = np.asarray(values, dtype=np.float64), np.asarray(textures)
+    finite = np.isfinite(values)
+    values, textures = values[finite], textures[finite]
+    if not len(values):
+        return None, None, None
+    _, cluster = np.unique(textures, return_inverse=True)
+    sums, counts = np.bincount(cluster, weights=values), np.bincount(cluster).astype(np.float64)
+    picks = np.random.default_rng([seed, 79]).integers(0, len(sums), (resamples, len(sums)))
+    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(values.mean()), float(low), float(high)
 
 
 def region_scores(prediction: np.ndarray, truth: np.ndarray, region: np.ndarray) -> dict[str, float]:

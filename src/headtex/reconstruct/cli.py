@@ -16,6 +16,7 @@ from headtex.detection import detect_faces, landmarks_in_box
 from headtex.fitting import FitParams, JawRegion, fitted_landmarks, jaw_region
 from headtex.geometry.template import Template, load_template, write_obj
 from headtex.inpaint import Generator
+from headtex.inpaint.complete import complete_texture
 from headtex.inpaint.model import load_inpainter
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.masking import is_visible
@@ -23,7 +24,7 @@ from headtex.params import load_params, section
 from headtex.photos import PhotosParams, read_photo
 from headtex.progress import progress, report
 from headtex.reconstruct.core import (
-    Face, Reconstruction, ReconstructParams, complete_texture, detection_attempts, face_problem, find_faces, overlay,
+    Face, Reconstruction, ReconstructParams, detection_attempts, face_problem, find_faces, overlay,
     preview, reconstruct_face, torch_threads,
 )
 

@@ -25,9 +25,9 @@ from headtex.detection import (
 )
 from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, fitted_landmarks, partial_texture
 from headtex.geometry import project, render_textured
-from headtex.geometry.template import Template, fill_invalid, render_view
+from headtex.geometry.template import Template, render_view
 from headtex.inpaint import Generator
-from headtex.inpaint.model import inpaint
+from headtex.inpaint.complete import complete_texture
 from headtex.metrics import region_psnr
 from headtex.params import param
 
@@ -264,15 +264,6 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def complete_texture(generator: Generator, paf: np.ndarray, visible: np.ndarray, valid: np.ndarray,
-                     ship_output: str) -> np.ndarray:
-    """The model's completion of one partial texture; off-head texels are then filled from their
-    neighbours so that bilinear lookups at the head's UV border (MeshLab, renders) never blend in black."""
-    with torch.inference_mode():
-        completed = inpaint(generator, paf[None], visible[None], valid, ship_output, batch_size=1)[0]
-    return fill_invalid(completed, valid)
 
 
 def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator: Generator, ship_output: str,

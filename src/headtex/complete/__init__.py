@@ -1,0 +1,1 @@
+"""`headtex complete`: partial UV texture + mask -> completed texture, with the shipped model."""
