@@ -37,6 +37,8 @@ class EvaluateParams:
     figure_rows: int = param("examples per bucket figure (GT | masked | model | best baseline)", ge=1)
     batch_size: int = param("inference batch", ge=1)
     vgg_weights: str | None = param("the perceptual loss' VGG-16 (as training used)", shared="train.vgg_weights")
+    deterministic: bool = param("CPU: PyTorch's own convolutions (oneDNN's vary in the last bits run to run)",
+                                shared="train.deterministic")
 
     def __post_init__(self) -> None:
         if len(self.bucket_names) != len(self.bucket_edges) - 1:
@@ -55,13 +57,14 @@ def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> tuple
 
 @torch.no_grad()
 def model_outputs(model_file: Path, textures: np.ndarray, visible: np.ndarray, valid: np.ndarray,
-                  vgg_weights: str | None, batch_size: int) -> tuple[dict, dict, dict, float]:
+                  vgg_weights: str | None, batch_size: int, deterministic: bool = True) -> tuple[dict, dict, dict, float]:
     """One pass of the trained model over the test set.
 
     Returns the composited coarse and refined outputs (uint8, known texels bit-exact), the five
     Table 4.1 losses computed as training computes them (averaged over textures, with training's
     VGG), model facts, and the seconds per texture of the coarse inference.
     """
+    torch.backends.mkldnn.enabled = not deterministic  # CPU only; eval.json must repeat byte for byte
     generator, info = load_inpainter(model_file)
     if info["uv_size"] != textures.shape[1]:
         raise UserError(f"{model_file}: trained at uv size {info['uv_size']}, test textures are {textures.shape[1]}")
@@ -118,8 +121,8 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
     regions = np.stack([missing_region(mask, valid) for mask in visible])
 
     torch.manual_seed(config.seed)
-    outputs, losses, info, seconds_per_texture = model_outputs(model_file, truth, visible, valid,
-                                                               config.vgg_weights, config.batch_size)
+    outputs, losses, info, seconds_per_texture = model_outputs(model_file, truth, visible, valid, config.vgg_weights,
+                                                               config.batch_size, config.deterministic)
     mean_texture = np.rint(train_textures.astype(np.float64).mean(0)).astype(np.uint8)
     masked = np.stack([masked_input(t, r) for t, r in zip(truth, regions)])
     outputs["telea"] = np.stack([fill_opencv(t, r, "telea") for t, r in zip(masked, regions)])

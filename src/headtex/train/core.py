@@ -57,6 +57,8 @@ class TrainParams:
     precision: str = param("auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16",
                            choices=("auto", "fp32", "bf16", "fp16"))
     compile: bool = param("torch.compile the generator and critic")
+    deterministic: bool = param("CPU: bitwise-repeatable training (PyTorch's own convolutions, not oneDNN's, whose "
+                                "backward passes vary in the last bits run to run; ~2x slower); false = faster")
     num_workers: int = param("DataLoader worker processes (0 = load in the training process)", ge=0)
     log_every: int = param("steps per logged loss value (losses are reduced on the device in between)", ge=1)
     p_real: float = param("chance that a training mask comes from the real bank", shared="masks.p_real", ge=0, le=1)
@@ -157,6 +159,10 @@ class Trainer:
                  distributed: bool = False):
         self.config, self.device, self.latent = config, device, latent
         self.dtype = resolve_precision(config.precision, device)
+        if device.type == "cpu":
+            # oneDNN's convolutions give last-bit differences between identical runs (measured on the tiny
+            # pipeline); without them a rerun on identical inputs rewrites identical files (a DVC output).
+            torch.backends.mkldnn.enabled = not config.deterministic
         self.channels_last = device.type == "cuda"
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.generator, self.critic = (net.to(device, memory_format=memory_format)
