@@ -77,3 +77,19 @@ def write_params_file(path: Path, section: str, **overrides) -> Path:
     params[section].update(overrides)
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+def run_headtex(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`headtex ARGS...` in this process, as the console script runs it: (exit code, stdout, stderr)."""
+    import sys
+
+    from headtex.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["headtex", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_info:
+        code = exit_info.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -13,7 +13,7 @@ from headtex import assets
 from headtex.geometry.uv import UVParams
 from headtex.inpaint import Generator
 from headtex.inpaint.model import save_inpainter
-from conftest import params_for
+from conftest import params_for, run_headtex
 
 REPO = Path(__file__).resolve().parents[1]
 COMPARED = ("head.obj", "head.mtl", "texture.png", "partial.png", "mask.png", "overlay.png", "preview.png", "photo.png")
@@ -39,17 +39,9 @@ def elsewhere(tmp_path, monkeypatch) -> Path:
     return folder
 
 
-def command(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from headtex.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["headtex", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_info:
-        code = exit_info.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+def command(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`headtex ...` in this process: (exit code, stdout, stderr)."""
+    return run_headtex(monkeypatch, capsys, *args)
 
 
 def same_outputs(first: Path, second: Path) -> None:

@@ -2,7 +2,6 @@
 is one line and exit 1."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import cv2
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_headtex
 from headtex.geometry.template import fill_invalid
 from headtex.inpaint import Generator
 from headtex.inpaint.model import inpaint, load_inpainter, save_inpainter
@@ -42,16 +42,7 @@ def partial_and_mask(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def command(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """`headtex complete ...` in this process: (exit code, stdout, stderr)."""
-    from headtex.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["headtex", "complete", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_info:
-        code = exit_info.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_headtex(monkeypatch, capsys, "complete", *args)
 
 
 def options(assets) -> list[str]:

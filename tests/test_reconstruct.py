@@ -18,7 +18,7 @@ from headtex.reconstruct.cli import OUTPUT_FILES, folder_names, load_assets, run
 from headtex.reconstruct.core import ReconstructParams, find_face, reconstruct, sampling_view, torch_threads
 from headtex.photos import jpeg_problem, read_photo
 from headtex.inpaint.model import load_inpainter, save_inpainter
-from conftest import params_for
+from conftest import params_for, run_headtex
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -66,18 +66,9 @@ def write_image(path: Path, rgb_or_raw: np.ndarray, convert: bool = True, params
     return path
 
 
-def command(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+def command(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """`headtex reconstruct ...` in this process: (exit code, stdout, stderr)."""
-    from headtex.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["headtex", "reconstruct", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_info:
-        code = exit_info.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_headtex(monkeypatch, capsys, "reconstruct", *args)
 
 
 def reconstruct_args(template_dir, model, out):
