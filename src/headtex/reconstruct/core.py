@@ -79,7 +79,7 @@ class Face:
 
 
 class FaceRejected(ValueError):
-    """A face was found but its landmarks cannot be an upright face: nothing is written."""
+    """A face was found but cannot be fitted (face_problem): nothing is written."""
 
 
 @dataclass
@@ -269,14 +269,14 @@ def torch_threads(count: int) -> Iterator[None]:
 def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator: Generator, ship_output: str,
                 config: ReconstructParams, pafs: FitParams) -> Reconstruction | None:
     """Photo (uint8 RGB, any size) -> the most prominent face, fit, partial and completed texture; None = no face.
-    A face whose landmarks cannot be an upright face (eyes below the mouth, ...) raises FaceRejected."""
+    A face that cannot be fitted (`face_problem`: implausible landmarks, too small, cut off) raises FaceRejected."""
     timings: dict[str, float] = {}
     faces = find_faces(image, config, pafs, template, jaw, timings)
     if not faces:
         return None
-    problem = landmark_problem(faces[0].landmarks)
+    problem = face_problem(faces[0], image.shape, config)
     if problem:
-        raise FaceRejected(f"face found ({faces[0].detector}) but rejected: {problem}")
+        raise FaceRejected(problem)
     return reconstruct_face(image, faces[0], template, jaw, generator, ship_output, config, pafs, timings)
 
 
