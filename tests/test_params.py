@@ -77,7 +77,7 @@ def test_every_key_says_what_it_means():
     ("faces", {"faces": {"identitys": 3}}, "params.yaml: unknown key faces.identitys"),
     ("faces", {"faces": {"identities": 0}}, "params.yaml: faces.identities must be >= 1, got 0"),
     ("faces", {"faces": {"source": "web"}}, "params.yaml: faces.source must be one of 'synthetic', 'directory', "
-                                            "got 'web'"),
+                                            "'eigengan', got 'web'"),
     ("faces", {"photos": {"alpha_background": [1, 2]}}, "photos.alpha_background must be [R, G, B]"),
     ("template", {"uv": {"size": 190}}, "params.yaml: [uv] size must be divisible by 4"),
     ("masks", {"masks": {"p_real": 1.5}}, "params.yaml: masks.p_real must be <= 1, got 1.5"),

@@ -1,4 +1,5 @@
-"""`headtex faces`: synthetic identities (or a folder of real photos) -> data/faces/ shards, preview, metrics/faces.json."""
+"""`headtex faces`: synthetic identities (a folder of real photos, or EigenGAN's people) -> data/faces/ shards, preview,
+metrics/faces.json."""
 from __future__ import annotations
 
 import functools
@@ -10,6 +11,7 @@ import numpy as np
 
 from headtex.datasets import FACES, ShardWriter, read_shard, write_index
 from headtex.detection import detect_faces, find_face
+from headtex.faces import eigengan
 from headtex.faces.core import (
     FacesParams, RenderedIdentity, Regions, appearance_regions, preview_grid, render_identity, sample_identity,
 )
@@ -25,6 +27,7 @@ DETECTION_MAX_ABS_YAW = 45.0  # the detection check covers the views dlib's fron
 DETECTION_CHUNK = 16  # images per detection task
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_LISTED = 50  # problem lines kept in metrics/faces.json (all of them go to the log)
+EIGENGAN_CHUNK = 32  # eigengan identities generated, then checked, at a time (bounds memory)
 
 
 @functools.lru_cache(maxsize=2)
@@ -151,6 +154,49 @@ def _ingest_directory(config: FacesParams, writer: ShardWriter, workers: int) ->
                 view_counts=view_counts)
 
 
+def _check_eigengan_identity(task: tuple[np.ndarray, int]) -> eigengan.Checked:
+    return eigengan.check_identity(*task)
+
+
+def eigengan_source(config: FacesParams, writer: ShardWriter, workers: int) -> dict:
+    """EigenGAN identities into shards: one latent each, its views along the pose dimension; identities that dlib
+    does not find in every view or sees turn into another person are dropped (no ground truth, NaN pose)."""
+    generator = eigengan.load_generator(Path(config.eigengan_weights))
+    pose = eigengan.pose_dimension(generator, config.eigengan_pose)
+    positions = eigengan.traversal_positions(config.yaw_degrees, config.eigengan_pose_range)
+    centre = eigengan.centre_view(positions, config.eigengan_pose_range)
+    views = len(positions)
+    nan, kept_ids, dropped, distances, preview_views = np.full(views, np.nan, np.float32), [], [], [], []
+    for start in range(0, config.identities, EIGENGAN_CHUNK):
+        ids = range(start, min(start + EIGENGAN_CHUNK, config.identities))
+        # Generated here (torch uses every core), checked by dlib in the workers.
+        batch = [eigengan.generate_views(generator, eigengan.identity_latents(generator.arch, config.seed, i,
+                                                                               config.eigengan_truncation),
+                                         pose, positions, config.image_size) for i in ids]
+        checks = parallel_map(_check_eigengan_identity, [(images, centre) for images in batch], workers, "faces: eigengan")
+        for latent_id, images, checked in zip(ids, batch, checks):
+            distances += checked.distances
+            if not checked.kept:
+                dropped.append(f"identity {latent_id}: {checked.reason}")
+                continue
+            writer.add(_record(len(kept_ids), images, nan, nan, nan, np.full((views, 68, 2), np.nan, np.float32)))
+            kept_ids.append(latent_id)
+            if len(preview_views) < PREVIEW_IDENTITIES:
+                preview_views.append(images)
+    writer.flush()
+    other = sum("another person" in line for line in dropped)
+    check = {"generated": config.identities, "kept": len(kept_ids), "dropped_no_face": len(dropped) - other,
+             "dropped_other_person": other, "same_person_threshold": eigengan.SAME_PERSON,
+             "median_view_distance_to_centre": round(float(np.median(distances)), 4) if distances else None,
+             "dropped_lines": dropped[:MAX_LISTED]}
+    facts = dict(source="eigengan", views_per_identity=views, has_truth=False, identities=len(kept_ids),
+                 latent_ids=kept_ids, pose_dimension=list(pose), pose_positions=[round(float(p), 4) for p in positions],
+                 centre_view=centre, yaw_degrees_requested=[float(y) for y in config.yaw_degrees])
+    return dict(problems=[], conversions=[], preview_views=preview_views, facts=facts, eigengan_check=check,
+                summary=f"eigengan: {len(kept_ids)} of {config.identities} identities kept "
+                        f"({len(dropped) - other} without a face in every view, {other} turning into another person)")
+
+
 def detection_check(folder: Path, entries: list[dict], check_identities: int, max_abs_yaw: float | None,
                     workers: int) -> dict:
     """dlib HOG face-found rate over the views of the first identities (|yaw| <= max_abs_yaw where the pose is known).
@@ -248,6 +294,10 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
             facts = dict(source="synthetic", yaw_degrees=[float(y) for y in config.yaw_degrees], views_per_identity=views,
                          has_truth=True, shape_names=template.basis_names, identities=config.identities)
             ingest = dict(problems=[], conversions=[])
+        elif config.source == "eigengan":
+            ingest = eigengan_source(config, writer, workers)
+            preview_views, preview_textures = ingest["preview_views"], None
+            facts = ingest["facts"]
         else:
             ingest = _ingest_directory(config, writer, workers)
             preview_views, preview_textures = ingest["preview_views"], None
@@ -263,14 +313,18 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
         detection = detection_check(staging, writer.entries, check, DETECTION_MAX_ABS_YAW if synthetic else None, workers)
         detection_seconds = time.perf_counter() - tick
 
-        write_png(staging / "preview" / "grid.png", preview_grid(preview_views, PREVIEW_TILE, preview_textures))
+        if preview_views:  # none when the eigengan check kept no identity
+            write_png(staging / "preview" / "grid.png", preview_grid(preview_views, PREVIEW_TILE, preview_textures))
         write_index(staging, writer.entries, image_size=config.image_size, uv_size=config.uv_size, images=images, **facts)
 
     metrics = faces_metrics(config, facts["identities"], images, ingest, check, detection)
+    if "eigengan_check" in ingest:
+        metrics["eigengan_identity_check"] = ingest["eigengan_check"]
     write_json(metrics_path, metrics)
     timing = {"workers": workers, "seconds": round(time.perf_counter() - started, 2),
               "generate_seconds": round(generate_seconds, 2), "images_per_second": round(images / generate_seconds, 2),
               "detection_seconds": round(detection_seconds, 2)}
     if timing_path is not None:
         write_json(timing_path, timing)
-    return {**metrics, **timing, "log_lines": ingest["problems"] + ingest["conversions"]}
+    summary = [ingest["summary"]] if "summary" in ingest else []
+    return {**metrics, **timing, "log_lines": summary + ingest["problems"] + ingest["conversions"]}

@@ -39,9 +39,15 @@ BACKGROUND_KINDS = ("solid", "gradient", "noise")
 class FacesParams:
     """The `faces:` section of params.yaml (alpha_background is the shared `photos.alpha_background`)."""
 
-    source: str = param("synthetic (render the template) | directory (real photos under dir, no ground truth)",
-                        choices=("synthetic", "directory"))
+    source: str = param("synthetic (render the template) | directory (real photos under dir, no ground truth) | "
+                        "eigengan (EigenGAN people, no ground truth)", choices=("synthetic", "directory", "eigengan"))
     dir: str | None = param("directory source: one sub-folder per identity holding its views")
+    eigengan_weights: str | None = param("eigengan source: the generator checkpoint (.pt) in the PyTorch port's layout")
+    eigengan_pose: list[int | None] = param("eigengan: [layer, dim] traversed for the views, 0-based as the port's "
+                                            "traverse_L{layer}_D{dim}; dim null = that layer's largest |L|")
+    eigengan_pose_range: list[float] = param("eigengan: the pose coordinate at the lowest and at the highest yaw "
+                                             "(z ~ N(0, 1), so 2 = 2 sigma)")
+    eigengan_truncation: float = param("eigengan: the latent is scaled by this (1 = none)", gt=0, le=1)
     identities: int = param("synthetic identities (the thesis: 100,000)", ge=1)
     image_size: int = param("square images, pixels", ge=32)
     yaw_degrees: list[float] = param("the views' yaws, degrees (positive = nose to the image right)", gt=-90)
@@ -79,6 +85,13 @@ class FacesParams:
         problems = []
         if self.source == "directory" and not self.dir:
             problems.append("source 'directory' needs dir (a folder with one sub-folder per identity)")
+        if self.source == "eigengan" and not self.eigengan_weights:
+            problems.append("source 'eigengan' needs eigengan_weights (the generator checkpoint)")
+        pose = self.eigengan_pose
+        if len(pose) != 2 or pose[0] is None or any(v is not None and v < 0 for v in pose):
+            problems.append(f"eigengan_pose must be [layer >= 0, dim >= 0 or null], not {pose}")
+        if len(self.eigengan_pose_range) != 2 or self.eigengan_pose_range[0] == self.eigengan_pose_range[1]:
+            problems.append(f"eigengan_pose_range must be two different values, not {self.eigengan_pose_range}")
         if not self.yaw_degrees or any(abs(y) >= 90 for y in self.yaw_degrees):
             problems.append("yaw_degrees must list at least one view, each within (-90, 90)")
         problems += [f"{name} must be a range [low, high], not {getattr(self, name)}" for name in RANGE_KEYS
