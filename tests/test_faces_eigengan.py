@@ -208,6 +208,10 @@ def test_shards_schema_and_the_identity_filter(checkpoint, tmp_path, template_di
     expected = eigengan.generate_views(generator, eigengan.identity_latents(generator.arch, 0, 2, 1.0), (0, 1), positions, 64)
     assert data["images"][3:].tobytes() == expected.tobytes()
     assert (tmp_path / "faces" / "preview" / "grid.png").is_file()
+    # Two workers (forked after torch ran; they inherit the stand-in descriptor): the same shards, byte for byte.
+    run(params, template_dir, tmp_path / "faces2", tmp_path / "faces2.json", 2)
+    for entry in index["shards"]:
+        assert (tmp_path / "faces" / entry["file"]).read_bytes() == (tmp_path / "faces2" / entry["file"]).read_bytes()
 
 
 def test_random_weights_through_faces_pafs_blend(checkpoint, tmp_path, template_dir):

@@ -11,7 +11,6 @@ import numpy as np
 
 from headtex.datasets import FACES, ShardWriter, read_shard, write_index
 from headtex.detection import detect_faces, find_face
-from headtex.faces import eigengan
 from headtex.faces.core import (
     FacesParams, RenderedIdentity, Regions, appearance_regions, preview_grid, render_identity, sample_identity,
 )
@@ -155,12 +154,16 @@ def _ingest_directory(config: FacesParams, writer: ShardWriter, workers: int) ->
 
 
 def _check_eigengan_identity(task: tuple[np.ndarray, int]) -> eigengan.Checked:
+    from headtex.faces import eigengan
+
     return eigengan.check_identity(*task)
 
 
 def eigengan_source(config: FacesParams, writer: ShardWriter, workers: int) -> dict:
     """EigenGAN identities into shards: one latent each, its views along the pose dimension; identities that dlib
     does not find in every view or sees turn into another person are dropped (no ground truth, NaN pose)."""
+    from headtex.faces import eigengan  # torch is imported only by this source
+
     generator = eigengan.load_generator(Path(config.eigengan_weights))
     pose = eigengan.pose_dimension(generator, config.eigengan_pose)
     positions = eigengan.traversal_positions(config.yaw_degrees, config.eigengan_pose_range)
