@@ -196,8 +196,8 @@ def eigengan_source(config: FacesParams, writer: ShardWriter, workers: int) -> d
                  latent_ids=kept_ids, pose_dimension=list(pose), pose_positions=[round(float(p), 4) for p in positions],
                  centre_view=centre, yaw_degrees_requested=[float(y) for y in config.yaw_degrees])
     return dict(problems=[], conversions=[], preview_views=preview_views, facts=facts, eigengan_check=check,
-                summary=f"eigengan: {len(kept_ids)} of {config.identities} identities kept "
-                        f"({len(dropped) - other} without a face in every view, {other} turning into another person)")
+                log=[f"eigengan: {len(kept_ids)} of {config.identities} identities kept ({len(dropped) - other} "
+                     f"without a face in every view, {other} turning into another person)"] + dropped)
 
 
 def detection_check(folder: Path, entries: list[dict], check_identities: int, max_abs_yaw: float | None,
@@ -329,5 +329,4 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
               "detection_seconds": round(detection_seconds, 2)}
     if timing_path is not None:
         write_json(timing_path, timing)
-    summary = [ingest["summary"]] if "summary" in ingest else []
-    return {**metrics, **timing, "log_lines": summary + ingest["problems"] + ingest["conversions"]}
+    return {**metrics, **timing, "log_lines": ingest.get("log", []) + ingest["problems"] + ingest["conversions"]}
