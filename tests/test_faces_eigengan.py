@@ -55,12 +55,13 @@ def random_state(keys: dict[str, tuple], seed: int = 0) -> dict[str, torch.Tenso
 
 
 def save_port_checkpoint(path: Path, state: dict, **args) -> Path:
-    """What the port's train.py writes: step, its argparse args, g, d, g_ema and the optimisers' states."""
+    """What the port's train.py writes: step, its argparse args, g, d, g_ema, the optimisers' states and (with
+    --fid) the FID, a numpy float."""
     namespace = argparse.Namespace(name="test", size=32, batch=16, lr=1e-4, **{k: v for k, v in TINY.items() if k != "size"})
     vars(namespace).update(args)
     adam = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], betas=(0.5, 0.99)).state_dict()
     torch.save({"step": 10000, "args": namespace, "g": state, "d": {"classifier.1.bias": torch.zeros(1)},
-                "g_ema": state, "g_optim": adam, "d_optim": adam}, path)
+                "g_ema": state, "g_optim": adam, "d_optim": adam, "fid": np.float64(31.4)}, path)
     return path
 
 
@@ -105,7 +106,7 @@ def test_the_ports_default_checkpoint_layout_is_what_loads():
 def test_a_port_checkpoint_loads_unchanged_and_runs_the_ports_forward_pass(checkpoint):
     generator = eigengan.load_generator(checkpoint)
     assert generator.arch == eigengan.Architecture(**TINY)
-    with torch.serialization.safe_globals([argparse.Namespace]):
+    with torch.serialization.safe_globals(eigengan.SAFE_GLOBALS):
         state = torch.load(checkpoint, weights_only=True, map_location="cpu")["g_ema"]
     e, z = torch.randn(2, 8), torch.randn(2, 3, 3)
     with torch.no_grad():
@@ -191,6 +192,7 @@ def test_shards_schema_and_the_identity_filter(checkpoint, tmp_path, template_di
     metrics = run(params, template_dir, tmp_path / "faces", tmp_path / "faces.json", 1)
     check = metrics["eigengan_identity_check"]
     assert check["generated"] == 3 and check["kept"] == 2 and check["dropped_other_person"] == 1
+    assert check["pose_dimension"] == [0, 1]
     assert check["dropped_lines"] == ["identity 1: view 2: another person (distance 11.31 >= 0.6)"]
     assert metrics["identities"] == 2 and metrics["images"] == 6 and metrics["source"] == "eigengan"
     assert json.loads((tmp_path / "faces.json").read_text())["eigengan_identity_check"]["kept"] == 2

@@ -188,7 +188,7 @@ def eigengan_source(config: FacesParams, writer: ShardWriter, workers: int) -> d
                 preview_views.append(images)
     writer.flush()
     other = sum("another person" in line for line in dropped)
-    check = {"generated": config.identities, "kept": len(kept_ids), "dropped_no_face": len(dropped) - other,
+    check = {"pose_dimension": list(pose), "generated": config.identities, "kept": len(kept_ids), "dropped_no_face": len(dropped) - other,
              "dropped_other_person": other, "same_person_threshold": eigengan.SAME_PERSON,
              "median_view_distance_to_centre": round(float(np.median(distances)), 4) if distances else None,
              "dropped_lines": dropped[:MAX_LISTED]}

@@ -28,6 +28,11 @@ from headtex.identity import SAME_PERSON, face_descriptor
 from headtex.io import UserError
 
 LATENT = 0  # the one random stream of this source: np.random.default_rng([seed, identity, LATENT])
+# Beside tensors, the port's checkpoints pickle its argparse.Namespace of training args and, trained with --fid,
+# a numpy float (the FID): the classes weights_only loading is allowed to rebuild (numpy 1 pickles name the
+# scalar numpy.core.multiarray.scalar).
+SAFE_GLOBALS = [argparse.Namespace, np.dtype, type(np.dtype(np.float64)), np._core.multiarray.scalar,
+                (np._core.multiarray.scalar, "numpy.core.multiarray.scalar")]
 SLOPE = 0.2  # the port's leaky ReLU slope
 WEIGHTS_HINT = "download the port's FFHQ checkpoint (README: The EigenGAN source)"
 
@@ -171,8 +176,7 @@ def load_generator(path: Path) -> Generator:
     if not path.is_file():
         raise UserError(f"{path}: faces.eigengan_weights not found; {WEIGHTS_HINT}")
     try:
-        # The port pickles its argparse.Namespace of training args: the one class allowed beside tensors.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 (torch raises many kinds for a bad file)
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
