@@ -29,10 +29,11 @@ from headtex.io import UserError
 
 LATENT = 0  # the one random stream of this source: np.random.default_rng([seed, identity, LATENT])
 # Beside tensors, the port's checkpoints pickle its argparse.Namespace of training args and, trained with --fid,
-# a numpy float (the FID): the classes weights_only loading is allowed to rebuild (numpy 1 pickles name the
-# scalar numpy.core.multiarray.scalar).
-SAFE_GLOBALS = [argparse.Namespace, np.dtype, type(np.dtype(np.float64)), np._core.multiarray.scalar,
-                (np._core.multiarray.scalar, "numpy.core.multiarray.scalar")]
+# a numpy float (the FID): the classes weights_only loading is allowed to rebuild (numpy 1 and 2 pickle the
+# scalar under different module names).
+_SCALAR = (np._core if hasattr(np, "_core") else np.core).multiarray.scalar
+SAFE_GLOBALS = [argparse.Namespace, np.dtype, type(np.dtype(np.float64)),
+                (_SCALAR, "numpy.core.multiarray.scalar"), (_SCALAR, "numpy._core.multiarray.scalar")]
 SLOPE = 0.2  # the port's leaky ReLU slope
 WEIGHTS_HINT = "download the port's FFHQ checkpoint (README: The EigenGAN source)"
 
