@@ -153,7 +153,8 @@ def _ingest_directory(config: FacesParams, writer: ShardWriter, workers: int) ->
                 view_counts=view_counts)
 
 
-def _check_eigengan_identity(task: tuple[np.ndarray, int]) -> eigengan.Checked:
+def _check_eigengan_identity(task: tuple[np.ndarray, int]) -> object:
+    """dlib's verdict (eigengan.Checked) on one identity's views: (images, centre view)."""
     from headtex.faces import eigengan
 
     return eigengan.check_identity(*task)
@@ -188,8 +189,8 @@ def eigengan_source(config: FacesParams, writer: ShardWriter, workers: int) -> d
                 preview_views.append(images)
     writer.flush()
     other = sum("another person" in line for line in dropped)
-    check = {"pose_dimension": list(pose), "generated": config.identities, "kept": len(kept_ids), "dropped_no_face": len(dropped) - other,
-             "dropped_other_person": other, "same_person_threshold": eigengan.SAME_PERSON,
+    check = {"pose_dimension": list(pose), "generated": config.identities, "kept": len(kept_ids),
+             "dropped_no_face": len(dropped) - other, "dropped_other_person": other, "same_person_threshold": eigengan.SAME_PERSON,
              "median_view_distance_to_centre": round(float(np.median(distances)), 4) if distances else None,
              "dropped_lines": dropped[:MAX_LISTED]}
     facts = dict(source="eigengan", views_per_identity=views, has_truth=False, identities=len(kept_ids),
