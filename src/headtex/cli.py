@@ -43,7 +43,7 @@ def faces(
     timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/faces.json"),
     workers: Annotated[int, typer.Option(help="processes (0 = all cores)")] = 0,
 ) -> None:
-    """Multi-view identities: synthetic renders of the template with ground truth, a folder of real photos, or EigenGAN."""
+    """Multi-view identities: synthetic renders of the template with ground truth, or a folder of real photos."""
     from headtex.faces.cli import run
 
     result = run(params, template_dir, out, metrics, workers, timing_path=timing)
