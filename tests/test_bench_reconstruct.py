@@ -70,7 +70,8 @@ def test_bench_landmarks(benchmark, setup):
 def test_bench_fit(benchmark, setup):
     result, pafs = setup["result"], setup["pafs"]
     fit = benchmark(fit_landmarks, setup["assets"].template, result.face.landmarks, pafs.shape_regularisation,
-                    pafs.fit_iterations, pafs.contour, setup["assets"].jaw)
+                    pafs.fit_iterations, pafs.contour, setup["assets"].jaw, pafs.correction,
+                    setup["config"].correction_threshold, pafs.correction_radius_mm)
     assert fit.residual < 10
 
 
