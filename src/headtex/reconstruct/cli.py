@@ -348,7 +348,8 @@ def bench(params_path: Path | None, model_path: Path | None, template_dir: Path 
     decode), detect (HOG boxes on the detection copy), landmarks (dlib's 68 in the best box), find (the whole
     detection step as reconstruct runs it: HOG + landmarks + the CNN's second look where it triggers), fit,
     sample (head crop + z-buffer + PAF), complete (the network); total = read + find + fit + sample + complete.
-    One warm-up round is not counted; the load average is printed with the figures (a shared machine)."""
+    One warm-up round is not counted; wall and CPU time per phase (torch and dlib on one thread: on an idle
+    machine the two agree) and the load average are printed (a shared machine inflates the wall time)."""
     import os
     import platform
     import tempfile
@@ -362,48 +363,52 @@ def bench(params_path: Path | None, model_path: Path | None, template_dir: Path 
     matte = tuple(section(params, "photos", PhotosParams).alpha_background)
     assets = load_assets(template_dir, model_path, config.uv_size)
     photo = cv2.resize(example_photo(example), (BENCH_SIDE, BENCH_SIDE), interpolation=cv2.INTER_CUBIC)
-    phases: dict[str, list[float]] = {key: [] for key in ("read", "detect", "landmarks", "find", "fit", "sample",
-                                                           "complete", "total")}
+    keys = ("read", "detect", "landmarks", "find", "fit", "sample", "complete", "total")
+    phases: dict[str, list[float]] = {key: [] for key in keys}
+    cpu: dict[str, list[float]] = {key: [] for key in keys}
     with tempfile.TemporaryDirectory() as folder, torch_threads(config.threads):
         path = Path(folder) / f"{example}-1mp.jpg"
         cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         warm_up(assets, pafs)
         for round_ in range(repeats + 1):
-            seconds = {}
-            tick = time.perf_counter()
+            seconds, cpu_seconds = {}, {}
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             image, _ = read_photo(path, matte)
-            seconds["read"] = time.perf_counter() - tick
+            seconds["read"], cpu_seconds["read"] = time.perf_counter() - tick, time.process_time() - cpu_tick
             small, _ = downscaled(image, config.detect_max_side)
-            tick = time.perf_counter()
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             boxes = detect_faces(small, pafs.detector, config.upsample)
-            seconds["detect"] = time.perf_counter() - tick
+            seconds["detect"], cpu_seconds["detect"] = time.perf_counter() - tick, time.process_time() - cpu_tick
             if not boxes:
                 raise UserError(f"bench: no face found in the {example} example")
-            tick = time.perf_counter()
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             landmarks_in_box(small, max(boxes, key=lambda b: b[0].width())[0])
-            seconds["landmarks"] = time.perf_counter() - tick
-            tick = time.perf_counter()
+            seconds["landmarks"], cpu_seconds["landmarks"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             face = find_faces(image, config, pafs, assets.template, assets.jaw)[0]
-            seconds["find"] = time.perf_counter() - tick
-            tick = time.perf_counter()
+            seconds["find"], cpu_seconds["find"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             fit = fit_landmarks(assets.template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations,
                                 pafs.contour, assets.jaw, pafs.correction, config.correction_threshold,
                                 pafs.correction_radius_mm)
-            seconds["fit"] = time.perf_counter() - tick
-            tick = time.perf_counter()
+            seconds["fit"], cpu_seconds["fit"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             crop, crop_fit, _, _ = sampling_view(image, assets.template, fit, config.sample_max_side)
             paf, visible, _ = partial_texture(crop, assets.template, crop_fit, pafs.max_view_angle_degrees,
                                               pafs.depth_tolerance_mm)
-            seconds["sample"] = time.perf_counter() - tick
-            tick = time.perf_counter()
+            seconds["sample"], cpu_seconds["sample"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             complete_texture(assets.generator, paf, visible, assets.template.texel_valid, assets.model["ship_output"])
-            seconds["complete"] = time.perf_counter() - tick
-            seconds["total"] = sum(seconds[key] for key in ("read", "find", "fit", "sample", "complete"))
+            seconds["complete"], cpu_seconds["complete"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            for record in (seconds, cpu_seconds):
+                record["total"] = sum(record[key] for key in ("read", "find", "fit", "sample", "complete"))
             if round_:  # the first round warms caches (dlib's CNN, torch's convolutions)
-                for key, value in seconds.items():
-                    phases[key].append(value)
+                for key in keys:
+                    phases[key].append(seconds[key])
+                    cpu[key].append(cpu_seconds[key])
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    split = ", ".join(f"{key} {1000 * float(np.median(values)):.0f}" for key, values in phases.items())
+    split = ", ".join(f"{key} {1000 * float(np.median(phases[key])):.0f} ({1000 * float(np.median(cpu[key])):.0f})"
+                      for key in keys)
     return (f"reconstruct, one face in a {BENCH_SIDE}x{BENCH_SIDE} JPEG ({example}; found by {face.detector}), "
-            f"median ms of {repeats} rounds: {split}; on {os.cpu_count()} cores "
+            f"median ms of {repeats} rounds, wall (CPU): {split}; on {os.cpu_count()} cores "
             f"({platform.processor() or platform.machine()}), load average {load}")
