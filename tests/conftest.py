@@ -93,3 +93,24 @@ def run_headtex(monkeypatch, capsys, *args) -> tuple[int, str, str]:
         code = exit_info.code or 0
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def fit_arguments(**overrides) -> dict:
+    """Keyword arguments of headtex.fitting.fit_landmarks / fit_views from params.yaml's pafs section (no jaw
+    region: made by the fit; no correction unless asked), some replaced."""
+    from headtex.pafs.core import PafsParams
+
+    pafs = params_for(PafsParams, "pafs")
+    arguments = dict(shape_regularisation=pafs.shape_regularisation, iterations=pafs.fit_iterations,
+                     contour=pafs.contour, jaw=None, correction=False, correction_threshold=pafs.correction_threshold,
+                     correction_radius_mm=pafs.correction_radius_mm)
+    return {**arguments, **overrides}
+
+
+def texture_arguments(**overrides) -> dict:
+    """Keyword arguments of headtex.fitting.partial_texture from params.yaml's pafs section, some replaced."""
+    from headtex.pafs.core import PafsParams
+
+    pafs = params_for(PafsParams, "pafs")
+    return {"max_view_angle_degrees": pafs.max_view_angle_degrees, "depth_tolerance_mm": pafs.depth_tolerance_mm,
+            **overrides}

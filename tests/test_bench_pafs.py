@@ -14,7 +14,7 @@ from headtex.geometry.template import lit_texture, render_view
 from headtex.geometry import Light
 import yaml
 
-from conftest import REPO, params_for
+from conftest import REPO, fit_arguments, params_for, texture_arguments
 
 YAW = 25.0
 
@@ -34,13 +34,13 @@ def test_bench_detect_hog_256(benchmark, view):
 
 def test_bench_fit_landmarks(benchmark, template, view):
     jaw = jaw_region(template)
-    fit = benchmark(fit_landmarks, template, view[1], 20.0, 5, "silhouette", jaw)
+    fit = benchmark(fit_landmarks, template, view[1], **fit_arguments(jaw=jaw))
     assert abs(fit.pose[0] - YAW) < 10
 
 
 def test_bench_partial_texture(benchmark, template, view):
-    fit = fit_landmarks(template, view[1])
-    paf, visible, _ = benchmark(partial_texture, view[0], template, fit, 70.0, 3.0)
+    fit = fit_landmarks(template, view[1], **fit_arguments())
+    paf, visible, _ = benchmark(partial_texture, view[0], template, fit, **texture_arguments())
     assert (visible > 0).mean() > 0.2
 
 

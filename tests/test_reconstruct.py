@@ -18,7 +18,7 @@ from headtex.reconstruct.cli import OUTPUT_FILES, folder_names, load_assets, run
 from headtex.reconstruct.core import ReconstructParams, find_face, reconstruct, sampling_view, torch_threads
 from headtex.photos import jpeg_problem, read_photo
 from headtex.inpaint.model import load_inpainter, save_inpainter
-from conftest import params_for, run_headtex
+from conftest import fit_arguments, params_for, run_headtex, texture_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -437,11 +437,11 @@ def test_sampling_crop_and_downscale_keep_the_texture(template, astronaut):
     face = find_face(big, config, pafs, template)
     from headtex.fitting import fit_landmarks
 
-    fit = fit_landmarks(template, face.landmarks)
-    whole, whole_visible, _ = partial_texture(big, template, fit)
+    fit = fit_landmarks(template, face.landmarks, **fit_arguments())
+    whole, whole_visible, _ = partial_texture(big, template, fit, **texture_arguments())
     crop, crop_fit, box, factor = sampling_view(big, template, fit, 128)
     assert max(crop.shape[:2]) <= 128 and factor > 2 and box[2] - box[0] < 1024
-    cropped, cropped_visible, _ = partial_texture(crop, template, crop_fit)
+    cropped, cropped_visible, _ = partial_texture(crop, template, crop_fit, **texture_arguments())
     both = (whole_visible > 0) & (cropped_visible > 0)
     # Same texels seen (the z-buffer at a coarser grid differs only at occlusion edges), same colours.
     assert both.sum() > 0.95 * (whole_visible > 0).sum()

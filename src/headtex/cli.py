@@ -260,6 +260,20 @@ def bench_render(
     typer.echo(render_benchmark(template_dir, image_size, repeats))
 
 
+@bench.command("reconstruct")
+def bench_reconstruct(
+    params: Annotated[Path | None, typer.Option(help="params.yaml (default: found as reconstruct finds it)")] = None,
+    model: Annotated[Path | None, typer.Option(help="the inpainter (default: models/inpainter.pt, found)")] = None,
+    template_dir: Annotated[Path | None, typer.Option("--template")] = None,
+    example: str = "astronaut",
+    repeats: int = 7,
+) -> None:
+    """Median seconds per phase (read, detect, landmarks, fit, sample, complete) of one face in a 1 MP photo."""
+    from headtex.reconstruct.cli import bench as reconstruct_benchmark
+
+    typer.echo(reconstruct_benchmark(params, model, template_dir, example, repeats))
+
+
 @bench.command("train")
 def bench_train(
     params: ParamsOption = Path("params.yaml"),

@@ -10,6 +10,7 @@ Arrays in, arrays out: no I/O, no globals.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,8 @@ CONTOUR_MODES = ("fixed", "silhouette", "drop")
 FAR_SIDE_YAW_DEGREES = 5.0  # beyond this yaw one side of the jaw counts as turned away
 SILHOUETTE_COSINE = 0.3  # a vertex is on the silhouette when |cos(normal, view)| is below this
 SILHOUETTE_REACH_MM = 10.0  # a jaw landmark further than this from every silhouette vertex keeps its vertex
+
+PROCRUSTES_REFINEMENTS = 3  # orthographic Procrustes steps after the affine camera (the 2D error stops falling)
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Fit:
     shape: np.ndarray  # K shape coefficients (units of one standard deviation)
     residual: float = 0.0  # RMS landmark distance in pixels (weighted landmarks), before any correction
     landmark_ids: np.ndarray | None = None  # 68 vertex ids the landmarks were matched to (jaw: the outline)
+    landmark_weights: np.ndarray | None = None  # 68 weights the fit gave them (contour `drop`: 0 far-side jaw)
     offsets: np.ndarray | None = None  # V,3 mm (head frame): the non-rigid correction of every vertex; None = none
 
     def vertices(self, template: Template) -> np.ndarray:
@@ -126,8 +130,8 @@ def _shaped(template: Template, ids: np.ndarray, shape: np.ndarray) -> np.ndarra
     return template.vertices[ids].astype(np.float64) + np.tensordot(shape, template.basis[:, ids], axes=1)
 
 
-def scaled_orthographic(points_3d: np.ndarray, points_2d: np.ndarray, weights: np.ndarray,
-                        refinements: int = 3) -> tuple[np.ndarray, float, np.ndarray]:
+def scaled_orthographic(points_3d: np.ndarray, points_2d: np.ndarray, weights: np.ndarray
+                        ) -> tuple[np.ndarray, float, np.ndarray]:
     """Rotation, scale and 2D offset minimising sum w |q - s R[:2] X - b|^2 (q in y-up image coordinates).
 
     A linear affine camera first, projected onto the nearest scaled rotation (SVD);
@@ -144,7 +148,7 @@ def scaled_orthographic(points_3d: np.ndarray, points_2d: np.ndarray, weights: n
     rotation = np.vstack([rows, np.cross(rows[0], rows[1])])
     scale = float(singular.mean())
     weighted_x = w[:, None] * x
-    for _ in range(refinements):
+    for _ in range(PROCRUSTES_REFINEMENTS):
         target = np.column_stack([q, scale * x @ rotation[2]])
         u, singular, vt = np.linalg.svd(target.T @ weighted_x)
         flip = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
@@ -156,19 +160,20 @@ def scaled_orthographic(points_3d: np.ndarray, points_2d: np.ndarray, weights: n
 def fit_landmarks(
     template: Template,
     landmarks_2d: np.ndarray,
-    shape_regularisation: float = 20.0,
-    iterations: int = 5,
-    contour: str = "silhouette",
-    jaw: JawRegion | None = None,
-    correction: bool = False,
-    correction_threshold: float = 0.08,
-    correction_radius_mm: float = 30.0,
+    shape_regularisation: float,
+    iterations: int,
+    contour: str,
+    jaw: JawRegion | None,
+    correction: bool,
+    correction_threshold: float,
+    correction_radius_mm: float,
 ) -> Fit:
     """Fit pose and shape coefficients of the template to 68 image landmarks (pixels, ibug order).
 
     shape_regularisation is the Tikhonov weight on the coefficients (units of one
     standard deviation) against the landmark error in mm^2: the landmark noise
     variance in mm^2 under a unit-normal prior on the coefficients.
+    jaw: the jaw region for contour `silhouette` (None = made here).
     correction: then move the mesh smoothly (landmark_correction) so that each matched landmark
     vertex lands within correction_threshold x the eye-corner distance of its detection.
     """
@@ -179,13 +184,13 @@ def fit_landmarks(
 def fit_views(
     template: Template,
     landmarks: list[np.ndarray],
-    shape_regularisation: float = 20.0,
-    iterations: int = 5,
-    contour: str = "silhouette",
-    jaw: JawRegion | None = None,
-    correction: bool = False,
-    correction_threshold: float = 0.08,
-    correction_radius_mm: float = 30.0,
+    shape_regularisation: float,
+    iterations: int,
+    contour: str,
+    jaw: JawRegion | None,
+    correction: bool,
+    correction_threshold: float,
+    correction_radius_mm: float,
 ) -> list[Fit]:
     """Fit one shape and a pose per view to several images of one head (68 landmarks each, pixels).
 
@@ -199,6 +204,8 @@ def fit_views(
     """
     if contour not in CONTOUR_MODES:
         raise ValueError(f"contour must be one of {CONTOUR_MODES}, not {contour!r}")
+    if not landmarks:
+        return []  # no view with a face: nothing to fit (and no system to solve)
     if contour == "silhouette" and jaw is None:
         jaw = jaw_region(template)
     views = [np.asarray(points, dtype=np.float64) * np.array([1.0, -1.0]) for points in landmarks]  # y up
@@ -236,13 +243,9 @@ def fit_views(
         # The inner lips' shared vertex split in two (fitting_ids), for the correction and the matched landmarks.
         matched = np.where(view_ids == annotated, fitting_ids(template), view_ids)
         fit = Fit(rotation=rotation, scale=scale, translation=offset * np.array([1.0, -1.0]), shape=shape.copy(),
-                  residual=residual, landmark_ids=matched)
+                  residual=residual, landmark_ids=matched, landmark_weights=view_weights.copy())
         if correction:
-            points = _shaped(template, matched, shape)
-            predicted = scale * points @ rotation[:2].T + offset
-            inter_ocular = float(np.linalg.norm(q[OUTER_EYE_CORNERS[0]] - q[OUTER_EYE_CORNERS[1]]))
-            fit.offsets = landmark_correction(template, fit, points, q - predicted, view_weights,
-                                              correction_threshold * inter_ocular, correction_radius_mm)
+            fit = corrected(template, fit, q * np.array([1.0, -1.0]), correction_threshold, correction_radius_mm)
         fits.append(fit)
     return fits
 
@@ -260,6 +263,20 @@ def _fit_shape_views(template: Template, ids: list[np.ndarray], views: list[np.n
         normal += design.T @ (w[:, None] * design)
         right += design.T @ (w * residual.ravel())
     return np.linalg.solve(normal, right)
+
+
+def corrected(template: Template, fit: Fit, landmarks_2d: np.ndarray, threshold: float, radius_mm: float) -> Fit:
+    """The fit with the non-rigid landmark correction (landmark_correction) towards 68 detections (pixels):
+    each matched landmark vertex ends within threshold x the eye-corner distance of its detection."""
+    q = np.asarray(landmarks_2d, dtype=np.float64) * np.array([1.0, -1.0])  # y up
+    matched = fit.landmark_ids if fit.landmark_ids is not None else fitting_ids(template)
+    weights = fit.landmark_weights if fit.landmark_weights is not None else np.ones(len(matched))
+    points = _shaped(template, matched, fit.shape)
+    offset = fit.translation * np.array([1.0, -1.0])
+    predicted = fit.scale * points @ fit.rotation[:2].T + offset
+    inter_ocular = float(np.linalg.norm(q[OUTER_EYE_CORNERS[0]] - q[OUTER_EYE_CORNERS[1]]))
+    offsets = landmark_correction(template, fit, points, q - predicted, weights, threshold * inter_ocular, radius_mm)
+    return dataclasses.replace(fit, offsets=offsets)
 
 
 CORRECTION_RIDGE = 1e-5  # ridge on the Gaussian kernel matrix: conditioning only, the fields interpolate (to ~0.02 px)

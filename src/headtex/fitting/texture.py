@@ -1,6 +1,8 @@
 """The partial UV texture of one photo, sampled through the fitted mesh with a per-texel visibility test."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from headtex.fitting.landmarks import Fit
@@ -12,8 +14,8 @@ def partial_texture(
     image: np.ndarray,
     template: Template,
     fit: Fit,
-    max_view_angle_degrees: float = 70.0,
-    depth_tolerance_mm: float = 3.0,
+    max_view_angle_degrees: float,
+    depth_tolerance_mm: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample the image into the template's UV layout through the fitted mesh.
 
@@ -25,21 +27,10 @@ def partial_texture(
     Occluded texels stay empty: nothing is interpolated.
     """
     height, width = image.shape[:2]
-    vertices = fit.vertices(template)
-    screen = project(vertices, fit.rotation, fit.scale, fit.translation)
-    depth = depth_map(screen, template.faces, height, width)
     rows, cols = np.nonzero(template.texel_valid)
-    corners = template.faces[template.texel_triangle[rows, cols]]  # N,3
-    weights = template.texel_barycentrics[rows, cols].astype(np.float64)  # N,3
-    # Screen position and normal per texel, interpolated in one pass (projection is affine, so
-    # interpolating projected corners is exact).
-    per_vertex = np.concatenate([screen, vertex_normals(vertices, template.faces)], axis=1)
-    texel = sum(weights[:, k, None] * per_vertex[corners[:, k]] for k in range(3))
-    points, normals = texel[:, :3], texel[:, 3:]
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    points, normals, seen = _texel_view(template, fit, height, width, rows, cols, max_view_angle_degrees,
+                                        depth_tolerance_mm)
     towards_camera = view_direction(fit.rotation)
-    seen = visible_points(points, normals, towards_camera, depth, depth_tolerance_mm * fit.scale,
-                          max_view_angle_degrees)
     rows, cols, points, normals = rows[seen], cols[seen], points[seen], normals[seen]
     size = template.texel_triangle.shape
     paf = np.zeros(size + (3,), dtype=np.uint8)
@@ -52,3 +43,35 @@ def partial_texture(
     return paf, visible, cosine
 
 
+
+
+def _texel_view(template: Template, fit: Fit, height: int, width: int, rows: np.ndarray, cols: np.ndarray,
+                max_view_angle_degrees: float, depth_tolerance_mm: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Screen points (N,3), unit normals (N,3) and visibility (N bool) of some valid texels under a fit."""
+    vertices = fit.vertices(template)
+    screen = project(vertices, fit.rotation, fit.scale, fit.translation)
+    depth = depth_map(screen, template.faces, height, width)
+    corners = template.faces[template.texel_triangle[rows, cols]]  # N,3
+    weights = template.texel_barycentrics[rows, cols].astype(np.float64)  # N,3
+    # Screen position and normal per texel, interpolated in one pass (projection is affine, so
+    # interpolating projected corners is exact).
+    per_vertex = np.concatenate([screen, vertex_normals(vertices, template.faces)], axis=1)
+    texel = sum(weights[:, k, None] * per_vertex[corners[:, k]] for k in range(3))
+    points, normals = texel[:, :3], texel[:, 3:]
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    seen = visible_points(points, normals, view_direction(fit.rotation), depth, depth_tolerance_mm * fit.scale,
+                          max_view_angle_degrees)
+    return points, normals, seen
+
+
+def visible_texels(template: Template, fit: Fit, height: int, width: int, rows: np.ndarray, cols: np.ndarray,
+                   max_view_angle_degrees: float, depth_tolerance_mm: float, downscale: int) -> np.ndarray:
+    """Which of the given valid texels an image (height x width) sees through the fit: partial_texture's test,
+    on a z-buffer `downscale` times smaller on a side (coarser occlusion edges, downscale^2 times cheaper)."""
+    if downscale > 1:
+        # Pixel centres at integers: x_small = (x + 0.5) / downscale - 0.5.
+        fit = dataclasses.replace(fit, scale=fit.scale / downscale,
+                                  translation=(np.asarray(fit.translation) + 0.5) / downscale - 0.5)
+        height, width = -(-height // downscale), -(-width // downscale)
+    return _texel_view(template, fit, height, width, rows, cols, max_view_angle_degrees, depth_tolerance_mm)[2]

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from headtex.datasets import FACES, ShardWriter, iter_shards, read_index, write_index
-from headtex.fitting import JawRegion, fitted_landmarks, jaw_region, landmark_nme
+from headtex.fitting import JawRegion, TexelGrid, fitted_landmarks, jaw_region, landmark_nme, texel_grid
 from headtex.geometry.template import Template, load_template
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.masking import is_visible
@@ -29,10 +29,10 @@ OUTPUT_KEYS = ("identity", "view", "paf", "visible", "landmarks", "rotation", "p
 
 
 @functools.lru_cache(maxsize=2)
-def _assets(template_dir: str) -> tuple[Template, JawRegion]:
-    """The template and its jaw region, loaded once per worker process (tuned by parallel_map)."""
+def _assets(template_dir: str, texel_stride: int) -> tuple[Template, JawRegion, TexelGrid]:
+    """The template, its jaw region and the photometric refinement's texels, made once per worker process."""
     template = load_template(Path(template_dir))
-    return template, jaw_region(template)
+    return template, jaw_region(template), texel_grid(template, texel_stride)
 
 
 def _face_third(size: int) -> np.ndarray:
@@ -44,11 +44,11 @@ def _face_third(size: int) -> np.ndarray:
 def _process_identity(task: tuple[str, PafsParams, dict]) -> dict:
     """All views of one identity: per-view outputs, or the views with no face; plus fidelity rows with truth."""
     template_dir, config, item = task
-    template, jaw = _assets(template_dir)
+    template, jaw, grid = _assets(template_dir, config.photometric_texel_stride)
     fidelity, fidelity_other = [], []
     started, cpu_started = time.perf_counter(), time.process_time()
     has_truth = "lit_texture" in item
-    results, others = process_views(item["images"], template, config, jaw, compare=has_truth)
+    results, others = process_views(item["images"], template, config, jaw, compare=has_truth, grid=grid)
     found = [index for index, result in enumerate(results) if result is not None]
     missing = [index for index, result in enumerate(results) if result is None]
     views = [results[index] for index in found]

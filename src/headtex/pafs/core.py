@@ -9,7 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from headtex.detection import find_face
-from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, fit_views, partial_texture
+from headtex.fitting import (
+    Fit, FitParams, JawRegion, TexelGrid, corrected, fit_landmarks, fit_views, partial_texture, refine_views,
+    texel_grid,
+)
 from headtex.geometry.template import Template
 from headtex.params import param
 
@@ -21,6 +24,15 @@ class PafsParams(FitParams):
     upsample: int = param("times the detector upsamples the image (finds smaller faces, ~4x the cost per step)", ge=0)
     joint_fit: bool = param("fit one shape to all views of an identity (a pose per view); false = each view alone "
                             "(metrics/pafs.json reports both)")
+    photometric_iterations: int = param("joint fit: Gauss-Newton steps per blur level of the multi-view colour "
+                                        "refinement (headtex.fitting.photometric); 0 = landmarks only", ge=0)
+    photometric_blur_px: list[float] = param("joint fit: Gaussian blur of the views per refinement level, coarse "
+                                             "to fine (pixels)", ge=0)
+    photometric_weight: float = param("joint fit: weight of the views' colour agreement against their landmarks "
+                                      "(1 = a view's texels weigh as much as its 68 landmarks)", ge=0)
+    photometric_texel_stride: int = param("joint fit: the refinement compares every n-th texel in u and v", ge=1)
+    photometric_max_view_angle_degrees: float = param("joint fit: texels seen more obliquely than this take no "
+                                                      "part in the refinement", gt=0, le=90)
     workers: int = param("processes; 0 = all cores (`headtex pafs --workers N` overrides)", ge=0)
     shard_size: int = param("views per shard (whole identities)", ge=1)
     preview_identities: int = param("identities drawn in data/pafs/preview/", ge=0)
@@ -53,29 +65,44 @@ def _sample(image: np.ndarray, template: Template, params: PafsParams, detection
 
 
 def _fit(template: Template, params: PafsParams, jaw: JawRegion | None, landmarks: list[np.ndarray],
-         joint: bool) -> list[Fit]:
-    arguments = (params.shape_regularisation, params.fit_iterations, params.contour, jaw, params.correction,
-                 params.correction_threshold, params.correction_radius_mm)
-    if joint:
-        return fit_views(template, landmarks, *arguments)
-    return [fit_landmarks(template, points, *arguments) for points in landmarks]
+         joint: bool, images: list[np.ndarray], grid: TexelGrid | None) -> list[Fit]:
+    """Fits for one identity's views: each alone, or jointly (one shape) refined by the views' colour agreement;
+    the non-rigid correction, when on, last (it follows each view's own detections)."""
+    arguments = (params.shape_regularisation, params.fit_iterations, params.contour, jaw)
+    if not joint:
+        return [fit_landmarks(template, points, *arguments, params.correction, params.correction_threshold,
+                              params.correction_radius_mm) for points in landmarks]
+    fits = fit_views(template, landmarks, *arguments, False, params.correction_threshold,
+                     params.correction_radius_mm)
+    if params.photometric_iterations > 0 and len(fits) > 1:
+        grid = grid if grid is not None else texel_grid(template, params.photometric_texel_stride)
+        fits = refine_views(images, template, fits, landmarks, grid, params.photometric_blur_px,
+                            params.photometric_iterations, params.photometric_weight, params.shape_regularisation,
+                            params.photometric_max_view_angle_degrees, params.depth_tolerance_mm)
+    if params.correction:
+        fits = [corrected(template, fit, points, params.correction_threshold, params.correction_radius_mm)
+                for fit, points in zip(fits, landmarks)]
+    return fits
 
 
 def process_views(images: np.ndarray, template: Template, params: PafsParams, jaw: JawRegion | None = None,
-                  compare: bool = False) -> tuple[list[ViewResult | None], list[ViewResult] | None]:
+                  compare: bool = False, grid: TexelGrid | None = None
+                  ) -> tuple[list[ViewResult | None], list[ViewResult] | None]:
     """All views of one identity: (per view the result, None = no face; with `compare`, the results of the
     other fitting mode too: single-view fits when params.joint_fit, else joint). The joint fit takes the
-    views with a face; an identity with a missing view is discarded anyway."""
+    views with a face; an identity with a missing view is discarded anyway. grid: the refinement's texels
+    (texel_grid at params.photometric_texel_stride; None = made here)."""
     detections = [_detect(image, params) for image in images]
     found = [index for index, detection in enumerate(detections) if detection is not None]
     landmarks = [detections[index].landmarks for index in found]
     results: list[ViewResult | None] = [None] * len(images)
-    for index, fit in zip(found, _fit(template, params, jaw, landmarks, params.joint_fit)):
+    faces = [images[index] for index in found]
+    for index, fit in zip(found, _fit(template, params, jaw, landmarks, params.joint_fit, faces, grid)):
         results[index] = _sample(images[index], template, params, detections[index], fit)
     other = None
     if compare and found:
         other = [_sample(images[index], template, params, detections[index], fit)
-                 for index, fit in zip(found, _fit(template, params, jaw, landmarks, not params.joint_fit))]
+                 for index, fit in zip(found, _fit(template, params, jaw, landmarks, not params.joint_fit, faces, grid))]
     return results, other
 
 
@@ -90,4 +117,4 @@ def process_image(image: np.ndarray, template: Template, params: PafsParams,
     detection = _detect(image, params)
     if detection is None:
         return None
-    return _sample(image, template, params, detection, _fit(template, params, jaw, [detection.landmarks], False)[0])
+    return _sample(image, template, params, detection, _fit(template, params, jaw, [detection.landmarks], False, [image], None)[0])

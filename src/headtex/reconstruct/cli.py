@@ -13,7 +13,7 @@ import torch
 
 from headtex.assets import find_model, find_params, find_template
 from headtex.detection import detect_faces, landmarks_in_box
-from headtex.fitting import FitParams, JawRegion, fitted_landmarks, jaw_region
+from headtex.fitting import FitParams, JawRegion, fit_landmarks, fitted_landmarks, jaw_region, partial_texture
 from headtex.geometry.template import Template, load_template, write_obj
 from headtex.inpaint import Generator
 from headtex.inpaint.complete import complete_texture
@@ -24,8 +24,8 @@ from headtex.params import load_params, section
 from headtex.photos import PhotosParams, read_photo
 from headtex.progress import progress, report
 from headtex.reconstruct.core import (
-    Face, Reconstruction, ReconstructParams, detection_attempts, face_problem, find_faces, overlay,
-    preview, reconstruct_face, torch_threads,
+    Face, Reconstruction, ReconstructParams, detection_attempts, downscaled, face_problem, find_faces, overlay,
+    preview, reconstruct_face, sampling_view, torch_threads,
 )
 
 # Photos that ship with an installed package, so a fresh machine has a real photograph without a download.
@@ -337,3 +337,78 @@ def reconstruct_all(inputs: list[tuple[str, Path | str]], out: Path, model_path:
         write_json(timing_path, timing)
     return {**metrics, "seconds_per_photo_median": timing["seconds_per_photo_median"],
             "folders": [r["folder"] for r in records]}
+
+
+BENCH_SIDE = 1024  # the benchmark's photo: the example upscaled to 1024 x 1024 (1 megapixel), JPEG quality 92
+
+
+def bench(params_path: Path | None, model_path: Path | None, template_dir: Path | None, example: str,
+          repeats: int) -> str:
+    """Median seconds per phase of one face in a 1-megapixel photo through reconstruct's path: read (JPEG
+    decode), detect (HOG boxes on the detection copy), landmarks (dlib's 68 in the best box), find (the whole
+    detection step as reconstruct runs it: HOG + landmarks + the CNN's second look where it triggers), fit,
+    sample (head crop + z-buffer + PAF), complete (the network); total = read + find + fit + sample + complete.
+    One warm-up round is not counted; wall and CPU time per phase (torch and dlib on one thread: on an idle
+    machine the two agree) and the load average are printed (a shared machine inflates the wall time)."""
+    import os
+    import platform
+    import tempfile
+
+    import cv2
+
+    params_path, model_path, template_dir = find_assets(params_path, model_path, template_dir)
+    params = load_params(params_path)
+    config = section(params, "reconstruct", ReconstructParams)
+    pafs = section(params, "pafs", FitParams, partial=True)
+    matte = tuple(section(params, "photos", PhotosParams).alpha_background)
+    assets = load_assets(template_dir, model_path, config.uv_size)
+    photo = cv2.resize(example_photo(example), (BENCH_SIDE, BENCH_SIDE), interpolation=cv2.INTER_CUBIC)
+    keys = ("read", "detect", "landmarks", "find", "fit", "sample", "complete", "total")
+    phases: dict[str, list[float]] = {key: [] for key in keys}
+    cpu: dict[str, list[float]] = {key: [] for key in keys}
+    with tempfile.TemporaryDirectory() as folder, torch_threads(config.threads):
+        path = Path(folder) / f"{example}-1mp.jpg"
+        cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        warm_up(assets, pafs)
+        for round_ in range(repeats + 1):
+            seconds, cpu_seconds = {}, {}
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+            image, _ = read_photo(path, matte)
+            seconds["read"], cpu_seconds["read"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            small, _ = downscaled(image, config.detect_max_side)
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+            boxes = detect_faces(small, pafs.detector, config.upsample)
+            seconds["detect"], cpu_seconds["detect"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            if not boxes:
+                raise UserError(f"bench: no face found in the {example} example")
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+            landmarks_in_box(small, max(boxes, key=lambda b: b[0].width())[0])
+            seconds["landmarks"], cpu_seconds["landmarks"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+            face = find_faces(image, config, pafs, assets.template, assets.jaw)[0]
+            seconds["find"], cpu_seconds["find"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+            fit = fit_landmarks(assets.template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations,
+                                pafs.contour, assets.jaw, pafs.correction, config.correction_threshold,
+                                pafs.correction_radius_mm)
+            seconds["fit"], cpu_seconds["fit"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+            crop, crop_fit, _, _ = sampling_view(image, assets.template, fit, config.sample_max_side)
+            paf, visible, _ = partial_texture(crop, assets.template, crop_fit, pafs.max_view_angle_degrees,
+                                              pafs.depth_tolerance_mm)
+            seconds["sample"], cpu_seconds["sample"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+            complete_texture(assets.generator, paf, visible, assets.template.texel_valid, assets.model["ship_output"])
+            seconds["complete"], cpu_seconds["complete"] = time.perf_counter() - tick, time.process_time() - cpu_tick
+            for record in (seconds, cpu_seconds):
+                record["total"] = sum(record[key] for key in ("read", "find", "fit", "sample", "complete"))
+            if round_:  # the first round warms caches (dlib's CNN, torch's convolutions)
+                for key in keys:
+                    phases[key].append(seconds[key])
+                    cpu[key].append(cpu_seconds[key])
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    split = ", ".join(f"{key} {1000 * float(np.median(phases[key])):.0f} ({1000 * float(np.median(cpu[key])):.0f})"
+                      for key in keys)
+    return (f"reconstruct, one face in a {BENCH_SIDE}x{BENCH_SIDE} JPEG ({example}; found by {face.detector}), "
+            f"median ms of {repeats} rounds, wall (CPU): {split}; on {os.cpu_count()} cores "
+            f"({platform.processor() or platform.machine()}), load average {load}")

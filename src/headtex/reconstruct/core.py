@@ -173,8 +173,10 @@ def find_faces(image: np.ndarray, config: ReconstructParams, fitting: FitParams,
     second: list[Detection] = []
     if fitting.fallback_detector:
         best = merge_faces(hog, [])[0]
+        # The pose only: no correction (it moves the mesh, not the camera).
         yaw = fit_landmarks(template, best.landmarks, fitting.shape_regularisation, fitting.fit_iterations,
-                            fitting.contour, jaw).pose[0]
+                            fitting.contour, jaw, False, fitting.correction_threshold,
+                            fitting.correction_radius_mm).pose[0]
         if (box_side(best.box) < config.second_look_share * min(small.shape[:2])
                 or abs(yaw) > config.second_look_yaw_degrees):
             shrink = max(1.0, box_side(best.box) / config.second_look_face_px,
