@@ -132,7 +132,7 @@ def test_bootstrap_interval_is_over_textures_and_seeded():
 SIZE = 32  # the generator needs a multiple of 4, the critic 32 px
 TEST_TEXTURES = 6
 OFFSET = 40  # every test texture is the mean training texture + 40 grey levels, everywhere
-STAGE_PARAMS = {"evaluate": {"free_form_candidates": 20, "batch_size": 32},  # every draw in one batch
+STAGE_PARAMS = {"evaluate": {"free_form_candidates": 20, "batch_size": 32, "real_photos": []},  # one batch; no photos
                 "train": {"seed": 3, "vgg_weights": None}}  # train.seed != 0: the VGG must still be training's
 
 
