@@ -45,6 +45,7 @@ class EvaluateParams:
     seed: int = param("the deterministic, stratified mask draw per test texture and the bootstrap")
     figure_rows: int = param("examples per bucket figure (GT | masked | model | best baseline)", ge=1)
     batch_size: int = param("inference batch", ge=1)
+    threads: int = param("torch CPU threads for the network (0 = leave torch's default: one per core)", ge=0)
     vgg_weights: str | None = param("the perceptual loss' VGG-16 (as training used)", shared="train.vgg_weights")
     deterministic: bool = param("CPU: PyTorch's own convolutions (oneDNN's vary in the last bits run to run)",
                                 shared="train.deterministic")
@@ -76,12 +77,13 @@ def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> tuple
 
 @torch.no_grad()
 def model_outputs(model_file: Path, textures: np.ndarray, visible: np.ndarray, valid: np.ndarray,
-                  vgg_weights: str | None, batch_size: int, deterministic: bool = True) -> tuple[dict, dict, dict, float]:
+                  vgg_weights: str | None, batch_size: int, deterministic: bool = True,
+                  loss_rows: np.ndarray | None = None) -> tuple[dict, dict, dict, float]:
     """One pass of the trained model over the test set.
 
     Returns the composited coarse and refined outputs (uint8, known texels bit-exact), the five
-    Table 4.1 losses computed as training computes them (averaged over textures, with training's
-    VGG), model facts, and the seconds per texture of the coarse inference.
+    Table 4.1 losses computed as training computes them (averaged over the `loss_rows` draws, default
+    all, with training's VGG), model facts, and the seconds per texture of the coarse inference.
     """
     torch.backends.mkldnn.enabled = not deterministic  # CPU only; eval.json must repeat byte for byte
     generator, info = load_inpainter(model_file)
@@ -89,6 +91,7 @@ def model_outputs(model_file: Path, textures: np.ndarray, visible: np.ndarray, v
         raise UserError(f"{model_file}: trained at uv size {info['uv_size']}, test textures are {textures.shape[1]}")
     critic = load_critic(model_file, info["latent"])
     vgg = VGG16Features(vgg_weights)
+    loss_rows = np.ones(len(textures), bool) if loss_rows is None else np.asarray(loss_rows, bool)
     outputs = {"coarse": [], "refined": []}
     sums: dict[str, float] = {}
     coarse_seconds = 0.0
@@ -101,9 +104,13 @@ def model_outputs(model_file: Path, textures: np.ndarray, visible: np.ndarray, v
         refined = generator.forward_refine(image, hole, coarse)
         outputs["coarse"].append(to_uint8(composite(coarse, image, hole)))
         outputs["refined"].append(to_uint8(composite(refined, image, hole)))
-        for key, value in table_4_1_losses(coarse, refined, image, hole, critic, vgg).items():
-            sums[key] = sums.get(key, 0.0) + float(value) * len(image)
-    losses = {key: round(value / len(textures), 6) for key, value in sorted(sums.items())}
+        # The losses (VGG and critic: twice the generator's cost) on the chosen draws of the batch only.
+        chosen = torch.from_numpy(np.flatnonzero(loss_rows[batch]))
+        if len(chosen):
+            parts = table_4_1_losses(coarse[chosen], refined[chosen], image[chosen], hole[chosen], critic, vgg)
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * len(chosen)
+    losses = {key: round(value / max(int(loss_rows.sum()), 1), 6) for key, value in sorted(sums.items())}
     completed = {name: restore_known(np.concatenate(batches), textures, visible, valid)
                  for name, batches in outputs.items()}
     return completed, losses, info, coarse_seconds / len(textures)
@@ -147,9 +154,13 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
     regions = np.stack([missing_region(mask, valid) for mask in visible])
 
     torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     tick = time.perf_counter()
+    # Table 4.1 on one draw per texture, its (texture mod masks_per_texture)-th: kinds and buckets in turn.
+    loss_rows = np.arange(len(owner)) % config.masks_per_texture == owner % config.masks_per_texture
     outputs, losses, info, seconds_per_texture = model_outputs(model_file, truth, visible, valid, config.vgg_weights,
-                                                               config.batch_size, config.deterministic)
+                                                               config.batch_size, config.deterministic, loss_rows)
     model_seconds = time.perf_counter() - tick
     # The training split is only averaged: streamed from its shards, never held whole (paper scale: 11 GB).
     train_textures, _ = open_textures(train_dir)
@@ -188,7 +199,7 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
     photos = (real_photo_scores(config, fitting, Path(template_dir), candidates[candidate_kinds == MASK_KINDS.index("real")], valid,
                                 model_file, mean, workers) if config.real_photos else None)
     photo_seconds = time.perf_counter() - tick
-    metrics = {"table_4_1": losses, "by_bucket": table, "by_kind": by_kind, "ship_output": shipped,
+    metrics = {"table_4_1": losses, "table_4_1_draws": int(loss_rows.sum()), "by_bucket": table, "by_kind": by_kind, "ship_output": shipped,
                "model_beats_mirror_fill": verdict, "model_minus_mirror_fill_psnr_db": gain,
                "test_textures": int(len(textures)), "masks_per_texture": config.masks_per_texture,
                "samples": int(len(truth)),
