@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from headtex.datasets import (
-    FACES, MASKS, ShardWriter, held_out_identities, iter_shards, read_index, read_mask_bank, read_shard,
-    read_textures, split_identities, write_index,
+    FACES, MASKS, ShardWriter, held_out_identities, iter_shards, mean_texture, open_textures, read_index,
+    read_mask_bank, read_shard, read_textures, split_identities, write_index,
 )
 from headtex.io import UserError, save_npz
 
@@ -123,3 +123,73 @@ def test_a_damaged_shard_stops_a_stage_with_one_line(tmp_path, template_dir, mon
     assert exit_info.value.code == 1
     assert err.startswith(f"error: {path}: damaged shard (BadZipFile: Bad CRC-32") and "\n" not in err
     assert "faces stage" in err and not (tmp_path / "pafs").exists()
+
+
+# ---- rows on demand (training streams from the shards) ----
+
+def varied_dataset(folder, shard_size=3):
+    """Textures whose every byte differs (so an off-by-one offset shows), over several shards."""
+    rng = np.random.default_rng(1)
+    writer = ShardWriter(folder, shard_size)
+    for identity in (2, 4, 6, 7, 9, 11, 12):
+        writer.add({"textures": rng.integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8),
+                    "identity": np.array([identity], np.int64)})
+    writer.flush()
+    write_index(folder, writer.entries)
+    return writer.entries
+
+
+def test_rows_read_on_demand_equal_what_np_load_reads(tmp_path):
+    """Single rows, negative rows, fancy and sliced rows, and a pickled copy (a DataLoader worker) all read the
+    bytes np.load reads; the streamed mean equals the in-memory mean."""
+    import pickle
+
+    entries = varied_dataset(tmp_path)
+    assert len(entries) == 3
+    full, identities = read_textures(tmp_path)
+    rows, row_identities = open_textures(tmp_path)
+    assert rows.shape == full.shape and rows.dtype == np.uint8 and row_identities.tolist() == identities.tolist()
+    for index in (0, 2, 3, 6, -1):
+        assert np.array_equal(rows[index], full[index])
+    assert np.array_equal(rows[[5, 0, 3]], full[[5, 0, 3]]) and np.array_equal(rows[1:6:2], full[1:6:2])
+    assert np.array_equal(pickle.loads(pickle.dumps(rows))[4], full[4])
+    assert rows[2].flags.writeable  # torch.from_numpy takes it without a copy or a warning
+    assert np.array_equal(mean_texture(rows, chunk=2), np.rint(full.astype(np.float64).mean(0)).astype(np.uint8))
+    with pytest.raises(IndexError):
+        rows[7]
+
+
+def test_damaged_shard_opened_for_row_reads_is_one_clear_line(tmp_path):
+    """The CRCs are checked once when the rows are opened: a flipped byte is the same one line as read_textures'."""
+    entries = varied_dataset(tmp_path)
+    path = tmp_path / entries[1]["file"]
+    data = bytearray(path.read_bytes())
+    data[400] ^= 0xFF  # inside textures.npy's data
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError) as error:
+        open_textures(tmp_path)
+    message = str(error.value)
+    assert str(path) in message and "damaged shard" in message and "dvc repro -f -s blend" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("problem, expected", [
+    ("compressed", "compressed, so its rows cannot be read on demand"),
+    ("wrong_dtype", "is float32 with 4 axes, expected uint8"),
+    ("wrong_count", "index.json says 5"),
+    ("truncated", "damaged shard"),
+])
+def test_shards_unfit_for_row_reads_are_rejected(tmp_path, problem, expected):
+    textures, identity = np.arange(2 * SIZE * SIZE * 3, dtype=np.uint8).reshape(2, SIZE, SIZE, 3), np.array([1, 2])
+    entry = {"file": "shard-00000.npz", "identities": [1, 2], "count": 5 if problem == "wrong_count" else 2}
+    path = tmp_path / entry["file"]
+    if problem == "compressed":
+        np.savez_compressed(path, textures=textures, identity=identity)
+    else:
+        save_npz(path, textures=textures.astype(np.float32) if problem == "wrong_dtype" else textures,
+                 identity=identity)
+    if problem == "truncated":
+        path.write_bytes(path.read_bytes()[:-200])
+    write_index(tmp_path, [entry])
+    with pytest.raises(UserError, match=expected):
+        open_textures(tmp_path)

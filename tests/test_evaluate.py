@@ -11,8 +11,8 @@ import yaml
 from headtex.masking import missing_region
 from headtex.evaluate.cli import EvaluateParams, candidate_masks, model_outputs, run
 from headtex.evaluate.core import (
-    MASK_KINDS, assign_masks, bootstrap_mean, bucket_of, coverage, fill_mean, fill_mirror, fill_opencv, masked_input,
-    region_scores,
+    MASK_KINDS, assign_masks, bootstrap_mean, bucket_of, coverage, fill_mean, fill_mirror, fill_opencv, hide,
+    masked_input, photo_masks, region_scores, scored_on_seen,
 )
 from headtex.inpaint import VGG16Features
 from conftest import REPO, params_for
@@ -132,7 +132,7 @@ def test_bootstrap_interval_is_over_textures_and_seeded():
 SIZE = 32  # the generator needs a multiple of 4, the critic 32 px
 TEST_TEXTURES = 6
 OFFSET = 40  # every test texture is the mean training texture + 40 grey levels, everywhere
-STAGE_PARAMS = {"evaluate": {"free_form_candidates": 20, "batch_size": 32},  # every draw in one batch
+STAGE_PARAMS = {"evaluate": {"free_form_candidates": 20, "batch_size": 32, "real_photos": []},  # one batch; no photos
                 "train": {"seed": 3, "vgg_weights": None}}  # train.seed != 0: the VGG must still be training's
 
 
@@ -299,8 +299,12 @@ def test_rerun_writes_an_identical_eval_json(stage, coarse_run):
 def test_table_4_1_losses_are_trainings_on_the_same_batch(stage, coarse_run):
     """The five Table 4.1 losses equal what a training step reports for the same weights, textures and masks."""
     metrics = coarse_run
-    hole = hole_from_visible(stage["visible"], stage["valid"])
-    trained = stage["trainer"].train_step(torch.from_numpy(stage["textures"]), torch.from_numpy(hole))
+    # one draw per texture: its (texture mod masks_per_texture)-th
+    rows = np.arange(len(stage["owner"])) % stage["config"].masks_per_texture == \
+        stage["owner"] % stage["config"].masks_per_texture
+    assert metrics["table_4_1_draws"] == TEST_TEXTURES == rows.sum()
+    hole = hole_from_visible(stage["visible"][rows], stage["valid"])
+    trained = stage["trainer"].train_step(torch.from_numpy(stage["textures"][rows]), torch.from_numpy(hole))
     table = metrics["table_4_1"]
     assert set(table) == {"first_mask_l1", "second_mask_l1", "first_mask_l1_missing", "second_mask_l1_missing",
                           "perceptual", "gan", "d_loss"}
@@ -338,3 +342,81 @@ def test_candidates_without_free_form_are_the_bank_alone(stage):
     owner, _, _, kind = assign_masks(2, np.array([coverage(m, stage["valid"]) for m in candidates]), kinds,
                                      config.bucket_edges, config.masks_per_texture, config.seed)
     assert len(owner) == 2 * config.masks_per_texture and (kind == MASK_KINDS.index("real")).all()
+
+
+# ---- real photographs: part of what the photo shows is hidden and scored ----
+
+def test_hiding_keeps_only_seen_texels_and_scores_only_the_hidden_ones():
+    """A method is given the seen texels the bank mask keeps; it is scored on the seen ones it hides, never on
+    texels the photo did not show (their truth is unknown); SSIM's windows see the truth's empty texels there."""
+    seen = np.zeros((8, 8), np.uint8)
+    seen[:, :5] = 255  # the photo shows columns 0-4
+    mask = np.full((8, 8), 255, np.uint8)
+    mask[:, 3:7] = 0  # the bank mask hides columns 3-6
+    given, hidden = hide(seen, mask)
+    assert (given[:, :3] == 255).all() and (given[:, 3:] == 0).all()
+    assert hidden[:, 3:5].all() and hidden.sum() == 16  # columns 5-6 hidden by the mask but never seen: not scored
+    prediction = np.full((8, 8, 3), 9, np.uint8)
+    truth = np.zeros((8, 8, 3), np.uint8)
+    out = scored_on_seen(prediction, truth, seen)
+    assert (out[:, 5:] == 0).all() and (out[:, :5] == 9).all() and (prediction == 9).all()
+
+
+def test_photo_masks_hide_enough_of_what_the_photo_shows_and_repeat():
+    valid = np.ones((8, 8), bool)
+    seen = np.zeros((8, 8), np.uint8)
+    seen[:, :4] = 255
+    bank = np.full((3, 8, 8), 255, np.uint8)
+    bank[0, :, 6:] = 0  # hides only unseen texels
+    bank[1, :, :2] = 0  # hides half of the seen ones
+    bank[2, :1, :1] = 0  # hides 1/32 of them
+    chosen = photo_masks(seen, bank, valid, 4, 0.1, seed=0, photo=0)
+    assert chosen.tolist() == [1, 1, 1, 1]  # only mask 1 qualifies (repeated when the bank has too few)
+    assert photo_masks(seen, bank, valid, 2, 0.01, 0, 3).tolist() == photo_masks(seen, bank, valid, 2, 0.01, 0, 3).tolist()
+    assert set(photo_masks(seen, bank, valid, 2, 0.01, 0, 3).tolist()) == {1, 2}  # distinct when it can be
+    assert len(photo_masks(seen, bank, valid, 2, 0.9, 0, 0)) == 0
+
+
+def test_stage_scores_every_method_on_a_real_photo(template_dir, tmp_path):
+    """The real-photo block of eval.json: the astronaut's partial texture, bank masks hiding part of what it
+    shows, every method scored there (per photo and overall)."""
+    from headtex.geometry.template import load_template
+    from headtex.inpaint import Generator
+
+    size = 192
+    valid = load_template(template_dir).texel_valid
+    rng = np.random.default_rng(0)
+    smooth = np.stack([np.kron(rng.integers(60, 200, (6, 6, 3)), np.ones((32, 32, 1))).astype(np.uint8)
+                       for _ in range(3)])
+    write_split(tmp_path / "train", smooth[:2], 100)
+    write_split(tmp_path / "test", smooth[2:], 200)
+    bank = np.full((3, size, size), 255, np.uint8)
+    bank[0, :, : size // 2] = 0  # the subject's right side hidden
+    bank[1, 40:120, 60:130] = 0  # the middle of the face
+    bank[2, :, size // 2:] = 0
+    save_npz(tmp_path / "masks" / "shard-00000.npz", masks=bank, identity=np.arange(3), view=np.zeros(3, np.int16))
+    write_index(tmp_path / "masks", [{"file": "shard-00000.npz", "identities": [0, 1, 2], "count": 3}])
+    write_png(tmp_path / "valid.png", valid.astype(np.uint8) * 255)
+    torch.manual_seed(0)
+    save_inpainter(tmp_path / "model.pt", Generator(4), 4, "coarse", size)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["evaluate"].update(free_form_candidates=2, masks_per_texture=2, batch_size=4, real_photos=["astronaut"],
+                              real_photo_masks=2, real_photo_min_hidden=0.1)
+    params["train"]["vgg_weights"] = None
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "out"
+    metrics = run(tmp_path / "params.yaml", tmp_path / "test", tmp_path / "train", tmp_path / "masks",
+                  tmp_path / "valid.png", tmp_path / "model.pt", out / "eval.json", out / "timing.json",
+                  out / "figures", out / "psnr.json", template_dir, workers=1)
+    block = json.loads((out / "eval.json").read_text())["real_photos"]
+    assert block == json.loads(json.dumps(metrics["real_photos"]))
+    photo = block["photos"]["astronaut"]
+    assert photo["masks"] == 2 and block["overall"]["samples"] == 2
+    assert 0.2 < photo["seen_share"] < 0.8 and 0.1 <= photo["hidden_share_of_seen"] < 1
+    methods = {"coarse", "refined", "telea", "navier_stokes", "mirror", "mean_texture"}
+    for scores in (photo, block["overall"]):
+        assert methods <= set(scores)
+        for method in methods:
+            assert scores[method]["psnr"] > 5 and 0 < scores[method]["l1"] < 1 and -1 < scores[method]["ssim"] < 1
+    # an untrained model paints noise: the classical fills of a real face beat it
+    assert photo["telea"]["psnr"] > photo["coarse"]["psnr"]

@@ -41,7 +41,7 @@ def evaluate(root, train_seed: int) -> dict:
     from headtex.evaluate.cli import run
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["evaluate"].update(free_form_candidates=6, batch_size=2)
+    params["evaluate"].update(free_form_candidates=6, batch_size=2, real_photos=[])
     params["train"]["seed"] = train_seed
     path = root / f"params-{train_seed}.yaml"
     path.write_text(yaml.safe_dump(params))

@@ -31,7 +31,7 @@ READS = {
     "masks": [("masks", MasksParams, True)],
     "blend": [("blend", BlendParams, True)],
     "train": [("model", ModelParams, True), ("train", TrainParams, True)],
-    "evaluate": [("evaluate", EvaluateParams, True)],
+    "evaluate": [("evaluate", EvaluateParams, True), ("pafs", FitParams, False)],
     "reconstruct": [("reconstruct", ReconstructParams, True), ("photos", PhotosParams, True),
                     ("pafs", FitParams, False)],
     "summary": [],  # reads only the stages' metrics files

@@ -17,7 +17,9 @@ from headtex.datasets import write_index
 from headtex.io import UserError, save_npz, write_png
 from headtex.inpaint.model import inpaint
 from headtex.masking import hole_from_visible
-from headtex.train.core import Trainer, TrainParams, learning_rate_factor, sample_grid, training_example
+from headtex.train.core import (
+    TextureDataset, Trainer, TrainParams, learning_rate_factor, sample_grid, training_example,
+)
 from headtex.inpaint.model import load_inpainter
 from headtex.train.files import CHECKPOINT_NAME
 from conftest import REPO, params_for
@@ -119,6 +121,32 @@ def test_training_example_masks_flips_and_seeding(data):
     strokes = params_for(TrainParams, "train", p_real=0.0, max_strokes=6)
     _, hole = training_example(texture, 10, 0, data["bank"], valid, strokes)
     assert 0 < hole.mean() < 1 and hole[~valid].max() == 0
+
+
+def test_training_dataset_reads_rows_from_the_shards_when_asked(data):
+    """The train stage's dataset streams: items equal the in-memory dataset's, and a row is read from its
+    shard when the item is asked for (bytes changed on disk after opening show up), not held from the start."""
+    from torch.utils.data import DataLoader
+
+    from headtex.datasets import open_textures
+
+    config = params_for(TrainParams, "train", p_real=0.5, max_strokes=6, seed=2)
+    rows, identities = open_textures(data["textures"])
+    streamed = TextureDataset(rows, identities, data["bank"], valid_region(SIZE), config)
+    in_memory = TextureDataset(data["texture_array"], identities, data["bank"], valid_region(SIZE), config)
+    for dataset in (streamed, in_memory):
+        dataset.set_epoch(1)
+    for index in range(IDENTITIES):
+        (a, hole_a), (b, hole_b) = streamed[index], in_memory[index]
+        assert torch.equal(a, b) and torch.equal(hole_a, hole_b)
+    # two worker processes read through their own file handles, batches as in memory
+    worker_batches = [batch[0] for batch in DataLoader(streamed, 3, num_workers=2)]
+    assert all(torch.equal(x, y[0]) for x, y in zip(worker_batches, DataLoader(in_memory, 3)))
+    shard = data["textures"] / "shard-00001.npz"
+    with open(shard, "r+b") as handle:  # overwrite the last texture's bytes in place (its .npy data ends the entry
+        handle.seek(rows.parts[1][1] + rows.row_bytes)  # ... at the offset the reader computed)
+        handle.write(bytes(rows.row_bytes))
+    assert rows[5].max() == 0 and np.array_equal(rows[4], data["texture_array"][4])
 
 
 def test_learning_rate_schedule():

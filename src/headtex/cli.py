@@ -156,11 +156,13 @@ def evaluate(
     timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/evaluate.json"),
     figures: Annotated[Path, typer.Option(help="figure folder")] = Path("metrics/figures"),
     plot: Annotated[Path, typer.Option(help="per-bucket PSNR plot data")] = Path("metrics/eval_psnr.json"),
+    template_dir: Annotated[Path, typer.Option("--template", help="head template (fits the real photos)")] = Path("models/template"),
+    workers: Annotated[int, typer.Option(help="processes for the classical fills (0 = all cores)")] = 0,
 ) -> None:
-    """Table 4.1 and PSNR/SSIM/L1 by mask size for the model and four baselines."""
+    """Table 4.1 and PSNR/SSIM/L1 by mask size for the model and four baselines, and on real photographs."""
     from headtex.evaluate.cli import run
 
-    result = run(params, test, train, masks, valid, model, metrics, timing, figures, plot)
+    result = run(params, test, train, masks, valid, model, metrics, timing, figures, plot, template_dir, workers)
     overall = result["by_bucket"]["overall"]
     shipped = result["ship_output"]
     def psnr(method: str) -> str:
@@ -170,6 +172,12 @@ def evaluate(
     typer.echo(f"evaluate: {result['test_textures']} test textures x {result['masks_per_texture']} masks; PSNR on "
                f"the missing region (95 % interval over textures): model ({shipped}) {psnr(shipped)}, mirror fill "
                f"{psnr('mirror')}, telea {psnr('telea')} -> {metrics}")
+    if result["real_photos"]:
+        photos = result["real_photos"]["overall"]
+        typer.echo(f"evaluate: {len(result['real_photos']['photos'])} real photos x their masks ({photos['samples']}): "
+                   f"PSNR on hidden seen texels: model ({shipped}) {photos[shipped]['psnr']} dB, mirror fill "
+                   f"{photos['mirror']['psnr']}, telea {photos['telea']['psnr']}, navier-stokes "
+                   f"{photos['navier_stokes']['psnr']}")
 
 
 @app.command()

@@ -9,6 +9,8 @@ problem is one line naming the file and the stage that writes it.
 from __future__ import annotations
 
 import json
+import os
+import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -143,7 +145,164 @@ class ShardWriter:
         return sum(entry["count"] for entry in self.entries)
 
 
+# ---- rows on demand ----
+
+ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, (version .. sizes), name length, extra length
+
+
+def stored_array(path: Path, name: str, kind: Kind, folder: Path) -> tuple[int, tuple[int, ...], np.dtype]:
+    """(byte offset of the data, shape, dtype) of array `name` inside an uncompressed shard, from its .npy header.
+
+    The shard's CRCs are checked here, once, streaming (ZipFile.testzip), so later row reads need no checks.
+    """
+    fix = kind.fix(folder)
+    try:
+        with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
+            damaged = archive.testzip()
+            if damaged is not None:
+                raise UserError(f"{path}: damaged shard (bad CRC in {damaged}); {fix}")
+            try:
+                info = archive.getinfo(f"{name}.npy")
+            except KeyError:
+                raise UserError(f"{path}: no array {name!r} (holds {', '.join(sorted(n[:-4] for n in archive.namelist()))}); "
+                                f"{fix}") from None
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise UserError(f"{path}: array {name!r} is compressed, so its rows cannot be read on demand; {fix}")
+            handle.seek(info.header_offset)
+            signature, name_length, extra_length = ZIP_LOCAL_HEADER.unpack(handle.read(ZIP_LOCAL_HEADER.size))
+            if signature != b"PK\x03\x04":
+                raise UserError(f"{path}: damaged shard (bad local header of {name!r}); {fix}")
+            start = info.header_offset + ZIP_LOCAL_HEADER.size + name_length + extra_length
+            handle.seek(start)
+            version = np.lib.format.read_magic(handle)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(handle)
+            offset = handle.tell()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as error:
+        raise UserError(f"{path}: damaged shard ({error.__class__.__name__}: {error}); {fix}") from None
+    if fortran or dtype.hasobject or offset + int(np.prod(shape)) * dtype.itemsize > start + info.file_size:
+        raise UserError(f"{path}: array {name!r} is not a plain C-ordered array of its stated size; {fix}")
+    return offset, tuple(int(v) for v in shape), dtype
+
+
+class ShardRows:
+    """One array of a sharded dataset, its rows read from disk on demand (positional reads, nothing mapped).
+
+    Memory is what the caller asks for: `rows[i]` is one row, `rows[[i, j]]` two. Each process opens its own
+    file handles on first use (DataLoader workers get a pickled copy without handles). The byte offsets come
+    from the shards' .npy headers (`stored_array`), which are checked against the index when opened.
+    """
+
+    def __init__(self, parts: list[tuple[str, int, int]], row_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.parts = parts  # (path, data offset, rows) per shard, in index order
+        self.row_shape, self.dtype = tuple(row_shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
+        self.starts = np.cumsum([0] + [rows for _, _, rows in parts])
+        self._handles: dict[int, int] = {}
+        self._pid = -1
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(self.starts[-1]), *self.row_shape)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handles": {}, "_pid": -1}
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close this process' file handles (reopened on the next read)."""
+        if getattr(self, "_pid", -1) == os.getpid():
+            for descriptor in self._handles.values():
+                os.close(descriptor)
+        self._handles, self._pid = {}, -1
+
+    def _descriptor(self, part: int) -> int:
+        if self._pid != os.getpid():  # a forked worker must not share (or close) its parent's descriptors
+            self._handles, self._pid = {}, os.getpid()
+        if part not in self._handles:
+            self._handles[part] = os.open(self.parts[part][0], os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        return self._handles[part]
+
+    def _read(self, index: int, out: np.ndarray) -> None:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"row {index} of {len(self)}")
+        index %= len(self)
+        part = int(np.searchsorted(self.starts, index, side="right") - 1)
+        path, offset, _ = self.parts[part]
+        position = offset + (index - int(self.starts[part])) * self.row_bytes
+        buffer = memoryview(out.reshape(-1).view(np.uint8))
+        done = 0
+        while done < self.row_bytes:  # pread may return fewer bytes than asked
+            count = os.preadv(self._descriptor(part), [buffer[done:]], position + done)
+            if count <= 0:
+                raise UserError(f"{path}: shard ends early (truncated since it was opened)")
+            done += count
+
+    def __getitem__(self, index: int | np.integer | np.ndarray | list | slice) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            out = np.empty(self.row_shape, self.dtype)
+            self._read(int(index), out)
+            return out
+        indices = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
+        out = np.empty((len(indices), *self.row_shape), self.dtype)
+        for position, row in enumerate(indices.tolist()):
+            self._read(row, out[position])
+        return out
+
+
+def open_rows(folder: Path, kind: Kind, key: str) -> tuple[ShardRows, list[dict]]:
+    """Array `key` of every shard, as rows read on demand, its headers checked against its Kind and the index
+    (dtype, rank, row count) and its shards' CRCs checked once; also the index entries."""
+    folder = Path(folder)
+    entries = read_index(folder, kind)["shards"]
+    dtype, rank = kind.arrays[key]
+    parts, row_shapes = [], set()
+    for entry in entries:
+        path = folder / entry["file"]
+        if not path.is_file():
+            raise UserError(f"{path}: listed in index.json but missing; {kind.fix(folder)}")
+        offset, shape, stored = stored_array(path, key, kind, folder)
+        if stored != np.dtype(dtype) or len(shape) != rank:
+            raise UserError(f"{path}: array {key!r} is {stored} with {len(shape)} axes, expected {dtype} with "
+                            f"{rank}; {kind.fix(folder)}")
+        if shape[0] != entry["count"]:
+            raise UserError(f"{path}: array {key!r} has {shape[0]} rows, index.json says {entry['count']}; "
+                            f"{kind.fix(folder)}")
+        parts.append((str(path), offset, shape[0]))
+        row_shapes.add(shape[1:])
+    if len(row_shapes) > 1:
+        raise UserError(f"{folder}: shards disagree on the shape of {key!r} rows ({sorted(row_shapes)}); "
+                        f"{kind.fix(folder)}")
+    row_shape = row_shapes.pop() if row_shapes else (0,) * (rank - 1)
+    return ShardRows(parts, row_shape, np.dtype(dtype)), entries
+
+
 # ---- what train, evaluate and blend read ----
+
+def open_textures(folder: Path) -> tuple[ShardRows, np.ndarray]:
+    """The textures of a blend split as rows read on demand (N,U,U,3 uint8; memory O(rows asked)) and their
+    identities (in memory): what training streams from. Same checks as read_textures."""
+    textures, entries = open_rows(folder, TEXTURES, "textures")
+    identities = [read_shard(folder, entry, TEXTURES, ("identity",))["identity"] for entry in entries]
+    if not len(textures):
+        raise UserError(f"{folder}: no textures (every identity was rejected or the split is empty); see metrics/blend.json")
+    if textures.row_shape[2] != 3 or textures.row_shape[0] != textures.row_shape[1]:
+        raise UserError(f"{folder}: textures must be N,U,U,3, got {textures.shape}; {TEXTURES.fix(folder)}")
+    return textures, np.concatenate(identities)
+
+
+def mean_texture(textures: np.ndarray | ShardRows, chunk: int = 256) -> np.ndarray:
+    """The per-texel mean (rounded, uint8) of N,U,U,3 textures, summed `chunk` rows at a time (exact: integer sums)."""
+    total = np.zeros(textures.shape[1:], dtype=np.float64)
+    for start in range(0, len(textures), chunk):
+        total += textures[start:start + chunk].astype(np.float64).sum(axis=0)
+    return np.rint(total / max(len(textures), 1)).astype(np.uint8)
+
 
 def read_textures(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """All textures of a blend split (N,U,U,3 uint8) and their identities, in memory (11 GB at the thesis' 99k)."""

@@ -9,18 +9,27 @@ import numpy as np
 import torch
 
 from headtex.evaluate.core import (
-    MASK_KINDS, assign_masks, bootstrap_mean, coverage, fill_mean, fill_mirror, fill_opencv, masked_input, region_scores,
+    MASK_KINDS, assign_masks, bootstrap_mean, coverage, fill_mean, fill_mirror, fill_opencv, hide, masked_input,
+    photo_masks, photo_partial, region_scores, scored_on_seen,
 )
-from headtex.datasets import read_mask_bank, read_textures, read_valid
+from headtex.datasets import mean_texture, open_textures, read_mask_bank, read_textures, read_valid
+from headtex.fitting import FitParams, jaw_region
+from headtex.geometry.template import load_template
 from headtex.inpaint import VGG16Features, composite, critic_loss, generator_loss, masked_l1, perceptual_loss
 from headtex.masking import free_form_mask, missing_region
 from headtex.inpaint.model import load_critic, load_inpainter, prepare_batch, restore_known, to_uint8
 from headtex.figures import with_header
 from headtex.io import UserError, write_json, write_png
 from headtex.params import load_params, param, section
+from headtex.pool import parallel_map
 
 BASELINES = ("telea", "navier_stokes", "mirror", "mean_texture")
 CANDIDATE_PURPOSE = 71  # rng purpose of the free-form candidate masks
+# Real photographs that ship with scikit-image (no download): every one holds a face dlib finds.
+REAL_PHOTOS = {
+    "astronaut": "skimage.data.astronaut(): NASA portrait of astronaut Eileen Collins (public domain)",
+    "camera": "skimage.data.camera(): the cameraman (grayscale; free to use, scikit-image's data licence)",
+}
 
 
 @dataclass
@@ -36,13 +45,24 @@ class EvaluateParams:
     seed: int = param("the deterministic, stratified mask draw per test texture and the bootstrap")
     figure_rows: int = param("examples per bucket figure (GT | masked | model | best baseline)", ge=1)
     batch_size: int = param("inference batch", ge=1)
+    threads: int = param("torch CPU threads for the network (0 = leave torch's default: one per core)", ge=0)
     vgg_weights: str | None = param("the perceptual loss' VGG-16 (as training used)", shared="train.vgg_weights")
     deterministic: bool = param("CPU: PyTorch's own convolutions (oneDNN's vary in the last bits run to run)",
                                 shared="train.deterministic")
+    real_photos: list[str] = param("real photographs shipped with scikit-image to score on (empty = none)")
+    real_photo_masks: int = param("bank masks per real photo, each hiding part of what the photo shows", ge=1)
+    real_photo_min_hidden: float = param("a bank mask counts for a photo when it hides at least this share of the "
+                                         "texels the photo shows", ge=0, le=1)
+    photo_upsample: int = param("photos: detector upsampling on the first try", shared="reconstruct.upsample", ge=0)
+    photo_correction_threshold: float = param("photos: the landmark correction's threshold",
+                                              shared="reconstruct.correction_threshold", ge=0, le=1)
 
     def __post_init__(self) -> None:
         if len(self.bucket_names) != len(self.bucket_edges) - 1:
             raise ValueError("bucket_names needs one name per pair of bucket_edges")
+        unknown = [name for name in self.real_photos if name not in REAL_PHOTOS]
+        if unknown:
+            raise ValueError(f"real_photos: unknown photo {unknown[0]!r} (choose from {', '.join(REAL_PHOTOS)})")
 
 
 def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> tuple[np.ndarray, np.ndarray]:
@@ -57,12 +77,13 @@ def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> tuple
 
 @torch.no_grad()
 def model_outputs(model_file: Path, textures: np.ndarray, visible: np.ndarray, valid: np.ndarray,
-                  vgg_weights: str | None, batch_size: int, deterministic: bool = True) -> tuple[dict, dict, dict, float]:
+                  vgg_weights: str | None, batch_size: int, deterministic: bool = True,
+                  loss_rows: np.ndarray | None = None) -> tuple[dict, dict, dict, float]:
     """One pass of the trained model over the test set.
 
     Returns the composited coarse and refined outputs (uint8, known texels bit-exact), the five
-    Table 4.1 losses computed as training computes them (averaged over textures, with training's
-    VGG), model facts, and the seconds per texture of the coarse inference.
+    Table 4.1 losses computed as training computes them (averaged over the `loss_rows` draws, default
+    all, with training's VGG), model facts, and the seconds per texture of the coarse inference.
     """
     torch.backends.mkldnn.enabled = not deterministic  # CPU only; eval.json must repeat byte for byte
     generator, info = load_inpainter(model_file)
@@ -70,6 +91,7 @@ def model_outputs(model_file: Path, textures: np.ndarray, visible: np.ndarray, v
         raise UserError(f"{model_file}: trained at uv size {info['uv_size']}, test textures are {textures.shape[1]}")
     critic = load_critic(model_file, info["latent"])
     vgg = VGG16Features(vgg_weights)
+    loss_rows = np.ones(len(textures), bool) if loss_rows is None else np.asarray(loss_rows, bool)
     outputs = {"coarse": [], "refined": []}
     sums: dict[str, float] = {}
     coarse_seconds = 0.0
@@ -82,9 +104,13 @@ def model_outputs(model_file: Path, textures: np.ndarray, visible: np.ndarray, v
         refined = generator.forward_refine(image, hole, coarse)
         outputs["coarse"].append(to_uint8(composite(coarse, image, hole)))
         outputs["refined"].append(to_uint8(composite(refined, image, hole)))
-        for key, value in table_4_1_losses(coarse, refined, image, hole, critic, vgg).items():
-            sums[key] = sums.get(key, 0.0) + float(value) * len(image)
-    losses = {key: round(value / len(textures), 6) for key, value in sorted(sums.items())}
+        # The losses (VGG and critic: twice the generator's cost) on the chosen draws of the batch only.
+        chosen = torch.from_numpy(np.flatnonzero(loss_rows[batch]))
+        if len(chosen):
+            parts = table_4_1_losses(coarse[chosen], refined[chosen], image[chosen], hole[chosen], critic, vgg)
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * len(chosen)
+    losses = {key: round(value / max(int(loss_rows.sum()), 1), 6) for key, value in sorted(sums.items())}
     completed = {name: restore_known(np.concatenate(batches), textures, visible, valid)
                  for name, batches in outputs.items()}
     return completed, losses, info, coarse_seconds / len(textures)
@@ -105,11 +131,18 @@ def table_4_1_losses(coarse: torch.Tensor, refined: torch.Tensor, image: torch.T
 
 
 def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, valid_path: Path, model_file: Path,
-        metrics_path: Path, timing_path: Path, figures_dir: Path, plot_path: Path) -> dict:
+        metrics_path: Path, timing_path: Path, figures_dir: Path, plot_path: Path, template_dir: Path | None = None,
+        workers: int | None = None) -> dict:
+    """Score the model and the classical fills on the synthetic test set and (with evaluate.real_photos) on real
+    photographs; template_dir (the head template) is needed for the photos. workers: processes for the
+    classical fills (None or 0 = all cores; results do not depend on it)."""
+    started = time.perf_counter()
     params = load_params(params_path)
     config = section(params, "evaluate", EvaluateParams)
+    fitting = section(params, "pafs", FitParams, partial=True) if config.real_photos else None
+    if config.real_photos and template_dir is None:
+        raise UserError("evaluate.real_photos needs the head template (--template models/template)")
     textures, _ = read_textures(test_dir)
-    train_textures, _ = read_textures(train_dir)
     size = textures.shape[1]
     valid = read_valid(valid_path, size)
     candidates, candidate_kinds = candidate_masks(masks_dir, size, config)
@@ -121,14 +154,23 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
     regions = np.stack([missing_region(mask, valid) for mask in visible])
 
     torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    tick = time.perf_counter()
+    # Table 4.1 on one draw per texture, its (texture mod masks_per_texture)-th: kinds and buckets in turn.
+    loss_rows = np.arange(len(owner)) % config.masks_per_texture == owner % config.masks_per_texture
     outputs, losses, info, seconds_per_texture = model_outputs(model_file, truth, visible, valid, config.vgg_weights,
-                                                               config.batch_size, config.deterministic)
-    mean_texture = np.rint(train_textures.astype(np.float64).mean(0)).astype(np.uint8)
+                                                               config.batch_size, config.deterministic, loss_rows)
+    model_seconds = time.perf_counter() - tick
+    # The training split is only averaged: streamed from its shards, never held whole (paper scale: 11 GB).
+    train_textures, _ = open_textures(train_dir)
+    if train_textures.shape[1:] != textures.shape[1:]:
+        raise UserError(f"{train_dir}: train textures are {train_textures.shape[1:]}, test {textures.shape[1:]}")
+    mean = mean_texture(train_textures)
     masked = np.stack([masked_input(t, r) for t, r in zip(truth, regions)])
-    outputs["telea"] = np.stack([fill_opencv(t, r, "telea") for t, r in zip(masked, regions)])
-    outputs["navier_stokes"] = np.stack([fill_opencv(t, r, "navier_stokes") for t, r in zip(masked, regions)])
-    outputs["mirror"] = np.stack([fill_mirror(t, r) for t, r in zip(masked, regions)])
-    outputs["mean_texture"] = np.stack([fill_mean(t, r, mean_texture) for t, r in zip(masked, regions)])
+    tick = time.perf_counter()
+    outputs.update(classical_fills(masked, regions, mean, workers))
+    fill_seconds = time.perf_counter() - tick
 
     scores = {method: score_arrays([region_scores(out[i], truth[i], regions[i]) for i in range(len(truth))])
               for method, out in outputs.items()}
@@ -149,22 +191,30 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
     for b, name in groups:
         members = everything if b is None else buckets == b
         if members.any():
-            mean, low, high = bootstrap_mean(scores[shipped]["psnr"][members] - scores["mirror"]["psnr"][members],
-                                             owner[members], config.bootstrap_resamples, config.seed)
+            mean_gain, low, high = bootstrap_mean(scores[shipped]["psnr"][members] - scores["mirror"]["psnr"][members],
+                                                  owner[members], config.bootstrap_resamples, config.seed)
             gain[name] = {key: None if value is None else round(value, 4)
-                          for key, value in (("mean", mean), ("low", low), ("high", high))}
-    metrics = {"table_4_1": losses, "by_bucket": table, "by_kind": by_kind, "ship_output": shipped,
+                          for key, value in (("mean", mean_gain), ("low", low), ("high", high))}
+    tick = time.perf_counter()
+    photos = (real_photo_scores(config, fitting, Path(template_dir), candidates[candidate_kinds == MASK_KINDS.index("real")], valid,
+                                model_file, mean, workers) if config.real_photos else None)
+    photo_seconds = time.perf_counter() - tick
+    metrics = {"table_4_1": losses, "table_4_1_draws": int(loss_rows.sum()), "by_bucket": table, "by_kind": by_kind, "ship_output": shipped,
                "model_beats_mirror_fill": verdict, "model_minus_mirror_fill_psnr_db": gain,
                "test_textures": int(len(textures)), "masks_per_texture": config.masks_per_texture,
                "samples": int(len(truth)),
                "interval": f"95 % percentile bootstrap over test textures ({config.bootstrap_resamples} resamples, "
                            "each texture with all its masks; seed evaluate.seed)",
                "vgg": "imagenet" if config.vgg_weights else "random (fixed seed)",
-               "mask_coverage_mean": round(float(shares[chosen].mean()), 4)}
+               "mask_coverage_mean": round(float(shares[chosen].mean()), 4),
+               "real_photos": photos}
     write_json(metrics_path, metrics)
     # Timing varies run to run, so it lives apart from eval.json (which must be identical for identical inputs).
     write_json(timing_path, {"inference_seconds_per_texture": round(seconds_per_texture, 4),
-                             "textures": int(len(textures)), "completed": int(len(truth))})
+                             "textures": int(len(textures)), "completed": int(len(truth)),
+                             "model_seconds": round(model_seconds, 2), "classical_fill_seconds": round(fill_seconds, 2),
+                             "real_photo_seconds": round(photo_seconds, 2),
+                             "total_seconds": round(time.perf_counter() - started, 2)})
     # Every method per bucket, the shipped output first (dvc.yaml draws them as bars grouped by bucket).
     methods = [shipped, *[m for m in outputs if m not in (shipped, *BASELINES)], *BASELINES]
     write_json(plot_path, {"psnr_by_bucket": [
@@ -173,6 +223,101 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
         for name in config.bucket_names if table[name]["count"] for method in methods]})
     write_figures(figures_dir, config, truth, masked, outputs[shipped], outputs, buckets, table, shipped)
     return metrics
+
+
+def _classical(item: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Telea, Navier-Stokes and mirror fill of one masked texture (a pool worker's task)."""
+    masked, region = item
+    return fill_opencv(masked, region, "telea"), fill_opencv(masked, region, "navier_stokes"), fill_mirror(masked, region)
+
+
+def classical_fills(masked: np.ndarray, regions: np.ndarray, mean: np.ndarray, workers: int | None
+                    ) -> dict[str, np.ndarray]:
+    """Every baseline's completion of every masked texture (OpenCV's fills across `workers` processes)."""
+    filled = list(zip(*parallel_map(_classical, list(zip(masked, regions)), workers, "evaluate classical fills",
+                                    chunksize=8)))
+    return {"telea": np.stack(filled[0]), "navier_stokes": np.stack(filled[1]), "mirror": np.stack(filled[2]),
+            "mean_texture": np.stack([fill_mean(t, r, mean) for t, r in zip(masked, regions)])}
+
+
+def photo_image(name: str) -> np.ndarray:
+    """A photo shipped with scikit-image as uint8 RGB (grayscale ones repeated over three channels)."""
+    import skimage.data
+
+    image = np.asarray(getattr(skimage.data, name)())
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return np.ascontiguousarray(image[..., :3].astype(np.uint8))
+
+
+@torch.no_grad()
+def model_completions(model_file: Path, partials: np.ndarray, visible: np.ndarray, valid: np.ndarray,
+                      batch_size: int) -> dict[str, np.ndarray]:
+    """The model's coarse and refined completions (known texels bit-exact), as model_outputs makes them."""
+    generator, _ = load_inpainter(model_file)
+    outputs = {"coarse": [], "refined": []}
+    for start in range(0, len(partials), batch_size):
+        image, hole = prepare_batch(partials[start:start + batch_size], visible[start:start + batch_size], valid)
+        coarse = generator.forward_coarse(image, hole)
+        outputs["coarse"].append(to_uint8(composite(coarse, image, hole)))
+        outputs["refined"].append(to_uint8(composite(generator.forward_refine(image, hole, coarse), image, hole)))
+    return {name: restore_known(np.concatenate(batches), partials, visible, valid) for name, batches in outputs.items()}
+
+
+def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: Path, bank: np.ndarray,
+                      valid: np.ndarray, model_file: Path, mean: np.ndarray, workers: int | None) -> dict:
+    """Per real photo and overall: every method's PSNR, SSIM and L1 on texels the photo shows but a bank mask hides.
+
+    The partial texture is built as reconstruct builds it (evaluate.core.photo_partial); each of
+    `real_photo_masks` seeded bank masks hides part of the seen texels; the methods get the rest and are
+    scored on the hidden ones, whose truth is the photo itself.
+    """
+    template = load_template(template_dir)
+    if template.texel_valid.shape != valid.shape:
+        raise UserError(f"{template_dir}: template built for {template.texel_valid.shape[0]} texels, the textures "
+                        f"are {valid.shape[0]}; rebuild it with `headtex template`")
+    if not len(bank):
+        raise UserError("evaluate.real_photos needs the real mask bank (data/masks is empty)")
+    jaw = jaw_region(template)
+    per_photo, pooled = {}, []
+    for number, name in enumerate(config.real_photos):
+        built = photo_partial(photo_image(name), template, jaw, fitting, config.photo_upsample,
+                              config.photo_correction_threshold)
+        if isinstance(built, str):
+            raise UserError(f"evaluate.real_photos: {name}: {built}")
+        paf, seen = built
+        chosen = photo_masks(seen, bank, valid, config.real_photo_masks, config.real_photo_min_hidden, config.seed,
+                             number)
+        if not len(chosen):
+            raise UserError(f"evaluate.real_photos: {name}: no bank mask hides {config.real_photo_min_hidden:.0%} of "
+                            "what the photo shows (lower evaluate.real_photo_min_hidden)")
+        given, hidden = (np.stack(a) for a in zip(*[hide(seen, bank[i]) for i in chosen]))
+        truth = np.repeat(paf[None], len(chosen), axis=0)
+        regions = np.stack([missing_region(g, valid) for g in given])
+        masked = np.stack([masked_input(t, r) for t, r in zip(truth, regions)])
+        outputs = model_completions(model_file, masked, given, valid, config.batch_size)
+        outputs.update(classical_fills(masked, regions, mean, workers))
+        scores = {method: score_arrays([region_scores(scored_on_seen(out[i], paf, seen), paf, hidden[i])
+                                        for i in range(len(chosen))]) for method, out in outputs.items()}
+        pooled.append(scores)
+        per_photo[name] = {"masks": int(len(chosen)), "source": REAL_PHOTOS[name],
+                           "seen_share": round(float((seen[valid] >= 128).mean()), 4),
+                           "hidden_share_of_seen": round(float(hidden.sum() / max(len(chosen) * (seen >= 128).sum(), 1)), 4),
+                           **photo_means(scores)}
+    overall = {method: {key: np.concatenate([s[method][key] for s in pooled]) for key in ("l1", "psnr", "ssim")}
+               for method in pooled[0]}
+    return {"photos": per_photo, "overall": {"samples": int(sum(p["masks"] for p in per_photo.values())),
+                                             **photo_means(overall)},
+            "scored_on": "texels the photo shows that a bank mask hides (the methods get the rest); mean over masks"}
+
+
+def photo_means(scores: dict[str, dict[str, np.ndarray]]) -> dict:
+    """{method: {psnr, ssim, l1}}: means over the draws (non-finite PSNR, a perfect fill, left out)."""
+    def mean(values: np.ndarray) -> float | None:
+        finite = values[np.isfinite(values)]
+        return round(float(finite.mean()), 4) if len(finite) else None
+
+    return {method: {key: mean(values) for key, values in metrics.items()} for method, metrics in scores.items()}
 
 
 def score_arrays(per_draw: list[dict[str, float]]) -> dict[str, np.ndarray]:

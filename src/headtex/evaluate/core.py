@@ -4,7 +4,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from headtex.masking import missing_region
+from headtex.detection import find_face, landmark_problem
+from headtex.fitting import FitParams, JawRegion, fit_landmarks, partial_texture
+from headtex.geometry.template import Template
+from headtex.masking import is_visible, missing_region
 from headtex.metrics import region_psnr, region_ssim
 
 
@@ -120,4 +123,57 @@ def masked_input(texture: np.ndarray, region: np.ndarray) -> np.ndarray:
     """What a method sees: the texture with the region blanked (white, as in the thesis' figures)."""
     out = texture.copy()
     out[region] = 255
+    return out
+
+
+# ---- real photographs: hide part of what the photo shows, score on it ----
+
+PHOTO_MASK_PURPOSE = 73  # rng purpose of the bank masks drawn per real photo
+
+
+def photo_partial(image: np.ndarray, template: Template, jaw: JawRegion, fitting: FitParams, upsample: int,
+                  correction_threshold: float) -> tuple[np.ndarray, np.ndarray] | str:
+    """A photo's partial UV texture and its visibility (255 = seen), as reconstruct builds them: dlib face (HOG at
+    `upsample`, then one step more, then pafs' fallback detector), the template fitted to its 68 landmarks with the
+    photos' correction threshold, texels sampled through the fitted mesh. A phrase saying why not, when not."""
+    attempts = [(fitting.detector, upsample), (fitting.detector, upsample + 1)]
+    if fitting.fallback_detector:
+        attempts.append((fitting.fallback_detector, fitting.fallback_upsample))
+    face = find_face(image, attempts)
+    if face is None:
+        return "no face found"
+    problem = landmark_problem(face.landmarks)
+    if problem:
+        return f"face rejected: {problem}"
+    fit = fit_landmarks(template, face.landmarks, fitting.shape_regularisation, fitting.fit_iterations,
+                        fitting.contour, jaw, fitting.correction, correction_threshold, fitting.correction_radius_mm)
+    paf, visible, _ = partial_texture(image, template, fit, fitting.max_view_angle_degrees, fitting.depth_tolerance_mm)
+    return paf, visible
+
+
+def photo_masks(visible: np.ndarray, bank: np.ndarray, valid: np.ndarray, count: int, min_hidden: float,
+                seed: int, photo: int) -> np.ndarray:
+    """Indices of `count` bank masks (distinct where the bank allows) that each hide at least `min_hidden` of the
+    photo's seen texels: a seeded choice per photo, so reruns hide the same texels. Empty when none qualifies."""
+    seen = is_visible(visible) & valid
+    hidden = np.array([(seen & ~is_visible(mask)).sum() for mask in bank]) / max(int(seen.sum()), 1)
+    eligible = np.flatnonzero(hidden >= min_hidden)
+    if not len(eligible):
+        return eligible
+    rng = np.random.default_rng([seed, PHOTO_MASK_PURPOSE, photo])
+    return rng.choice(eligible, size=count, replace=count > len(eligible))
+
+
+def hide(visible: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(what a method is given: seen and left visible by the bank mask, 255 = known; the hidden-but-known texels)."""
+    seen, kept = is_visible(visible), is_visible(mask)
+    return np.where(seen & kept, 255, 0).astype(np.uint8), seen & ~kept
+
+
+def scored_on_seen(prediction: np.ndarray, truth: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """The prediction with the texels the photo never showed set to the truth's (empty) value, so that SSIM's
+    windows at the edge of the hidden region compare only what is known on both sides."""
+    out = prediction.copy()
+    unseen = ~is_visible(visible)
+    out[unseen] = truth[unseen]
     return out

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from headtex.datasets import read_mask_bank, read_textures, read_valid
+from headtex.datasets import ShardRows, open_textures, read_mask_bank, read_valid
 from headtex.inpaint import VGG16Features
 from headtex.inpaint.model import ModelParams, save_inpainter
 from headtex.inpaint.vgg import RANDOM_SEED
@@ -68,7 +68,8 @@ def run(params_path: Path, textures_dir: Path, masks_dir: Path, valid_path: Path
         checkpoints_dir: Path, live_dir: Path, resume: bool = False, timing_path: Path | None = None) -> dict:
     """Train (or continue training with resume) and write the model; returns the summary logged to dvclive."""
     model_params, config = read_params(params_path)
-    textures, identities = read_textures(textures_dir)
+    # Rows are read from the shards as batches ask for them: memory O(batch), not O(dataset) (docs/RESULTS.md)
+    textures, identities = open_textures(textures_dir)
     size = textures.shape[1]
     if size % 4:
         raise UserError(f"{textures_dir}: texture size {size} is not divisible by 4 (the generator halves it twice)")
@@ -151,7 +152,7 @@ def _summary(trainer: Trainer, model_params: ModelParams, config: TrainParams, t
     }
 
 
-def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray, identities: np.ndarray,
+def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray | ShardRows, identities: np.ndarray,
            bank: np.ndarray, valid: np.ndarray, vgg: VGG16Features, rank: int, world: int, device: torch.device,
            out: Path, checkpoints_dir: Path, live_dir: Path, timing_path: Path | None, resume: bool) -> dict:
     trainer = Trainer(model_params.latent, config, vgg, device, distributed=world > 1)

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
+from headtex.datasets import ShardRows
 from headtex.inpaint import Critic, Generator, VGG16Features, composite, critic_loss, generator_loss, init_weights
 from headtex.masking import draw_training_mask, hole_from_visible
 from headtex.inpaint.model import SHIP_OUTPUTS, to_image, to_uint8
@@ -83,7 +84,7 @@ def training_example(texture: np.ndarray, identity: int, epoch: int, bank: np.nd
     return np.ascontiguousarray(texture), hole_from_visible(visible, valid)
 
 
-def sample_examples(textures: np.ndarray, identities: np.ndarray, bank: np.ndarray, valid: np.ndarray,
+def sample_examples(textures: np.ndarray | ShardRows, identities: np.ndarray, bank: np.ndarray, valid: np.ndarray,
                     config: TrainParams, count: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """The fixed (textures, holes) shown in every epoch's sample grid: the lowest identities, fixed masks."""
     order = np.argsort(identities, kind="stable")[:count]
@@ -96,9 +97,13 @@ def sample_examples(textures: np.ndarray, identities: np.ndarray, bank: np.ndarr
 
 
 class TextureDataset(Dataset):
-    """Training textures in memory with a fresh, seeded mask per identity and epoch (call set_epoch)."""
+    """Training textures with a fresh, seeded mask per identity and epoch (call set_epoch).
 
-    def __init__(self, textures: np.ndarray, identities: np.ndarray, bank: np.ndarray, valid: np.ndarray,
+    `textures` is anything indexable by row: an in-memory array or `datasets.ShardRows`, which reads each
+    row from its shard when asked (memory O(batch)).
+    """
+
+    def __init__(self, textures: np.ndarray | ShardRows, identities: np.ndarray, bank: np.ndarray, valid: np.ndarray,
                  config: TrainParams):
         self.textures, self.identities, self.bank, self.valid, self.config = textures, identities, bank, valid, config
         self.epoch = 0
