@@ -151,8 +151,8 @@ def refine_views(images: list[np.ndarray], template: Template, fits: list[Fit], 
             bounds = np.searchsorted(view_of, np.arange(views + 1))
             per_view = np.diff(bounds)
             texel_basis = grid.basis[:, texel_of]  # K,M,3
-            shared_count = len(np.unique(texel_of))
-            shared_of = np.unique(texel_of, return_inverse=True)[1]  # texel_of numbered 0.. over the shared texels
+            shared, shared_of = np.unique(texel_of, return_inverse=True)  # texel_of numbered over the shared texels
+            shared_count = len(shared)
         gains, biases = np.ones((views, channels)), np.zeros((views, channels))
         for _ in range(iterations):
             points = (grid.points + np.tensordot(shape, grid.basis, axes=1))[texel_of]  # M,3
