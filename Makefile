@@ -43,6 +43,7 @@ plots: plots-page
 bench: install
 	$(BIN)/python -m pytest --benchmark-only --benchmark-enable tests
 	$(BIN)/headtex bench render
+	$(BIN)/headtex bench reconstruct
 
 clean-venv:
 	rm -rf $(VENV)

@@ -274,12 +274,13 @@ def bench_reconstruct(
     model: Annotated[Path | None, typer.Option(help="the inpainter (default: models/inpainter.pt, found)")] = None,
     template_dir: Annotated[Path | None, typer.Option("--template")] = None,
     example: str = "astronaut",
+    photo: Annotated[Path | None, typer.Option(help="time this photo instead, scaled to 1 MP")] = None,
     repeats: int = 7,
 ) -> None:
     """Median seconds per phase (read, detect, landmarks, fit, sample, complete) of one face in a 1 MP photo."""
     from headtex.reconstruct.cli import bench as reconstruct_benchmark
 
-    typer.echo(reconstruct_benchmark(params, model, template_dir, example, repeats))
+    typer.echo(reconstruct_benchmark(params, model, template_dir, example, repeats, photo))
 
 
 @bench.command("train")

@@ -343,8 +343,9 @@ BENCH_SIDE = 1024  # the benchmark's photo: the example upscaled to 1024 x 1024 
 
 
 def bench(params_path: Path | None, model_path: Path | None, template_dir: Path | None, example: str,
-          repeats: int) -> str:
-    """Median seconds per phase of one face in a 1-megapixel photo through reconstruct's path: read (JPEG
+          repeats: int, photo_path: Path | None = None) -> str:
+    """Median seconds per phase of one face in a 1-megapixel photo (the example upscaled to 1024 x 1024, or
+    `photo_path` scaled to one megapixel) through reconstruct's path: read (JPEG
     decode), detect (HOG boxes on the detection copy), landmarks (dlib's 68 in the best box), find (the whole
     detection step as reconstruct runs it: HOG + landmarks + the CNN's second look where it triggers), fit,
     sample (head crop + z-buffer + PAF), complete (the network); total = read + find + fit + sample + complete.
@@ -362,7 +363,14 @@ def bench(params_path: Path | None, model_path: Path | None, template_dir: Path 
     pafs = section(params, "pafs", FitParams, partial=True)
     matte = tuple(section(params, "photos", PhotosParams).alpha_background)
     assets = load_assets(template_dir, model_path, config.uv_size)
-    photo = cv2.resize(example_photo(example), (BENCH_SIDE, BENCH_SIDE), interpolation=cv2.INTER_CUBIC)
+    if photo_path is None:
+        photo = cv2.resize(example_photo(example), (BENCH_SIDE, BENCH_SIDE), interpolation=cv2.INTER_CUBIC)
+    else:  # a photo of the user's, scaled to one megapixel (aspect kept)
+        photo, _ = read_photo(photo_path, matte)
+        factor = np.sqrt(BENCH_SIDE ** 2 / (photo.shape[0] * photo.shape[1]))
+        photo = cv2.resize(photo, None, fx=factor, fy=factor,
+                           interpolation=cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA)
+        example = Path(photo_path).stem
     keys = ("read", "detect", "landmarks", "find", "fit", "sample", "complete", "total")
     phases: dict[str, list[float]] = {key: [] for key in keys}
     cpu: dict[str, list[float]] = {key: [] for key in keys}
@@ -409,6 +417,6 @@ def bench(params_path: Path | None, model_path: Path | None, template_dir: Path 
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     split = ", ".join(f"{key} {1000 * float(np.median(phases[key])):.0f} ({1000 * float(np.median(cpu[key])):.0f})"
                       for key in keys)
-    return (f"reconstruct, one face in a {BENCH_SIDE}x{BENCH_SIDE} JPEG ({example}; found by {face.detector}), "
+    return (f"reconstruct, one face in a {photo.shape[1]}x{photo.shape[0]} JPEG ({example}; found by {face.detector}), "
             f"median ms of {repeats} rounds, wall (CPU): {split}; on {os.cpu_count()} cores "
             f"({platform.processor() or platform.machine()}), load average {load}")
