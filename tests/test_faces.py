@@ -80,7 +80,10 @@ def test_true_landmarks_match_dlib_at_yaw_0(template, regions, identity):
     assert detection is not None
     # Inner points (brows, nose, eyes, mouth); dlib's jaw points follow the silhouette rather than the mesh.
     error = np.linalg.norm(detection.landmarks[17:] - rendered.landmarks[0, 17:], axis=1)
-    assert error.mean() < 4.0 and np.median(error) < 4.0
+    # dlib's predictor regresses towards its mean face, so the wider identity geometry (issue 14) leaves it further
+    # from the truth: 2.5 px mean with the shape coefficients zeroed, 3.9 px mean / 8.9 px worst over the 64 default
+    # identities (metrics/faces.json); a wrong projection would miss by tens of pixels.
+    assert error.mean() < 8.0 and np.median(error) < 7.5
 
 
 def test_views_share_one_identity_and_its_lit_texture_is_what_they_show(template, regions):

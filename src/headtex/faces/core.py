@@ -488,9 +488,12 @@ def paint_features(lab: np.ndarray, regions: Regions, look: Look) -> None:
             # Temples recede further than the centre (the common M-shaped hairline).
             temples = 1.0 - 0.35 * np.exp(-0.5 * ((columns - centre) / (0.35 * half_face)) ** 2)
             cut = hairline - look.hairline_shift * forehead * temples
-        else:
-            cut = np.full_like(columns, points[0, 1] - 0.9 * forehead)  # only a rim above the ears stays
-        bare = regions.hair * _sigmoid((rows - cut) / (3.0 * unit)) * _sigmoid((brow_row - rows) / (4.0 * unit))
+            bare = regions.hair * _sigmoid((rows - cut) / (3.0 * unit))
+        else:  # only a rim of hair stays, round the sides and back below the level of the ears' tops
+            rim = (_sigmoid((rows - points[0, 1] + 0.6 * forehead) / (4.0 * unit))
+                   * _sigmoid((np.abs(columns - centre) / half_face - 0.8) / 0.05))
+            bare = regions.hair * (1.0 - rim)
+        bare = bare * _sigmoid((brow_row - rows) / (4.0 * unit))
         bald = skin_target.copy()
         bald[0] = min(100.0, bald[0] + 3.0)  # scalp skin sees less sun
         mix(bare, bald)

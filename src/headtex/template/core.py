@@ -174,10 +174,10 @@ def shape_basis(vertices: np.ndarray, landmarks: np.ndarray, normals: np.ndarray
     cheekbones = _bump(vertices, np.stack([(landmarks[1] + landmarks[36]) / 2, (landmarks[15] + landmarks[45]) / 2]), 16.0)
     chin = _bump(vertices, landmarks[8], 16.0)
     modes |= {
-        "eye_size": np.stack([0.14 * near_eye[:, 0] * eye_zone, 0.14 * near_eye[:, 1] * eye_zone, zero], 1),
+        "eye_size": np.stack([0.28 * near_eye[:, 0] * eye_zone, 0.28 * near_eye[:, 1] * eye_zone, zero], 1),
         "eye_opening": np.stack([zero, 0.25 * near_eye[:, 1] * _bump(vertices, eye_centres, 7.0), zero], 1),
         "eye_height": np.stack([zero, 2.5 * _bump(vertices, eye_centres, 12.0), zero], 1),
-        "eye_tilt": np.stack([zero, 0.12 * near_eye[:, 0] * side * eye_zone, zero], 1),
+        "eye_tilt": np.stack([zero, 0.24 * near_eye[:, 0] * side * eye_zone, zero], 1),
         "eye_depth": np.stack([zero, zero, -2.5 * _bump(vertices, eye_centres, 11.0)], 1),
         "brow_height": np.stack([zero, 2.5 * brows, zero], 1),
         "brow_tilt": np.stack([zero, 0.08 * (np.abs(x) - brow_mid_x) * brows, zero], 1),
@@ -189,7 +189,7 @@ def shape_basis(vertices: np.ndarray, landmarks: np.ndarray, normals: np.ndarray
         "chin_width": np.stack([0.15 * (x - landmarks[8, 0]) * chin, zero, zero], 1),
         "chin_depth": np.stack([zero, zero, 4.0 * chin], 1),
         "face_depth": np.stack([zero, zero, 0.06 * (z + 40.0) * frontal], 1),
-        "eye_width": np.stack([0.14 * near_eye[:, 0] * eye_zone, zero, zero], 1),
+        "eye_width": np.stack([0.28 * near_eye[:, 0] * eye_zone, zero, zero], 1),
         "brow_spacing": np.stack([2.5 * side * brows, zero, zero], 1),
         "upper_lip": np.stack([zero, 2.0 * _bump(vertices, landmarks[49:54], 5.0), zero], 1),
         "lower_lip": np.stack([zero, -2.0 * _bump(vertices, landmarks[55:60], 5.0), zero], 1),
