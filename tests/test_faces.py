@@ -62,6 +62,7 @@ def test_skin_and_hair_tones_reach_their_targets(template, regions):
     render_regions, _ = regions
     look = sample_identity(params_for(FacesParams, "faces"), 0, template.basis_names).look
     look.mirror_blend, look.brightness, look.contrast, look.beard = 0.0, 0.0, 1.0, 1.0
+    look.hairstyle, look.glasses = "short", None  # the scan's hair where the hair region says
     for skin_l, hair_l in ((35.0, 60.0), (70.0, 12.0)):
         look.skin_lab[0], look.hair_lab[0] = skin_l, hair_l
         lab = to_lab(vary_albedo(template.albedo_render, render_regions, look))
@@ -79,7 +80,10 @@ def test_true_landmarks_match_dlib_at_yaw_0(template, regions, identity):
     assert detection is not None
     # Inner points (brows, nose, eyes, mouth); dlib's jaw points follow the silhouette rather than the mesh.
     error = np.linalg.norm(detection.landmarks[17:] - rendered.landmarks[0, 17:], axis=1)
-    assert error.mean() < 4.0 and np.median(error) < 4.0
+    # dlib's predictor regresses towards its mean face, so the wider identity geometry (issue 14) leaves it further
+    # from the truth: 2.5 px mean with the shape coefficients zeroed, 3.9 px mean / 8.9 px worst over the 64 default
+    # identities (metrics/faces.json); a wrong projection would miss by tens of pixels.
+    assert error.mean() < 8.0 and np.median(error) < 7.5
 
 
 def test_views_share_one_identity_and_its_lit_texture_is_what_they_show(template, regions):
@@ -119,6 +123,39 @@ def test_identities_look_different(template, regions):
     shapes = np.stack([r.shape for r in renders])
     shift = np.linalg.norm(np.tensordot(shapes, template.basis, axes=1), axis=2).max(1)  # mm, furthest vertex
     assert (shift > 5.0).all()
+
+
+def test_hairstyles_brows_lips_and_glasses_paint_where_they_belong(template, regions):
+    render_regions, _ = regions
+    look = sample_identity(params_for(FacesParams, "faces"), 0, template.basis_names).look
+    look.mirror_blend, look.brightness, look.contrast, look.age = 0.0, 0.0, 1.0, 0.0
+    look.skin_lab[0], look.hair_lab[0] = 65.0, 15.0  # light skin, dark hair: bare scalp shows clearly
+    look.freckles, look.moles, look.eye_shadow = look.freckles[:0], look.moles[:0], 0.0
+
+    def paint(**changes) -> np.ndarray:
+        for key, value in changes.items():
+            setattr(look, key, value)
+        return to_lab(vary_albedo(template.albedo_render, render_regions, look))
+
+    plain = paint(hairstyle="short", glasses=None, brow_density=1.0, lip_lab=np.zeros(3, np.float32))
+    size = plain.shape[0]
+    points = render_regions.points * size
+    crown = (slice(int(0.4 * render_regions.hairline * size), int(0.8 * render_regions.hairline * size)),
+             slice(int(points[21, 0]), int(points[22, 0]) + 1))  # hair straight above the forehead
+    assert np.median(plain[crown][..., 0]) < 30
+    assert np.median(paint(hairstyle="bald")[crown][..., 0]) > 55  # skin where the hair was
+    brow = render_regions.brows > 0.5
+    assert np.median(paint(hairstyle="short", brow_density=0.0)[brow][..., 0]) > np.median(plain[brow][..., 0]) + 8
+    lips = render_regions.lips > 0.8
+    redder = paint(brow_density=1.0, lip_lab=np.array([0.0, 15.0, 0.0], np.float32))
+    assert np.median(redder[lips][..., 1]) > np.median(plain[lips][..., 1]) + 10
+    framed = paint(lip_lab=np.zeros(3, np.float32), glasses=np.array([10.0, 4.0, 1.0]))
+    # Dark frames ring the eyes: a ring of texels about each eye darkens, the skin elsewhere does not.
+    darker = (plain[..., 0] - framed[..., 0]) > 15
+    eyes = np.zeros_like(darker)
+    eyes[int(points[36:48, 1].min() - 0.06 * size):int(points[36:48, 1].max() + 0.06 * size),
+         int(points[0, 0]):int(points[16, 0])] = True
+    assert darker[eyes].sum() > 200 and darker[~eyes].sum() < 0.2 * darker[eyes].sum()
 
 
 def test_rgb_conversions():
@@ -169,6 +206,7 @@ def test_same_shards_with_one_or_two_workers(template_dir, template, tmp_path):
     assert (outputs[1] / "preview" / "grid.png").is_file()
     saved = json.loads((tmp_path / "faces1.json").read_text())
     assert {"identities", "images", "bad_inputs"} <= set(saved)
+    assert saved["identity_check"]["identities"] == 5 and saved["identity_check"]["side_yaws"] == [-35.0, 35.0]
     assert not {"seconds", "images_per_second", "workers"} & set(saved)  # run facts: metrics/timing/faces.json
 
 
@@ -221,6 +259,8 @@ def test_directory_source_converts_and_reports_bad_files(template_dir, template,
     assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
     assert (data["images"][4][:20] == 128).all()  # transparent rows composited on alpha_background
     assert metrics["hog_detection_rate_all_views"] > 0.5
+    # Two identities, no poses: one descriptor pair between their first views, no within-identity figure.
+    assert metrics["identity_check"]["pairs"] == 1 and "share_identities_consistent" not in metrics["identity_check"]
 
 
 def test_bad_params_are_one_line_errors(tmp_path, template_dir):

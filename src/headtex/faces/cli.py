@@ -15,6 +15,7 @@ from headtex.faces.core import (
     FacesParams, RenderedIdentity, Regions, appearance_regions, preview_grid, render_identity, sample_identity,
 )
 from headtex.geometry.template import Template, load_template
+from headtex.identity import DESCRIPTOR_SIZE, face_descriptor, identity_report
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.params import load_params, section
 from headtex.photos import make_square, read_photo
@@ -27,6 +28,7 @@ DETECTION_CHUNK = 16  # images per detection task
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_LISTED = 50  # problem lines kept in metrics/faces.json (all of them go to the log)
 EIGENGAN_CHUNK = 32  # eigengan identities generated, then checked, at a time (bounds memory)
+IDENTITY_SIDE_YAWS = (-35.0, 35.0)  # issue 14: each identity's yaw-0 view against its views nearest these
 
 
 @functools.lru_cache(maxsize=2)
@@ -242,6 +244,49 @@ def detection_check(folder: Path, entries: list[dict], check_identities: int, ma
     return report
 
 
+def _describe(images: np.ndarray) -> np.ndarray:
+    """dlib face descriptors (N,128) of some images (detected faces; NaN rows where none is found)."""
+    found = [face_descriptor(image) for image in images]
+    return np.stack([np.full(DESCRIPTOR_SIZE, np.nan, np.float32) if d is None else d for d in found])
+
+
+def identity_check(folder: Path, entries: list[dict], check_identities: int, max_pairs: int | None,
+                   workers: int) -> dict:
+    """Issue 14's measure: are the identities different people to dlib's face recogniser, and each one person?
+
+    Synthetic: the yaw-0 view (the one nearest 0) of each of the first identities against the other identities'
+    (pairs, up to max_pairs) and against its own views nearest -35 and +35 degrees. Directory (no poses): the
+    first view of each identity, pairs only.
+    """
+    frontal_rows, side_rows = [], []
+    for entry in entries:
+        if not any(i < check_identities for i in entry["identities"]):
+            continue
+        shard = read_shard(folder, entry, FACES, ("images", "identity", "yaw"))
+        for identity in np.unique(shard["identity"][shard["identity"] < check_identities]):
+            rows = np.flatnonzero(shard["identity"] == identity)
+            yaw = shard["yaw"][rows]
+            if np.isfinite(yaw).all():
+                frontal_rows.append(shard["images"][rows[np.argmin(np.abs(yaw))]])
+                side_rows.append([shard["images"][rows[np.argmin(np.abs(yaw - side))]] for side in IDENTITY_SIDE_YAWS])
+            else:
+                frontal_rows.append(shard["images"][rows[0]])
+    if not frontal_rows:
+        return {"identities": 0}
+    images = np.stack(frontal_rows + [image for sides in side_rows for image in sides])
+    chunks = [images[i:i + DETECTION_CHUNK] for i in range(0, len(images), DETECTION_CHUNK)]
+    descriptors = np.concatenate(list(parallel_map(_describe, chunks, workers, "faces: identity check")))
+    count = len(frontal_rows)
+    sides = descriptors[count:].reshape(len(side_rows), len(IDENTITY_SIDE_YAWS), DESCRIPTOR_SIZE) if side_rows else None
+    report = identity_report(descriptors[:count], sides if sides is not None else np.full((count, 0, DESCRIPTOR_SIZE), np.nan),
+                             max_pairs)
+    if sides is None or len(side_rows) != count:
+        report = {k: v for k, v in report.items() if k not in ("median_within_distance", "share_identities_consistent")}
+    else:
+        report["side_yaws"] = list(IDENTITY_SIDE_YAWS)
+    return report
+
+
 def _checked_template(template_dir: Path, config: FacesParams) -> Template:
     """The template, loaded before the pool forks (workers inherit it), checked against the params."""
     template = _assets(str(template_dir))[0]
@@ -255,8 +300,9 @@ def _checked_template(template_dir: Path, config: FacesParams) -> Template:
     return template
 
 
-def faces_metrics(config: FacesParams, identities: int, images: int, ingest: dict, check: int, detection: dict) -> dict:
-    """metrics/faces.json: counts, bad inputs and conversions, and the dlib detection check."""
+def faces_metrics(config: FacesParams, identities: int, images: int, ingest: dict, check: int, detection: dict,
+                  identity: dict) -> dict:
+    """metrics/faces.json: counts, bad inputs and conversions, the dlib detection check and the identity check."""
     metrics = {
         "source": config.source,
         "identities": identities,
@@ -273,6 +319,7 @@ def faces_metrics(config: FacesParams, identities: int, images: int, ingest: dic
     metrics["hog_checked_views"] = detection["checked_views"]
     if "landmark_error_px_yaw0" in detection:
         metrics["dlib_vs_true_inner_landmarks_px_yaw0"] = detection["landmark_error_px_yaw0"]
+    metrics["identity_check"] = identity
     return metrics
 
 
@@ -317,17 +364,23 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
         detection = detection_check(staging, writer.entries, check, DETECTION_MAX_ABS_YAW if synthetic else None, workers)
         detection_seconds = time.perf_counter() - tick
 
+        tick = time.perf_counter()
+        cap = config.identity_check_identities
+        cap = facts["identities"] if cap is None else min(cap, facts["identities"])
+        identity = identity_check(staging, writer.entries, cap, config.identity_max_pairs, workers)
+        identity_seconds = time.perf_counter() - tick
+
         if preview_views:  # none when the eigengan check kept no identity
             write_png(staging / "preview" / "grid.png", preview_grid(preview_views, PREVIEW_TILE, preview_textures))
         write_index(staging, writer.entries, image_size=config.image_size, uv_size=config.uv_size, images=images, **facts)
 
-    metrics = faces_metrics(config, facts["identities"], images, ingest, check, detection)
+    metrics = faces_metrics(config, facts["identities"], images, ingest, check, detection, identity)
     if "eigengan_check" in ingest:
         metrics["eigengan_identity_check"] = ingest["eigengan_check"]
     write_json(metrics_path, metrics)
     timing = {"workers": workers, "seconds": round(time.perf_counter() - started, 2),
               "generate_seconds": round(generate_seconds, 2), "images_per_second": round(images / generate_seconds, 2),
-              "detection_seconds": round(detection_seconds, 2)}
+              "detection_seconds": round(detection_seconds, 2), "identity_check_seconds": round(identity_seconds, 2)}
     if timing_path is not None:
         write_json(timing_path, timing)
     return {**metrics, **timing, "log_lines": ingest.get("log", []) + ingest["problems"] + ingest["conversions"]}

@@ -1,11 +1,12 @@
 """Faces core: synthetic multi-view identities with ground truth, and conversion of real photos (arrays only, no I/O).
 
-A synthetic identity is the head template with sampled shape coefficients, an
-albedo variation (skin tone, hair tone, beard, clothing, brightness/contrast, all
-in CIELAB on soft regions of the UV layout), one light (ambient + directional,
-colour temperature) fixed in the head frame and one background; the camera
-orbits the lit head, so the identity's lit UV texture is the ground truth seen by
-every view.
+A synthetic identity is the head template with sampled shape and expression
+coefficients (the template's named modes), an albedo variation (skin tone, hair
+tone and hairstyle, beard, eyebrows, lips, make-up, freckles and moles, age
+wrinkles, glasses, clothing, brightness/contrast, all in CIELAB on soft regions
+of the UV layout), one light (ambient + directional, colour temperature) fixed in
+the head frame and one background; the camera orbits the lit head, so the
+identity's lit UV texture is the ground truth seen by every view.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ KELVIN_RGB = np.array([
 RANGE_KEYS = ("skin_lightness", "skin_a", "skin_b", "beard", "mirror_blend", "brightness", "contrast", "ambient",
               "diffuse", "colour_temperature_kelvin", "background_value", "background_saturation")
 BACKGROUND_KINDS = ("solid", "gradient", "noise")
+HAIRSTYLES = ("short", "long", "fringe", "receding", "bald")
+FEATURE_RANGE_KEYS = ("brow_density", "brow_thickness", "brow_arch", "lip_redness", "lip_lightness", "age")
 
 
 @dataclass
@@ -75,7 +78,23 @@ class FacesParams:
     background_kinds: list[str] = param("backgrounds: some of solid, gradient, noise")
     background_value: list[float] = param("background colours: HSV value range", ge=0, le=1)
     background_saturation: list[float] = param("background colours: HSV saturation range", ge=0, le=1)
+    hairstyles: dict[str, float] = param("hairstyle: name: weight (short, long, fringe, receding, bald)", ge=0)
+    brow_density: list[float] = param("eyebrow darkness range: 0 none, 1 the scan's", ge=0)
+    brow_thickness: list[float] = param("painted eyebrow thickness range, texels of a 512 layout", ge=0)
+    brow_arch: list[float] = param("painted eyebrow arch range, texels of a 512 layout (negative = flatter)")
+    lip_redness: list[float] = param("lip a* shift range (CIELAB)")
+    lip_lightness: list[float] = param("lip L* shift range (CIELAB)")
+    makeup_probability: float = param("share of identities with lipstick and eye shadow", ge=0, le=1)
+    freckles_probability: float = param("share of identities with freckles", ge=0, le=1)
+    max_moles: int = param("moles per identity: uniform 0..max_moles", ge=0)
+    age: list[float] = param("age range: 0 young (no wrinkles) ... 1 old (wrinkles, grey hair likelier)", ge=0, le=1)
+    glasses_probability: float = param("share of identities wearing glasses (painted frames in the UV layout)",
+                                       ge=0, le=1)
     detection_check_identities: int | None = param("dlib HOG check over this many identities (null = all)", ge=0)
+    identity_check_identities: int | None = param("dlib face-descriptor check over this many identities (null = all)",
+                                                  ge=0)
+    identity_max_pairs: int | None = param("identity check: a seeded sample of this many identity pairs at most "
+                                           "(null = all)", ge=1)
     square: str = param("directory source: non-square photos are centre-cropped or padded", choices=("crop", "pad"))
     uv_size: int = param("texture side in texels (the ground-truth lit texture)", shared="uv.size")
     alpha_background: list[int] = param("RGB that transparent pixels are composited on (and the pad colour)",
@@ -94,10 +113,13 @@ class FacesParams:
             problems.append(f"eigengan_pose_range must be two different values, not {self.eigengan_pose_range}")
         if not self.yaw_degrees or any(abs(y) >= 90 for y in self.yaw_degrees):
             problems.append("yaw_degrees must list at least one view, each within (-90, 90)")
-        problems += [f"{name} must be a range [low, high], not {getattr(self, name)}" for name in RANGE_KEYS
+        problems += [f"{name} must be a range [low, high], not {getattr(self, name)}"
+                     for name in RANGE_KEYS + FEATURE_RANGE_KEYS
                      if len(getattr(self, name)) != 2 or getattr(self, name)[0] > getattr(self, name)[1]]
         if not self.hair_tones or any(len(v) != 4 or v[3] < 0 for v in self.hair_tones.values()):
             problems.append("hair_tones must map names to [L, a, b, weight >= 0]")
+        if not self.hairstyles or set(self.hairstyles) - set(HAIRSTYLES) or sum(self.hairstyles.values()) <= 0:
+            problems.append(f"hairstyles must map some of {', '.join(HAIRSTYLES)} to weights with a positive sum")
         unknown = sorted(set(self.background_kinds) - set(BACKGROUND_KINDS))
         if not self.background_kinds or unknown:
             problems.append(f"background_kinds must be some of {', '.join(BACKGROUND_KINDS)} (unknown: {unknown})")
@@ -109,6 +131,9 @@ class FacesParams:
 
 # --- appearance regions of the template (computed once per template) -------------------------------------
 
+REGION_NAMES = ("skin", "hair", "brows", "beard", "clothing", "lips", "eyelids", "long_hair")
+
+
 @dataclass
 class Regions:
     """Soft regions of the template albedo in the UV layout (float32 in [0, 1]) and their reference CIELAB colours."""
@@ -118,14 +143,19 @@ class Regions:
     brows: np.ndarray
     beard: np.ndarray
     clothing: np.ndarray
+    lips: np.ndarray
+    eyelids: np.ndarray  # above the eyes (eye shadow)
+    long_hair: np.ndarray  # the sides of the neck below the ears (where long hair falls)
     skin_lab: np.ndarray  # 3: median L*, a*, b* of the skin
     hair_lab: np.ndarray
     clothing_lab: np.ndarray
+    points: np.ndarray  # 68,2 the landmarks' UVs in [0, 1] (where features are painted)
+    hairline: float  # v of the scan's hairline above the nose bridge, in [0, 1]
     boxes: dict[str, tuple[slice, slice]] = field(init=False)  # where each region is non-zero (work is done there only)
 
     def __post_init__(self) -> None:
         self.boxes = {}
-        for name in ("skin", "hair", "brows", "beard", "clothing"):
+        for name in REGION_NAMES:
             rows, cols = np.nonzero(getattr(self, name) > 1e-3)
             self.boxes[name] = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)) if len(rows) \
                 else (slice(0, 0), slice(0, 0))
@@ -135,8 +165,8 @@ class Regions:
         def resize(mask: np.ndarray) -> np.ndarray:
             return cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
 
-        return Regions(resize(self.skin), resize(self.hair), resize(self.brows), resize(self.beard),
-                       resize(self.clothing), self.skin_lab, self.hair_lab, self.clothing_lab)
+        return Regions(*(resize(getattr(self, name)) for name in REGION_NAMES), self.skin_lab, self.hair_lab,
+                       self.clothing_lab, self.points, self.hairline)
 
 
 def to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -192,12 +222,26 @@ def appearance_regions(albedo: np.ndarray, valid: np.ndarray, landmark_uv: np.nd
     below_nose = _sigmoid((rows - points[33, 1] - 6.0 * unit) / (3.0 * unit))
     beard = blur(hull(jaw) * below_nose, 8.0) * skin
 
+    lips = blur(hull(points[48:60]), 1.5) * skin
+    eye_hulls = np.maximum(hull(points[36:42]), hull(points[42:48]))
+    above_eyes = _sigmoid((points[36:48, 1].mean() + 2.0 * unit - rows) / (2.0 * unit))
+    eyelids = blur(cv2.dilate(eye_hulls, np.ones((2 * round(9 * unit) + 1,) * 2)) * above_eyes, 2.5) * skin
+    # Long hair falls over the sides of the neck: outside the jaw, below the ears' tops, away from the throat.
+    columns = np.arange(size, dtype=np.float32)[None, :]
+    from_centre = np.abs(columns - points[27, 0]) / max(abs(points[0, 0] - points[27, 0]), 1.0)
+    long_hair = blur(_sigmoid((from_centre - 1.1) / 0.05) * _sigmoid((rows - points[0, 1] - 10.0 * unit) / (6.0 * unit))
+                     * (1.0 - blur(face, 6.0)) * (1.0 - clothing), 4.0) * blur(valid, 2.0)
+    # The hairline: the first mostly-hair row above the nose bridge, along the face's centre line.
+    centre_hair = hair[:int(points[27, 1]), int(round(points[27, 0]))]
+    above = np.flatnonzero(centre_hair > 0.5)
+    hairline = (float(above.max()) if len(above) else 0.0) / size
+
     def reference(weight: np.ndarray) -> np.ndarray:
         core = weight > 0.9 * weight.max()
         return np.median(lab[core], axis=0).astype(np.float32)
 
-    return Regions(skin, hair, brows, beard, clothing, reference(skin * (1.0 - beard)), reference(hair),
-                   reference(clothing))
+    return Regions(skin, hair, brows, beard, clothing, lips, eyelids, long_hair, reference(skin * (1.0 - beard)),
+                   reference(hair), reference(clothing), ((points + 0.5) / size).astype(np.float32), hairline)
 
 
 # --- per-identity sampling ----------------------------------------------------------------------------------
@@ -214,6 +258,19 @@ class Look:
     mirror_blend: float  # share of the left-right mirrored albedo mixed in (changes asymmetric details)
     brightness: float
     contrast: float
+    hairstyle: str  # one of HAIRSTYLES
+    hairline_shift: float  # receding: how far the hairline moves up, in units of the forehead's height
+    fringe_depth: float  # fringe: how far hair reaches down the forehead, same units
+    brow_density: float  # 0 no brows ... 1 the scan's ... >1 darker
+    brow_thickness: float  # painted brow thickness, texels of a 512 layout
+    brow_arch: float  # painted brow arch, texels of a 512 layout
+    lip_lab: np.ndarray  # 3: lip colour shift (L*, a*, b*)
+    eye_shadow: float  # L* darkening above the eyes (make-up)
+    age: float  # 0 ... 1: wrinkle strength
+    freckles: np.ndarray  # N,3 (u, v, strength) freckle spots
+    moles: np.ndarray  # M,3 (u, v, radius in texels of a 512 layout)
+    glasses: np.ndarray | None  # 3: frame lightness, frame thickness, lens size (relative), None = no glasses
+    detail_seed: int  # seed of the painted hair's strand noise
 
 
 @dataclass
@@ -248,12 +305,37 @@ def sample_look(config: FacesParams, rng: np.random.Generator) -> Look:
     hair[0] = np.clip(hair[0], 4.0, 80.0)
     hue = rng.uniform(0, 2 * np.pi)
     clothing = np.array([rng.uniform(15, 90), *(rng.uniform(0, 40) * np.array([np.cos(hue), np.sin(hue)]))])
+    features = np.random.default_rng(rng.integers(2**32))  # a separate stream: the colours above keep their draws
+    styles = sorted(config.hairstyles)
+    weights = np.array([config.hairstyles[name] for name in styles], np.float64)
+    hairstyle = styles[features.choice(len(styles), p=weights / weights.sum())]
+    age = _uniform(features, config.age)
+    if features.uniform() < age**2 * 0.6:  # older people are likelier grey
+        hair[:] = np.array([features.uniform(50, 75), 0.0, features.uniform(0, 6)])
+    makeup = features.uniform() < config.makeup_probability
+    lip = np.array([_uniform(features, config.lip_lightness), _uniform(features, config.lip_redness), 0.0])
+    if makeup:
+        lip += np.array([features.uniform(-15, 0), features.uniform(10, 30), features.uniform(-5, 10)])
+    # Freckles cluster on the nose and cheeks: spots about the nose tip's UV (offsets in the layout's units).
+    count = features.integers(60, 250) if features.uniform() < config.freckles_probability else 0
+    freckles = np.column_stack([features.normal(0, 0.09, count), features.normal(0, 0.05, count),
+                                features.uniform(0.3, 1.0, count)])
+    moles = np.column_stack([features.uniform(-0.2, 0.2, (m := features.integers(0, config.max_moles + 1), 2)),
+                             features.uniform(1.5, 3.5, m)])
+    glasses = (np.array([features.uniform(5, 45), features.uniform(2.5, 5.0), features.uniform(0.9, 1.25)])
+               if features.uniform() < config.glasses_probability else None)
     return Look(
         skin_lab=skin.astype(np.float32), hair_lab=hair.astype(np.float32),
         hair_contrast=float(1.0 + 0.6 * max(0.0, hair[0] - 15.0) / 50.0),  # light hair shows its strands more
         beard=_uniform(rng, config.beard), clothing_lab=clothing.astype(np.float32),
         mirror_blend=_uniform(rng, config.mirror_blend), brightness=_uniform(rng, config.brightness),
         contrast=_uniform(rng, config.contrast),
+        hairstyle=hairstyle, hairline_shift=features.uniform(0.25, 0.7), fringe_depth=features.uniform(0.3, 0.75),
+        brow_density=_uniform(features, config.brow_density), brow_thickness=_uniform(features, config.brow_thickness),
+        brow_arch=_uniform(features, config.brow_arch), lip_lab=lip.astype(np.float32),
+        eye_shadow=float(features.uniform(5, 18)) if makeup else 0.0, age=age,
+        freckles=freckles.astype(np.float32), moles=moles.astype(np.float32), glasses=glasses,
+        detail_seed=int(features.integers(2**31)),
     )
 
 
@@ -379,8 +461,133 @@ def vary_albedo(albedo: np.ndarray, regions: Regions, look: Look) -> np.ndarray:
     blend("hair", hair_tone)
     blend("brows", brow_tone)
     blend("clothing", clothing_tone)
+    paint_features(lab, regions, look)
     lab[..., 0] = np.clip(50.0 + look.contrast * (lab[..., 0] - 50.0) + 100.0 * look.brightness, 0, 100)
     return from_lab(lab)
+
+
+def paint_features(lab: np.ndarray, regions: Regions, look: Look) -> None:
+    """Hairstyle, eyebrows, lips, make-up, wrinkles, freckles, moles and glasses, painted into a CIELAB albedo in place.
+
+    Every shape is drawn from the landmarks' UVs and the look's numbers in layout units, so the render
+    albedo and the uv.size albedo show the same features at their own resolutions.
+    """
+    size = lab.shape[0]
+    unit = size / 512.0
+    points = regions.points * size - 0.5
+    rows = np.arange(size, dtype=np.float32)[:, None]
+    columns = np.arange(size, dtype=np.float32)[None, :]
+    centre = points[27, 0]
+    half_face = max(abs(points[0, 0] - centre), abs(points[16, 0] - centre))
+    hairline, brow_row = regions.hairline * size, points[17:27, 1].mean()
+    forehead = max(brow_row - hairline, 10.0 * unit)
+    skin_target = look.skin_lab.astype(np.float32)
+
+    def mix(weight: np.ndarray, target: np.ndarray | tuple) -> None:
+        lab[...] += weight[..., None] * (np.asarray(target, np.float32) - lab)
+
+    def strands() -> np.ndarray:
+        noise = np.random.default_rng(look.detail_seed).standard_normal((128, 128)).astype(np.float32)
+        noise = cv2.GaussianBlur(cv2.resize(noise, (size, size)), (0, 0), sigmaX=0.7 * unit, sigmaY=5.0 * unit)
+        return noise / max(float(noise.std()), 1e-6)
+
+    def hair_paint(weight: np.ndarray) -> None:
+        target = np.broadcast_to(look.hair_lab, lab.shape).copy()
+        target[..., 0] += 4.0 * look.hair_contrast * strands()
+        lab[...] += weight[..., None] * (target - lab)
+
+    if look.hairstyle in ("receding", "bald"):
+        if look.hairstyle == "receding":
+            # Temples recede further than the centre (the common M-shaped hairline).
+            temples = 1.0 - 0.35 * np.exp(-0.5 * ((columns - centre) / (0.35 * half_face)) ** 2)
+            cut = hairline - look.hairline_shift * forehead * temples
+            bare = regions.hair * _sigmoid((rows - cut) / (3.0 * unit))
+        else:  # only a rim of hair stays, round the sides and back below the level of the ears' tops
+            rim = (_sigmoid((rows - points[0, 1] + 0.6 * forehead) / (4.0 * unit))
+                   * _sigmoid((np.abs(columns - centre) / half_face - 0.8) / 0.05))
+            bare = regions.hair * (1.0 - rim)
+        bare = bare * _sigmoid((brow_row - rows) / (4.0 * unit))
+        bald = skin_target.copy()
+        bald[0] = min(100.0, bald[0] + 3.0)  # scalp skin sees less sun
+        mix(bare, bald)
+    if look.hairstyle == "fringe":
+        window = _sigmoid((0.85 * half_face - np.abs(columns - centre)) / (6.0 * unit))
+        reach = hairline + look.fringe_depth * forehead
+        hair_paint(window * _sigmoid((reach - rows) / (2.5 * unit)) * _sigmoid((rows - hairline + 30 * unit) / (3 * unit)))
+    if look.hairstyle == "long":
+        hair_paint(regions.long_hair)
+
+    # Eyebrows: the scan's fade (or darken) with the density; a painted brow of its own thickness and arch.
+    density = look.brow_density
+    if density < 1.0:
+        mix(regions.brows * (1.0 - density), skin_target)
+    brow_band = np.zeros((size, size), np.float32)
+    for side in (points[17:22], points[22:27]):
+        shape = np.linspace(-1.0, 1.0, len(side))
+        arched = side - np.column_stack([np.zeros(len(side)), look.brow_arch * unit * (1.0 - shape**2)])
+        cv2.polylines(brow_band, [np.round(arched * 4).astype(np.int32)], False, 1.0,
+                      max(1, round(look.brow_thickness * unit)), cv2.LINE_AA, shift=2)
+    brow_band = cv2.GaussianBlur(brow_band, (0, 0), 1.5 * unit)
+    brow_colour = 0.5 * (look.hair_lab + skin_target)
+    brow_colour[0] = min(float(look.hair_lab[0]), 0.5 * float(skin_target[0])) + 8.0
+    mix(brow_band * min(1.0, 0.8 * density), brow_colour)
+
+    lab[...] += regions.lips[..., None] * look.lip_lab
+    lab[..., 0] -= look.eye_shadow * regions.eyelids
+
+    lines = np.zeros((size, size), np.float32)
+    wrinkle = float(np.clip((look.age - 0.3) / 0.7, 0.0, 1.0))
+    if wrinkle > 0:
+        width = max(1, round(1.5 * unit))
+        for wing, corner, out in ((points[31], points[48], -1.0), (points[35], points[54], 1.0)):
+            fold = np.stack([wing + [out * 4 * unit, -2 * unit], (wing + corner) / 2 + [out * 8 * unit, 0],
+                             corner + [out * 6 * unit, 8 * unit]])
+            cv2.polylines(lines, [np.round(fold * 4).astype(np.int32)], False, 1.0, width, cv2.LINE_AA, shift=2)
+        for k in range(3):  # forehead lines
+            row = brow_row - (0.25 + 0.18 * k) * forehead
+            xs = np.linspace(centre - 0.5 * half_face, centre + 0.5 * half_face, 9)
+            curve = np.column_stack([xs, row + 3 * unit * ((xs - centre) / (0.5 * half_face)) ** 2])
+            cv2.polylines(lines, [np.round(curve * 4).astype(np.int32)], False, 0.7, width, cv2.LINE_AA, shift=2)
+        for eye, out in ((points[36], -1.0), (points[45], 1.0)):  # crow's feet
+            for slope in (-0.4, 0.0, 0.4):
+                end = eye + np.array([out * 10 * unit, slope * 10 * unit])
+                cv2.line(lines, tuple(np.round((eye + [out * 3 * unit, 0]) * 4).astype(int)),
+                         tuple(np.round(end * 4).astype(int)), 0.6, width, cv2.LINE_AA, shift=2)
+        lab[..., 0] -= 9.0 * wrinkle * cv2.GaussianBlur(lines, (0, 0), 1.0 * unit) * regions.skin
+
+    spots = np.zeros((size, size), np.float32)
+    nose_tip = points[30]
+    for du, dv, strength in look.freckles:
+        cv2.circle(spots, tuple(np.round((nose_tip + [du * size, dv * size]) * 4).astype(int)),
+                   max(1, round(4 * 1.2 * unit)), float(strength), -1, cv2.LINE_AA, shift=2)
+    spots = cv2.GaussianBlur(spots, (0, 0), 0.6 * unit) * regions.skin
+    lab[..., 0] -= 12.0 * spots
+    lab[..., 2] += 5.0 * spots
+    for du, dv, radius in look.moles:
+        mole = np.zeros((size, size), np.float32)
+        cv2.circle(mole, tuple(np.round((nose_tip + [du * size, dv * size]) * 4).astype(int)),
+                   max(1, round(4 * radius * unit)), 1.0, -1, cv2.LINE_AA, shift=2)
+        mix(cv2.GaussianBlur(mole, (0, 0), 0.5 * unit) * regions.skin, (0.45 * skin_target[0], 12.0, 16.0))
+
+    if look.glasses is not None:
+        lightness, thickness, lens = look.glasses
+        frame = np.zeros((size, size), np.float32)
+        width = max(1, round(thickness * unit))
+        rims = []
+        for eye in (points[36:42], points[42:48]):
+            middle = eye.mean(0)
+            axes = np.array([0.75, 0.5]) * lens * (eye[:, 0].max() - eye[:, 0].min())
+            cv2.ellipse(frame, tuple(np.round(middle * 4).astype(int)), tuple(np.round(axes * 4).astype(int)),
+                        0, 0, 360, 1.0, width, cv2.LINE_AA, shift=2)
+            rims.append((middle, axes))
+        (left, left_axes), (right, right_axes) = sorted(rims, key=lambda rim: rim[0][0])
+        bridge = [left + [left_axes[0], -0.3 * left_axes[1]], right - [right_axes[0], 0.3 * right_axes[1]]]
+        temples = [(left - [left_axes[0], 0.2 * left_axes[1]], [points[0, 0] - 4 * unit, left[1] - 4 * unit]),
+                   (right + [right_axes[0], -0.2 * right_axes[1]], [points[16, 0] + 4 * unit, right[1] - 4 * unit])]
+        for start, end in [bridge, *temples]:
+            cv2.line(frame, tuple(np.round(np.asarray(start) * 4).astype(int)),
+                     tuple(np.round(np.asarray(end) * 4).astype(int)), 1.0, width, cv2.LINE_AA, shift=2)
+        mix(np.clip(frame, 0.0, 1.0), (lightness, 0.0, 0.0))
 
 
 @dataclass

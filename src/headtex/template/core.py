@@ -161,6 +161,46 @@ def shape_basis(vertices: np.ndarray, landmarks: np.ndarray, normals: np.ndarray
         "mouth_width": np.stack([0.12 * (x - landmarks[51, 0]) * _bump(vertices, landmarks[48:68].mean(0), 16.0), zero, zero], 1),
         "cheek_fullness": 4.0 * cheeks[:, None] * normals,
     }
+    # Craniofacial proportions around the features a face recogniser weighs most (eyes, brows, nose, mouth).
+    eye_centres = np.stack([landmarks[36:42].mean(0), landmarks[42:48].mean(0)])
+    side = np.sign(x)  # +1 on the subject's left
+    near_eye = np.where(x[:, None] < 0, vertices - eye_centres[0], vertices - eye_centres[1])  # to this side's eye
+    eye_zone = _bump(vertices, eye_centres, 9.0)
+    brows = _bump(vertices, landmarks[17:27], 10.0)
+    brow_mid_x = np.abs(landmarks[17:27, 0]).mean()
+    mouth_centre = landmarks[60:68].mean(0)
+    mouth = _bump(vertices, landmarks[48:60], 7.0)
+    corners = _bump(vertices, landmarks[[48, 54]], 9.0)
+    cheekbones = _bump(vertices, np.stack([(landmarks[1] + landmarks[36]) / 2, (landmarks[15] + landmarks[45]) / 2]), 16.0)
+    chin = _bump(vertices, landmarks[8], 16.0)
+    modes |= {
+        "eye_size": np.stack([0.28 * near_eye[:, 0] * eye_zone, 0.28 * near_eye[:, 1] * eye_zone, zero], 1),
+        "eye_opening": np.stack([zero, 0.25 * near_eye[:, 1] * _bump(vertices, eye_centres, 7.0), zero], 1),
+        "eye_height": np.stack([zero, 2.5 * _bump(vertices, eye_centres, 12.0), zero], 1),
+        "eye_tilt": np.stack([zero, 0.24 * near_eye[:, 0] * side * eye_zone, zero], 1),
+        "eye_depth": np.stack([zero, zero, -2.5 * _bump(vertices, eye_centres, 11.0)], 1),
+        "brow_height": np.stack([zero, 2.5 * brows, zero], 1),
+        "brow_tilt": np.stack([zero, 0.08 * (np.abs(x) - brow_mid_x) * brows, zero], 1),
+        "nose_bridge": np.stack([zero, zero, 2.5 * _bump(vertices, landmarks[28], 8.0)], 1),
+        "nostril_width": np.stack([0.12 * (x - landmarks[33, 0]) * _bump(vertices, landmarks[[31, 35]], 6.0), zero, zero], 1),
+        "lip_thickness": np.stack([zero, 0.2 * (y - mouth_centre[1]) * mouth, 1.0 * mouth], 1),
+        "mouth_height": np.stack([zero, 2.5 * _bump(vertices, landmarks[48:68], 10.0), zero], 1),
+        "cheekbones": np.stack([0.05 * x * cheekbones, zero, 2.0 * cheekbones], 1),
+        "chin_width": np.stack([0.15 * (x - landmarks[8, 0]) * chin, zero, zero], 1),
+        "chin_depth": np.stack([zero, zero, 4.0 * chin], 1),
+        "face_depth": np.stack([zero, zero, 0.06 * (z + 40.0) * frontal], 1),
+        "eye_width": np.stack([0.28 * near_eye[:, 0] * eye_zone, zero, zero], 1),
+        "brow_spacing": np.stack([2.5 * side * brows, zero, zero], 1),
+        "upper_lip": np.stack([zero, 2.0 * _bump(vertices, landmarks[49:54], 5.0), zero], 1),
+        "lower_lip": np.stack([zero, -2.0 * _bump(vertices, landmarks[55:60], 5.0), zero], 1),
+        "midface_length": np.stack([zero, -3.0 * _smooth_step((eye_y - 12.0 - y) / 6.0) * frontal, zero], 1),
+        "asymmetry": np.stack([zero, 1.5 * side * _bump(vertices, np.vstack([eye_centres, landmarks[17:27]]), 12.0), zero], 1),
+        # Expressions (one per identity, the same in all of its views): smile, open mouth, raised brows.
+        "expression_smile": np.stack([1.5 * side * corners, 2.5 * corners + 1.0 * cheeks, 0.8 * corners], 1),
+        "expression_mouth_open": np.stack([zero, -2.0 * _smooth_step((mouth_centre[1] - y) / 1.5) * lower_face
+                                           * _bump(vertices, landmarks[[57, 8]], 25.0), zero], 1),
+        "expression_brows_raised": np.stack([zero, 2.0 * _bump(vertices, landmarks[17:27], 14.0), zero], 1),
+    }
     return list(modes), np.stack(list(modes.values())).astype(np.float32)
 
 
