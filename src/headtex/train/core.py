@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
-from headtex.inpaint import Critic, Generator, VGG16Features, composite, critic_loss, generator_loss, init_weights
+from headtex.inpaint import Critic, VGG16Features, build_generator, composite, critic_loss, generator_loss, init_weights
 from headtex.masking import draw_training_mask, hole_from_visible
 from headtex.inpaint.model import SHIP_OUTPUTS, to_image, to_uint8
 from headtex.io import UserError
@@ -61,6 +61,8 @@ class TrainParams:
                                 "backward passes vary in the last bits run to run; ~2x slower); false = faster")
     num_workers: int = param("DataLoader worker processes (0 = load in the training process)", ge=0)
     log_every: int = param("steps per logged loss value (losses are reduced on the device in between)", ge=1)
+    init_from: str | None = param("model file (models/pretrained/<name>.pt, fp16 allowed) the generator and critic "
+                                  "start from; null = from scratch (train.seed's initialisation)")
     p_real: float = param("chance that a training mask comes from the real bank", shared="masks.p_real", ge=0, le=1)
     max_strokes: int = param("free-form masks: 0..max_strokes strokes", shared="masks.max_strokes", ge=1)
 
@@ -141,11 +143,13 @@ def learning_rate_factor(epoch: int, config: TrainParams) -> float:
     return config.lr_decrease_factor ** (epoch // config.lr_decrease_epoch)
 
 
-def build_networks(latent: int, config: TrainParams) -> tuple[Generator, Critic]:
-    """Generator and critic initialised from train.seed without touching the global RNG."""
+def build_networks(latent: int, config: TrainParams, arch: str = "deepfillv2",
+                   size: int = 192) -> tuple[torch.nn.Module, Critic]:
+    """Generator (`model.arch`, for size x size textures) and critic initialised from train.seed without
+    touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        generator, critic = Generator(latent), Critic(latent)
+        generator, critic = build_generator(arch, latent, size), Critic(latent)
         if config.init_gain is not None:
             init_weights(generator, config.init_gain)
             init_weights(critic, config.init_gain)
@@ -156,8 +160,8 @@ class Trainer:
     """Generator, critic, frozen VGG and both Adam optimisers; `train_step` = one critic + one generator update."""
 
     def __init__(self, latent: int, config: TrainParams, vgg: VGG16Features, device: torch.device,
-                 distributed: bool = False):
-        self.config, self.device, self.latent = config, device, latent
+                 distributed: bool = False, arch: str = "deepfillv2", size: int = 192):
+        self.config, self.device, self.latent, self.arch = config, device, latent, arch
         self.dtype = resolve_precision(config.precision, device)
         if device.type == "cpu":
             # oneDNN's convolutions give last-bit differences between identical runs (measured on the tiny
@@ -166,7 +170,7 @@ class Trainer:
         self.channels_last = device.type == "cuda"
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.generator, self.critic = (net.to(device, memory_format=memory_format)
-                                       for net in build_networks(latent, config))
+                                       for net in build_networks(latent, config, arch, size))
         self.vgg = vgg.to(device, memory_format=memory_format)
         betas = (config.b1, config.b2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), config.lr_g, betas, weight_decay=config.weight_decay)
@@ -188,6 +192,11 @@ class Trainer:
         self.generator_run, self.critic_run = generator_run, critic_run
         # the generator's GAN loss goes through the plain critic (frozen): no DDP gradient sync for it
         self.critic_frozen = torch.compile(self.critic) if config.compile else self.critic
+
+    def set_prior(self, mean_texture: np.ndarray, valid: np.ndarray) -> None:
+        """Give a generator that takes them (symres) the mean training texture and the valid region."""
+        if hasattr(self.generator, "set_prior"):
+            self.generator.set_prior(mean_texture, valid)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:
@@ -225,13 +234,15 @@ class Trainer:
             coarse, refined = self.generator_run(image, hole)
         coarse, refined = coarse.float(), refined.float()
 
-        with self.autocast():
-            d_loss = critic_loss(self.critic_run, image, composite(refined, image, hole), hole)
-        (d_value,) = self._synced_finite({"d_loss": d_loss.detach().float()})
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler_d.scale(d_loss).backward()
-        self.scaler_d.step(self.opt_d)
-        self.scaler_d.update()
+        d_value = 0.0
+        if config.lambda_gan > 0:  # without a GAN term the critic would train for nobody: skipped (and d_loss 0)
+            with self.autocast():
+                d_loss = critic_loss(self.critic_run, image, composite(refined, image, hole), hole)
+            (d_value,) = self._synced_finite({"d_loss": d_loss.detach().float()})
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler_d.scale(d_loss).backward()
+            self.scaler_d.step(self.opt_d)
+            self.scaler_d.update()
 
         self.critic.requires_grad_(False)
         try:
