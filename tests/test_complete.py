@@ -184,9 +184,9 @@ def test_reconstructs_partial_and_mask_complete_to_its_texture(tmp_path, monkeyp
 
 
 def test_a_symres_model_completes_through_the_same_path(tmp_path, monkeypatch, capsys, assets):
-    """Both archs go through one code path; an untrained symres paints exactly the classical symmetric fill."""
+    """Both archs go through one code path; an untrained symres paints exactly the mirror-guided Poisson fill."""
     from headtex.inpaint import build_generator
-    from headtex.inpaint.fills import fill_symmetric
+    from headtex.inpaint.fills import fill_poisson_mirror
 
     model = tmp_path / "symres.pt"
     save_inpainter(model, build_generator("symres", 4, SIZE), 4, "coarse", SIZE)
@@ -198,4 +198,4 @@ def test_a_symres_model_completes_through_the_same_path(tmp_path, monkeypatch, c
     assert code == 0, err
     valid = read_png(assets[1] / "valid.png") > 127
     region = (mask == 0) & valid
-    np.testing.assert_array_equal(read_png(tmp_path / "out.png")[region], fill_symmetric(partial, region)[region])
+    np.testing.assert_array_equal(read_png(tmp_path / "out.png")[region], fill_poisson_mirror(partial, region)[region])

@@ -87,5 +87,5 @@ def test_an_untrained_symres_scores_exactly_its_classical_starting_fill(tmp_path
     metrics = evaluate(tmp_path, 0)
     for name, scores in metrics["by_bucket"].items():
         if scores["count"]:
-            assert scores["coarse"]["psnr"] == scores["mirror_navier_stokes"]["psnr"], name
-            assert scores["coarse"]["ssim"] == scores["mirror_navier_stokes"]["ssim"], name
+            assert scores["coarse"]["psnr"] == scores["mirror_poisson"]["psnr"], name
+            assert scores["coarse"]["ssim"] == scores["mirror_poisson"]["ssim"], name

@@ -322,8 +322,8 @@ def test_ddp_two_processes_match_one_process_with_the_global_batch(data, tmp_pat
 
 def test_symres_trains_without_critic_and_vgg_when_their_weights_are_zero(data):
     """symres with L1 only: the critic is not trained (d_loss 0), the L1 on the holes falls, and at step 0 the
-    shipped completion is the classical symmetric fill."""
-    from headtex.inpaint.fills import fill_symmetric
+    shipped completion is the mirror-guided Poisson fill."""
+    from headtex.inpaint.fills import fill_poisson_mirror
 
     config = params_for(TrainParams, "train", p_real=0.5, seed=0, lr_g=1e-3, lambda_perceptual=0.0, lambda_gan=0.0)
     trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"), arch="symres", size=SIZE)
@@ -335,7 +335,7 @@ def test_symres_trains_without_critic_and_vgg_when_their_weights_are_zero(data):
     start = inpaint(trainer.generator, masked, np.where(hole.numpy() > 0, 0, 255).astype(np.uint8),
                     valid_region(SIZE))
     for i in range(len(masked)):
-        np.testing.assert_array_equal(start[i], fill_symmetric(masked[i], hole[i].numpy() > 0, valid_region(SIZE)))
+        np.testing.assert_array_equal(start[i], fill_poisson_mirror(masked[i], hole[i].numpy() > 0))
     critic_before = {k: v.clone() for k, v in trainer.critic.state_dict().items()}
     losses = [trainer.train_step(texture, hole) for _ in range(12)]
     assert all(step["d_loss"] == 0.0 and step["gan"] == 0.0 and step["perceptual"] == 0.0 for step in losses)

@@ -10,7 +10,7 @@ import torch
 
 from headtex.evaluate.core import MASK_KINDS, assign_masks, bootstrap_mean, coverage, region_scores
 from headtex.datasets import read_mask_bank, read_textures, read_valid
-from headtex.inpaint.fills import fill_mean, fill_mirror, fill_opencv, fill_symmetric, masked_input
+from headtex.inpaint.fills import fill_mean, fill_mirror, fill_opencv, fill_poisson_mirror, masked_input
 from headtex.inpaint import VGG16Features, composite, critic_loss, generator_loss, masked_l1, perceptual_loss
 from headtex.masking import free_form_mask, missing_region
 from headtex.inpaint.model import load_critic, load_inpainter, prepare_batch, restore_known, to_uint8
@@ -18,7 +18,7 @@ from headtex.figures import with_header
 from headtex.io import UserError, write_json, write_png
 from headtex.params import load_params, param, section
 
-BASELINES = ("telea", "navier_stokes", "mirror", "mirror_navier_stokes", "mean_texture")
+BASELINES = ("telea", "navier_stokes", "mirror", "mirror_poisson", "mean_texture")
 CANDIDATE_PURPOSE = 71  # rng purpose of the free-form candidate masks
 
 
@@ -127,8 +127,8 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
     outputs["telea"] = np.stack([fill_opencv(t, r, "telea") for t, r in zip(masked, regions)])
     outputs["navier_stokes"] = np.stack([fill_opencv(t, r, "navier_stokes") for t, r in zip(masked, regions)])
     outputs["mirror"] = np.stack([fill_mirror(t, r) for t, r in zip(masked, regions)])
-    # symres' starting point (its output at initialisation): mirror where the mirror texel is known, else NS
-    outputs["mirror_navier_stokes"] = np.stack([fill_symmetric(t, r, valid) for t, r in zip(masked, regions)])
+    # symres' starting point (its output at initialisation): Poisson fill guided by the mirrored texture
+    outputs["mirror_poisson"] = np.stack([fill_poisson_mirror(t, r) for t, r in zip(masked, regions)])
     outputs["mean_texture"] = np.stack([fill_mean(t, r, mean_texture) for t, r in zip(masked, regions)])
 
     scores = {method: score_arrays([region_scores(out[i], truth[i], regions[i]) for i in range(len(truth))])

@@ -27,8 +27,8 @@ SHIP_OUTPUTS = ("coarse", "refined")
 class ModelParams:
     """The `model:` section: the network size, shared by train and everything that builds the model."""
 
-    arch: str = param("generator: deepfillv2 (the thesis' App. B) | symres (residual over the symmetric "
-                      "classical fill)", choices=ARCHS)
+    arch: str = param("generator: deepfillv2 (the thesis' App. B) | symres (residual over the mirror-guided "
+                      "Poisson fill)", choices=ARCHS)
     latent: int = param("latent channels c: widths c, 2c, 4c (thesis: 64)", ge=1)
 
 

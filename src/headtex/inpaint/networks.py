@@ -1,7 +1,7 @@
 """The inpainting generators (`model.arch`) and the WGAN patch critic.
 
 deepfillv2: the thesis' gated-convolution coarse-to-refine generator (Appendix B), unchanged.
-symres: a small gated U-Net that starts from the classical symmetric fill (`fills.fill_symmetric`) and learns
+symres: a small gated U-Net that starts from the classical mirror-guided Poisson fill (`fills.fill_poisson_mirror`) and learns
 a residual over it, seeing the mirrored texture and mask (the UV layout is symmetric about u = 0.5), the mean
 training texture and the head's valid region; its residual head starts at zero, so an untrained symres
 completes exactly like the classical fill and training starts at that baseline.
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from headtex.inpaint.fills import fill_symmetric
+from headtex.inpaint.fills import fill_poisson_mirror
 
 ARCHS = ("deepfillv2", "symres")
 
@@ -105,7 +105,7 @@ class Generator(nn.Module):
 
 
 class SymmetricResidual(nn.Module):
-    """symres: output = symmetric classical fill + a learned residual (zero at initialisation).
+    """symres: output = mirror-guided Poisson fill + a learned residual (zero at initialisation).
 
     Input channels (12): the fill (3), hole (1), the mirrored known texels (3) and mirrored hole (1), the
     mean training texture (3) and the valid region (1); the last two are buffers set by `set_prior` (saved in
@@ -139,12 +139,11 @@ class SymmetricResidual(nn.Module):
 
     @torch.no_grad()
     def prior(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        """The classical symmetric fill of the hole (known texels unchanged), in [-1,1] like `image`."""
+        """The classical mirror-guided Poisson fill of the hole (known texels unchanged), in [-1,1] like `image`."""
         known = ((image.detach().float() * (1 - hole) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         textures = known.permute(0, 2, 3, 1).cpu().numpy()
         regions = (hole[:, 0] > 0.5).cpu().numpy()
-        valid = self.valid[0, 0].cpu().numpy() > 0.5
-        filled = np.stack([fill_symmetric(t, r, valid) for t, r in zip(textures, regions)])
+        filled = np.stack([fill_poisson_mirror(t, r) for t, r in zip(textures, regions)])
         return torch.from_numpy(filled).to(image.device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
     def forward(self, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
