@@ -156,7 +156,9 @@ def stage(tmp_path_factory) -> dict:
         params[name].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     # lr 0 (no update: the saved weights are the ones the step computed with) is below train.lr_g's range
-    trainer = converged_trainer(dataclasses.replace(params_for(TrainParams, "train", seed=3), lr_g=0.0, lr_d=0.0))
+    # Table 4.1 reports the thesis' losses (every term computed), so the step it is compared with computes them too
+    thesis = params_for(TrainParams, "train", seed=3, lambda_perceptual=10.0, lambda_gan=10.0)
+    trainer = converged_trainer(dataclasses.replace(thesis, lr_g=0.0, lr_d=0.0))
     save_inpainter(root / "coarse.pt", trainer.generator, 4, "coarse", SIZE, critic=trainer.critic)
     save_inpainter(root / "refined.pt", trainer.generator, 4, "refined", SIZE, critic=trainer.critic)
     # The masks the stage draws: its own candidate set and stratified assignment.

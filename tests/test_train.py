@@ -24,6 +24,7 @@ from conftest import REPO, params_for
 
 SIZE = 32  # tiny textures: the generator needs a multiple of 4, the critic 32 for one patch
 IDENTITIES = 6
+THESIS_WEIGHTS = {"lambda_perceptual": 10.0, "lambda_gan": 10.0}  # the full GAN step (params.yaml's symres: L1 only)
 
 
 def smooth_textures(count: int, size: int, seed: int = 0) -> np.ndarray:
@@ -160,7 +161,7 @@ def test_command_reports_user_errors_in_one_line(data, tmp_path, monkeypatch, ca
 def test_repeated_training_step_lowers_the_loss(data):
     # the full step (critic update, then generator update with L1 + perceptual + GAN) on one fixed batch:
     # the reconstruction losses fall; the WGAN terms are adversarial and need not
-    config = params_for(TrainParams, "train", p_real=0.5, seed=0, lr_g=5e-4, lr_d=1e-4)
+    config = params_for(TrainParams, "train", p_real=0.5, seed=0, lr_g=5e-4, lr_d=1e-4, **THESIS_WEIGHTS)
     trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"))
     texture, hole = fixed_batch(config, data)
     losses = [trainer.train_step(texture, hole) for _ in range(15)]
@@ -174,7 +175,7 @@ def test_repeated_training_step_lowers_the_loss(data):
 
 
 def test_nan_loss_stops_naming_the_step_before_updating(data):
-    config = params_for(TrainParams, "train", p_real=0.5)
+    config = params_for(TrainParams, "train", p_real=0.5, **THESIS_WEIGHTS)
     trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"))
     texture, hole = fixed_batch(config, data)
     trainer.train_step(texture, hole)
@@ -211,7 +212,7 @@ def test_train_stage_writes_model_checkpoint_and_dvclive_logs(data, tmp_path):
     result = run_train(data, write_params(tmp_path / "params.yaml"), "run")
     assert result["steps"] == 6 and result["vgg"] == "random (seed 0)" and not result["vgg_pretrained"]
     generator, info = load_inpainter(data["root"] / "run" / "inpainter.pt")
-    assert info == {"latent": 4, "ship_output": "coarse", "uv_size": SIZE}
+    assert info == {"arch": "symres", "latent": 4, "ship_output": "coarse", "uv_size": SIZE}  # params.yaml's arch
     torch.load(data["root"] / "run" / "inpainter.pt", weights_only=True)
     assert (data["root"] / "run" / "checkpoints" / CHECKPOINT_NAME).is_file()
     live = Path(result["live_dir"])
@@ -387,8 +388,8 @@ def test_init_from_mismatch_is_one_line_naming_what_differs(data, tmp_path, monk
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "train.init_from was trained with other settings: model.latent 8 (params.yaml: 4), uv.size 64 " \
-           f"(params.yaml: {SIZE})" in err
+    assert "train.init_from was trained with other settings: model.arch deepfillv2 (params.yaml: symres), " \
+           f"model.latent 8 (params.yaml: 4), uv.size 64 (params.yaml: {SIZE})" in err
     params = write_params(tmp_path / "params.yaml", init_from=str(tmp_path / "absent.pt"))
     with pytest.raises(SystemExit):
         main()
