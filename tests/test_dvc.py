@@ -78,7 +78,9 @@ def make_project(root: Path, sdist: Path, storage: Path) -> Path:
     files = git(REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
     for name in filter(None, files):
         source = REPO / name
-        if source.is_file() and not name.startswith(("data/", "models/", "metrics/")):
+        # models/pretrained/ is in git (shipped checkpoints, a train dep), the other outputs are not
+        if source.is_file() and (name.startswith("models/pretrained/")
+                                 or not name.startswith(("data/", "models/", "metrics/"))):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
     params = yaml.safe_load((root / "params.yaml").read_text())

@@ -394,3 +394,15 @@ def test_init_from_mismatch_is_one_line_naming_what_differs(data, tmp_path, monk
     with pytest.raises(SystemExit):
         main()
     assert "absent.pt: train.init_from names no file" in capsys.readouterr().err
+
+
+def test_channels_last_on_cpu_computes_the_same_step(data):
+    """`bench train --channels-last` on CPU: the layout changes the speed, not the losses."""
+    config = params_for(TrainParams, "train", p_real=0.5, seed=0, **THESIS_WEIGHTS)
+    texture, hole = fixed_batch(config, data)
+    plain = Trainer(4, config, VGG16Features(), torch.device("cpu"), channels_last=False).train_step(texture, hole)
+    last = Trainer(4, config, VGG16Features(), torch.device("cpu"), channels_last=True)
+    assert last.channels_last and last.prepare(texture, hole)[0].is_contiguous(memory_format=torch.channels_last)
+    stepped = last.train_step(texture, hole)
+    for name, value in plain.items():
+        assert stepped[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name

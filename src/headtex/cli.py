@@ -289,11 +289,17 @@ def bench_train(
     compile: bool = False,
     arch: Annotated[Optional[str], typer.Option(help="deepfillv2 | symres [default: model.arch]",
                                                 show_default=False)] = None,
+    channels_last: Annotated[Optional[bool], typer.Option(
+        "--channels-last/--contiguous", help="memory layout [default: channels_last on CUDA only]",
+        show_default=False)] = None,
+    deterministic: Annotated[Optional[bool], typer.Option(
+        "--deterministic/--onednn", help="CPU convolutions [default: train.deterministic]", show_default=False)] = None,
 ) -> None:
     """Training images/s (critic + generator + VGG perceptual step, as params.yaml weighs them) at a given model size."""
     from headtex.train.cli import bench as train_benchmark
 
-    typer.echo(train_benchmark(params, latent, batch_size, steps, device, precision, size, compile, arch))
+    typer.echo(train_benchmark(params, latent, batch_size, steps, device, precision, size, compile, arch,
+                               channels_last, deterministic))
 
 
 def _reasons(rejected: dict[str, int]) -> str:

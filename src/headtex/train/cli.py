@@ -230,15 +230,17 @@ def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray,
 
 
 def bench(params_path: Path, latent: int, batch_size: int, steps: int, device_name: str, precision: str,
-          size: int = 192, compile: bool = False, arch: str | None = None) -> str:
+          size: int = 192, compile: bool = False, arch: str | None = None, channels_last: bool | None = None,
+          deterministic: bool | None = None) -> str:
     """Median training images/s of the full step (critic + generator + VGG) on synthetic smooth textures."""
     import platform
 
     model_params, config = read_params(params_path)
     arch = arch or model_params.arch
-    config = dataclasses.replace(config, batch_size=batch_size, device=device_name, precision=precision, compile=compile)
+    config = dataclasses.replace(config, batch_size=batch_size, device=device_name, precision=precision, compile=compile,
+                                 deterministic=config.deterministic if deterministic is None else deterministic)
     device = resolve_device(device_name)
-    trainer = Trainer(latent, config, VGG16Features(), device, arch=arch, size=size)
+    trainer = Trainer(latent, config, VGG16Features(), device, arch=arch, size=size, channels_last=channels_last)
     rng = np.random.default_rng(0)
     # smooth random colours (upsampled noise) and a square hole in the middle third: the speed does not
     # depend on the content, only the sizes
@@ -260,5 +262,6 @@ def bench(params_path: Path, latent: int, batch_size: int, steps: int, device_na
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     precision = str(trainer.dtype).removeprefix("torch.")
     return (f"train step {arch} latent {latent}, {size}x{size}, batch {batch_size}, {precision}"
-            f"{', compiled' if compile else ''} on {device.type} ({name}, {torch.get_num_threads()} threads): "
+            f"{', compiled' if compile else ''}{', channels_last' if trainer.channels_last else ''}"
+            f"{', deterministic' if config.deterministic else ', oneDNN'} on {device.type} ({name}, {torch.get_num_threads()} threads): "
             f"median {median:.3f} s/step = {batch_size / median:.2f} images/s over {steps} steps")

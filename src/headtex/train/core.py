@@ -160,14 +160,16 @@ class Trainer:
     """Generator, critic, frozen VGG and both Adam optimisers; `train_step` = one critic + one generator update."""
 
     def __init__(self, latent: int, config: TrainParams, vgg: VGG16Features, device: torch.device,
-                 distributed: bool = False, arch: str = "deepfillv2", size: int = 192):
+                 distributed: bool = False, arch: str = "deepfillv2", size: int = 192,
+                 channels_last: bool | None = None):
         self.config, self.device, self.latent, self.arch = config, device, latent, arch
         self.dtype = resolve_precision(config.precision, device)
         if device.type == "cpu":
             # oneDNN's convolutions give last-bit differences between identical runs (measured on the tiny
             # pipeline); without them a rerun on identical inputs rewrites identical files (a DVC output).
             torch.backends.mkldnn.enabled = not config.deterministic
-        self.channels_last = device.type == "cuda"
+        # channels_last: CUDA's fast layout; on CPU only when asked (`headtex bench train --channels-last`)
+        self.channels_last = device.type == "cuda" if channels_last is None else channels_last
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.generator, self.critic = (net.to(device, memory_format=memory_format)
                                        for net in build_networks(latent, config, arch, size))
