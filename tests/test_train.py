@@ -406,3 +406,13 @@ def test_channels_last_on_cpu_computes_the_same_step(data):
     stepped = last.train_step(texture, hole)
     for name, value in plain.items():
         assert stepped[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+
+
+def test_auto_precision_on_cpu_is_bf16_only_where_it_is_fast_and_repeatability_is_not_asked():
+    from headtex.train.core import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, deterministic=True) == torch.float32  # reruns must repeat byte for byte
+    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", cpu, deterministic=False) == (torch.bfloat16 if bf16 else torch.float32)
+    assert resolve_precision("fp32", cpu, deterministic=False) == torch.float32
