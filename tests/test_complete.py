@@ -181,3 +181,21 @@ def test_reconstructs_partial_and_mask_complete_to_its_texture(tmp_path, monkeyp
                            tmp_path / "texture.png", "--model", tmp_path / "inpainter.pt", "--template", template_dir)
     assert code == 0, err
     np.testing.assert_array_equal(read_png(tmp_path / "texture.png"), read_png(folder / "texture.png"))
+
+
+def test_a_symres_model_completes_through_the_same_path(tmp_path, monkeypatch, capsys, assets):
+    """Both archs go through one code path; an untrained symres paints exactly the mirror-guided Poisson fill."""
+    from headtex.inpaint import build_generator
+    from headtex.inpaint.fills import fill_poisson_mirror
+
+    model = tmp_path / "symres.pt"
+    save_inpainter(model, build_generator("symres", 4, SIZE), 4, "coarse", SIZE)
+    partial, mask = partial_and_mask(0)
+    write_png(tmp_path / "partial.png", partial)
+    write_png(tmp_path / "mask.png", mask)
+    code, _, err = command(monkeypatch, capsys, tmp_path / "partial.png", tmp_path / "mask.png", "--out",
+                           tmp_path / "out.png", "--model", model, "--template", assets[1])
+    assert code == 0, err
+    valid = read_png(assets[1] / "valid.png") > 127
+    region = (mask == 0) & valid
+    np.testing.assert_array_equal(read_png(tmp_path / "out.png")[region], fill_poisson_mirror(partial, region)[region])

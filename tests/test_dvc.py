@@ -78,7 +78,9 @@ def make_project(root: Path, sdist: Path, storage: Path) -> Path:
     files = git(REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
     for name in filter(None, files):
         source = REPO / name
-        if source.is_file() and not name.startswith(("data/", "models/", "metrics/")):
+        # models/pretrained/ is in git (shipped checkpoints, a train dep), the other outputs are not
+        if source.is_file() and (name.startswith("models/pretrained/")
+                                 or not name.startswith(("data/", "models/", "metrics/"))):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -208,10 +210,14 @@ def experiment_runs(show: object) -> list[tuple[dict, dict]]:
     return found
 
 
-def trained_figures(metrics: dict) -> dict:
-    """What training and evaluation computed (not how fast): epoch losses, learning rate, Table 4.1."""
+def trained_figures(metrics: dict, train: dict) -> dict:
+    """What training and evaluation computed (not how fast): epoch losses, learning rate, Table 4.1; the
+    perceptual and critic losses only where their weight makes training compute them."""
     epoch = metrics["metrics/train/metrics.json"]["data"]["epoch"]
-    losses = {name: epoch[name] for name in ("first_mask_l1", "second_mask_l1", "perceptual", "d_loss", "lr_g")}
+    names = ["first_mask_l1", "second_mask_l1", "lr_g"]
+    names += ["perceptual"] if float(train["lambda_perceptual"]) else []
+    names += ["d_loss"] if float(train["lambda_gan"]) else []
+    losses = {name: epoch[name] for name in names}
     return {**losses, "table_4_1": metrics["metrics/eval.json"]["data"]["table_4_1"]}
 
 
@@ -225,7 +231,7 @@ def test_experiment_with_a_train_param_is_listed_with_different_metrics(project)
     for params, metrics in experiment_runs(show):
         lr_g = float(params["params.yaml"]["data"]["train"]["lr_g"])
         if "metrics/train/metrics.json" in metrics and "metrics/eval.json" in metrics:
-            figures.setdefault(lr_g, trained_figures(metrics))
+            figures.setdefault(lr_g, trained_figures(metrics, params["params.yaml"]["data"]["train"]))
     baseline = float(yaml.safe_load((project / "params.yaml").read_text())["train"]["lr_g"])
     assert set(figures) == {baseline, 0.002}
     assert figures[0.002]["lr_g"] == pytest.approx(0.002) and figures[baseline]["lr_g"] == pytest.approx(baseline)

@@ -76,3 +76,16 @@ def test_plot_data_has_every_method_per_bucket_and_figures_have_headers(tmp_path
         figure = read_png(tmp_path / "seed-0" / "figures" / f"{name}.png")
         band = figure[:14]
         assert (band == 32).all(axis=2).mean() > 0.7 and (band > 200).all(axis=2).any()  # dark band, white text
+
+
+def test_an_untrained_symres_scores_exactly_its_classical_starting_fill(tmp_path):
+    """evaluate loads either arch from the model file; symres at step 0 is the mirror + Navier-Stokes baseline."""
+    from headtex.inpaint import build_generator
+
+    tiny_inputs(tmp_path)
+    save_inpainter(tmp_path / "model.pt", build_generator("symres", 4, SIZE), 4, "coarse", SIZE, critic=Critic(4))
+    metrics = evaluate(tmp_path, 0)
+    for name, scores in metrics["by_bucket"].items():
+        if scores["count"]:
+            assert scores["coarse"]["psnr"] == scores["mirror_poisson"]["psnr"], name
+            assert scores["coarse"]["ssim"] == scores["mirror_poisson"]["ssim"], name

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -292,3 +293,119 @@ def test_vgg_bad_files_raise_value_error(tmp_path):
     torch.save(state, missing)
     with pytest.raises(ValueError, match="missing.pt"):
         VGG16Features(missing)
+
+
+# ---- symres: residual over the mirror-guided Poisson fill ----
+
+
+def symres_batch(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth images in [-1,1] (exactly representable as uint8) and a hole that straddles the symmetry axis
+    on one row band and has a known mirror on another."""
+    g = torch.Generator().manual_seed(1)
+    levels = torch.randint(0, 256, (2, 3, 4, 4), generator=g).float()
+    image = F.interpolate(levels, size=(size, size), mode="nearest") / 127.5 - 1
+    hole = torch.zeros(2, 1, size, size)
+    hole[..., 4:12, 2:10] = 1  # mirror (columns 22-29) known
+    hole[..., 18:26, 12:20] = 1  # mirror of itself: no known mirror texel
+    return image, hole
+
+
+def test_symres_shapes_and_one_stage_interface():
+    from headtex.inpaint import SymmetricResidual
+
+    net = SymmetricResidual(4, 32)
+    image, hole = symres_batch()
+    coarse, refined = net(image, hole)
+    assert coarse.shape == refined.shape == (2, 3, 32, 32) and coarse is refined
+    assert net.forward_refine(image, hole, coarse) is coarse
+    with pytest.raises(ValueError, match="built for"):
+        net.forward_coarse(image[..., :16, :16], hole[..., :16, :16])
+
+
+def test_symres_starts_as_the_classical_fill_even_after_init_weights():
+    """Zero-initialised residual head: at step 0 the completion is exactly fills.fill_poisson_mirror."""
+    from headtex.inpaint import SymmetricResidual, build_generator
+    from headtex.inpaint.fills import fill_poisson_mirror
+    from headtex.inpaint.model import to_uint8
+
+    net = init_weights(build_generator("symres", 4, 32), 0.02)
+    assert isinstance(net, SymmetricResidual) and not net.head.weight.any()
+    image, hole = symres_batch()
+    completed = to_uint8(composite(net.forward_coarse(image, hole), image, hole))
+    known = to_uint8(image * (1 - hole) - hole)  # holes black: the fill must not read them
+    regions = hole[:, 0].numpy() > 0.5
+    for i in range(2):
+        np.testing.assert_array_equal(completed[i], fill_poisson_mirror(known[i], regions[i]))
+
+
+def test_symres_sees_the_mirrored_texture_and_its_prior():
+    """Its input holds the mirrored known texels, mean texture and valid region: changing a known texel on the
+    other side, or the mean texture, changes the output under the hole once the head is non-zero."""
+    from headtex.inpaint import SymmetricResidual
+
+    torch.manual_seed(0)
+    net = SymmetricResidual(4, 32)
+    nn.init.normal_(net.head.weight, std=0.1)
+    image, hole = symres_batch()
+    hole[..., 4:12, 22:30] = 1  # now the band's mirror is missing too: no copying, only the network's input
+    base = net.forward_coarse(image, hole)
+    other = image.clone()
+    other[..., 4:12, 0:2] = -other[..., 4:12, 0:2]  # known texels left of the band
+    assert not torch.equal(net.forward_coarse(other, hole)[..., 4:12, 22:30], base[..., 4:12, 22:30])
+    net.set_prior(np.full((32, 32, 3), 200, np.uint8), np.ones((32, 32), bool))
+    assert net.mean_texture.max() == pytest.approx(200 / 127.5 - 1)
+    assert not torch.equal(net.forward_coarse(image, hole), base)
+
+
+def test_build_generator_names_the_archs():
+    from headtex.inpaint import ARCHS, SymmetricResidual, build_generator
+
+    assert ARCHS == ("deepfillv2", "symres")
+    assert isinstance(build_generator("deepfillv2", 4, 32), Generator)
+    assert isinstance(build_generator("symres", 4, 32), SymmetricResidual)
+    with pytest.raises(ValueError, match="unknown model arch 'unet'"):
+        build_generator("unet", 4, 32)
+
+
+@pytest.mark.parametrize("arch", ["deepfillv2", "symres"])
+@pytest.mark.parametrize("half", [False, True])
+def test_model_file_records_the_arch_and_round_trips(tmp_path, arch, half):
+    from headtex.inpaint import build_generator
+    from headtex.inpaint.model import load_critic, load_inpainter, save_inpainter
+
+    torch.manual_seed(0)
+    gen, critic = build_generator(arch, 4, 32), Critic(4)
+    if arch == "symres":
+        nn.init.normal_(gen.head.weight, std=0.1)
+        gen.set_prior(np.full((32, 32, 3), 90, np.uint8), np.ones((32, 32), bool))
+    save_inpainter(tmp_path / "m.pt", gen, 4, "coarse", 32, critic=critic, half=half)
+    stored = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert stored["arch"] == arch
+    assert {v.dtype for v in stored["generator"].values()} == {torch.float16 if half else torch.float32}
+    loaded, info = load_inpainter(tmp_path / "m.pt")
+    assert info == {"arch": arch, "latent": 4, "ship_output": "coarse", "uv_size": 32}
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    image, hole = symres_batch()
+    with torch.no_grad():
+        expected, got = gen.forward_coarse(image, hole), loaded.forward_coarse(image, hole)
+    torch.testing.assert_close(got, expected, atol=2e-2 if half else 0, rtol=0)
+    assert load_critic(tmp_path / "m.pt", 4) is not None
+
+
+def test_a_model_file_without_arch_is_deepfillv2_and_an_unknown_arch_is_one_line(tmp_path):
+    from headtex.inpaint.model import load_inpainter, save_inpainter
+    from headtex.io import UserError
+
+    save_inpainter(tmp_path / "old.pt", Generator(4), 4, "coarse", 32)
+    content = torch.load(tmp_path / "old.pt", weights_only=True)
+    del content["arch"]  # as written before symres existed
+    torch.save(content, tmp_path / "old.pt")
+    assert isinstance(load_inpainter(tmp_path / "old.pt")[0], Generator)
+    content["arch"] = "unet"
+    torch.save(content, tmp_path / "new.pt")
+    with pytest.raises(UserError, match=r"new.pt: unknown model arch 'unet' \(this headtex knows deepfillv2, symres\)"):
+        load_inpainter(tmp_path / "new.pt")
+    content["arch"] = "symres"  # deepfillv2 weights under the symres name
+    torch.save(content, tmp_path / "wrong.pt")
+    with pytest.raises(UserError, match=r"wrong.pt: symres generator \(latent 4\) weights do not fit"):
+        load_inpainter(tmp_path / "wrong.pt")

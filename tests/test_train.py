@@ -26,6 +26,7 @@ from conftest import REPO, params_for
 
 SIZE = 32  # tiny textures: the generator needs a multiple of 4, the critic 32 for one patch
 IDENTITIES = 6
+THESIS_WEIGHTS = {"lambda_perceptual": 10.0, "lambda_gan": 10.0}  # the full GAN step (params.yaml's symres: L1 only)
 
 
 def smooth_textures(count: int, size: int, seed: int = 0) -> np.ndarray:
@@ -188,7 +189,7 @@ def test_command_reports_user_errors_in_one_line(data, tmp_path, monkeypatch, ca
 def test_repeated_training_step_lowers_the_loss(data):
     # the full step (critic update, then generator update with L1 + perceptual + GAN) on one fixed batch:
     # the reconstruction losses fall; the WGAN terms are adversarial and need not
-    config = params_for(TrainParams, "train", p_real=0.5, seed=0, lr_g=5e-4, lr_d=1e-4)
+    config = params_for(TrainParams, "train", p_real=0.5, seed=0, lr_g=5e-4, lr_d=1e-4, **THESIS_WEIGHTS)
     trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"))
     texture, hole = fixed_batch(config, data)
     losses = [trainer.train_step(texture, hole) for _ in range(15)]
@@ -202,7 +203,7 @@ def test_repeated_training_step_lowers_the_loss(data):
 
 
 def test_nan_loss_stops_naming_the_step_before_updating(data):
-    config = params_for(TrainParams, "train", p_real=0.5)
+    config = params_for(TrainParams, "train", p_real=0.5, **THESIS_WEIGHTS)
     trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"))
     texture, hole = fixed_batch(config, data)
     trainer.train_step(texture, hole)
@@ -239,7 +240,7 @@ def test_train_stage_writes_model_checkpoint_and_dvclive_logs(data, tmp_path):
     result = run_train(data, write_params(tmp_path / "params.yaml"), "run")
     assert result["steps"] == 6 and result["vgg"] == "random (seed 0)" and not result["vgg_pretrained"]
     generator, info = load_inpainter(data["root"] / "run" / "inpainter.pt")
-    assert info == {"latent": 4, "ship_output": "coarse", "uv_size": SIZE}
+    assert info == {"arch": "symres", "latent": 4, "ship_output": "coarse", "uv_size": SIZE}  # params.yaml's arch
     torch.load(data["root"] / "run" / "inpainter.pt", weights_only=True)
     assert (data["root"] / "run" / "checkpoints" / CHECKPOINT_NAME).is_file()
     live = Path(result["live_dir"])
@@ -344,3 +345,102 @@ def test_ddp_two_processes_match_one_process_with_the_global_batch(data, tmp_pat
     with torch.no_grad():
         for a, b in zip(ddp(image, hole), one(image, hole)):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+
+
+# ---- architectures and train.init_from ----
+
+def test_symres_trains_without_critic_and_vgg_when_their_weights_are_zero(data):
+    """symres with L1 only: the critic is not trained (d_loss 0), the L1 on the holes falls, and at step 0 the
+    shipped completion is the mirror-guided Poisson fill."""
+    from headtex.inpaint.fills import fill_poisson_mirror
+
+    config = params_for(TrainParams, "train", p_real=0.5, seed=0, lr_g=1e-3, lambda_perceptual=0.0, lambda_gan=0.0)
+    trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"), arch="symres", size=SIZE)
+    trainer.set_prior(data["texture_array"].mean(0).astype(np.uint8), valid_region(SIZE))
+    texture, hole = fixed_batch(config, data)
+    _, coarse, _ = trainer.predict(texture, hole)
+    masked = texture.numpy().copy()
+    masked[hole.numpy() > 0] = 0
+    start = inpaint(trainer.generator, masked, np.where(hole.numpy() > 0, 0, 255).astype(np.uint8),
+                    valid_region(SIZE))
+    for i in range(len(masked)):
+        np.testing.assert_array_equal(start[i], fill_poisson_mirror(masked[i], hole[i].numpy() > 0))
+    critic_before = {k: v.clone() for k, v in trainer.critic.state_dict().items()}
+    losses = [trainer.train_step(texture, hole) for _ in range(12)]
+    assert all(step["d_loss"] == 0.0 and step["gan"] == 0.0 and step["perceptual"] == 0.0 for step in losses)
+    assert losses[-1]["first_mask_l1_missing"] < losses[0]["first_mask_l1_missing"]
+    assert all(torch.equal(v, critic_before[k]) for k, v in trainer.critic.state_dict().items())
+
+
+@pytest.mark.parametrize("arch", ["deepfillv2", "symres"])
+def test_init_from_starts_from_the_checkpoint_and_the_model_records_the_arch(data, tmp_path, arch):
+    from headtex.inpaint import Critic, build_generator
+    from headtex.inpaint.model import save_inpainter
+    from headtex.train.core import build_networks
+
+    torch.manual_seed(7)
+    start, critic = build_generator(arch, 4, SIZE), Critic(4)
+    save_inpainter(tmp_path / "pretrained.pt", start, 4, "coarse", SIZE, critic=critic, half=True)
+    params = write_params(tmp_path / "params.yaml", epochs=1, init_from=str(tmp_path / "pretrained.pt"))
+    params_data = yaml.safe_load(params.read_text())
+    params_data["model"]["arch"] = arch
+    params.write_text(yaml.safe_dump(params_data))
+    config = params_for(TrainParams, "train", init_from=str(tmp_path / "pretrained.pt"))
+    from headtex.train.files import initialise_from
+
+    generator, fresh_critic = build_networks(4, config, arch, SIZE)
+    initialise_from(tmp_path / "pretrained.pt", generator, fresh_critic, arch, 4, SIZE)
+    for key, value in start.state_dict().items():
+        torch.testing.assert_close(generator.state_dict()[key], value.half().float())
+    for key, value in critic.state_dict().items():
+        torch.testing.assert_close(fresh_critic.state_dict()[key], value.half().float())
+    result = run_train(data, params, "init")
+    assert result["arch"] == arch
+    _, info = load_inpainter(data["root"] / "init" / "inpainter.pt")
+    assert info["arch"] == arch
+
+
+def test_init_from_mismatch_is_one_line_naming_what_differs(data, tmp_path, monkeypatch, capsys):
+    from headtex.cli import main
+    from headtex.inpaint import Generator
+    from headtex.inpaint.model import save_inpainter
+
+    save_inpainter(tmp_path / "other.pt", Generator(8), 8, "coarse", 64)
+    params = write_params(tmp_path / "params.yaml", init_from=str(tmp_path / "other.pt"))
+    monkeypatch.setattr(sys, "argv", ["headtex", "train", "--params", str(params), "--textures", str(data["textures"]),
+                                      "--masks", str(data["masks"]), "--valid", str(data["valid"]),
+                                      "--out", str(tmp_path / "m.pt"), "--checkpoints", str(tmp_path / "ck"),
+                                      "--live", str(tmp_path / "live")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "train.init_from was trained with other settings: model.arch deepfillv2 (params.yaml: symres), " \
+           f"model.latent 8 (params.yaml: 4), uv.size 64 (params.yaml: {SIZE})" in err
+    params = write_params(tmp_path / "params.yaml", init_from=str(tmp_path / "absent.pt"))
+    with pytest.raises(SystemExit):
+        main()
+    assert "absent.pt: train.init_from names no file" in capsys.readouterr().err
+
+
+def test_channels_last_on_cpu_computes_the_same_step(data):
+    """`bench train --channels-last` on CPU: the layout changes the speed, not the losses."""
+    config = params_for(TrainParams, "train", p_real=0.5, seed=0, **THESIS_WEIGHTS)
+    texture, hole = fixed_batch(config, data)
+    plain = Trainer(4, config, VGG16Features(), torch.device("cpu"), channels_last=False).train_step(texture, hole)
+    last = Trainer(4, config, VGG16Features(), torch.device("cpu"), channels_last=True)
+    assert last.channels_last and last.prepare(texture, hole)[0].is_contiguous(memory_format=torch.channels_last)
+    stepped = last.train_step(texture, hole)
+    for name, value in plain.items():
+        assert stepped[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+
+
+def test_auto_precision_on_cpu_is_bf16_only_where_it_is_fast_and_repeatability_is_not_asked():
+    from headtex.train.core import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, deterministic=True) == torch.float32  # reruns must repeat byte for byte
+    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", cpu, deterministic=False) == (torch.bfloat16 if bf16 else torch.float32)
+    assert resolve_precision("fp32", cpu, deterministic=False) == torch.float32

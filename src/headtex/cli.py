@@ -145,6 +145,23 @@ def train(
 
 
 @app.command()
+def pretrained(
+    name: Annotated[str, typer.Argument(help="checkpoint name: writes <folder>/<name>.pt and <name>.json")],
+    command: Annotated[str, typer.Option(help="the exact `dvc exp run -S ...` line that trained the model")],
+    model: Annotated[Path, typer.Option(help="trained inpainter")] = Path("models/inpainter.pt"),
+    folder: Annotated[Path, typer.Option(help="where shipped checkpoints live (train.init_from)")] = Path("models/pretrained"),
+    lock: Annotated[Path, typer.Option(help="dvc.lock naming the training data's hashes")] = Path("dvc.lock"),
+    eval_metrics: Annotated[Path, typer.Option("--eval", help="evaluate's figures for the model")] = Path("metrics/eval.json"),
+    train_summary: Annotated[Path, typer.Option(help="dvclive's training summary")] = Path("metrics/train/metrics.json"),
+) -> None:
+    """Ship a trained model: fp16 checkpoint (<= 16 MB) + provenance JSON, for train.init_from."""
+    from headtex.train.pretrained import export_pretrained
+
+    pt, provenance = export_pretrained(model, name, folder, command, Path("."), lock, eval_metrics, train_summary)
+    typer.echo(f"pretrained: {pt} ({pt.stat().st_size / 2**20:.2f} MB, fp16), provenance {provenance}")
+
+
+@app.command()
 def evaluate(
     params: ParamsOption = Path("params.yaml"),
     test: Annotated[Path, typer.Option(help="test textures (blend)")] = Path("data/textures/test"),
@@ -293,11 +310,19 @@ def bench_train(
     device: str = "auto",
     precision: str = "auto",
     compile: bool = False,
+    arch: Annotated[Optional[str], typer.Option(help="deepfillv2 | symres [default: model.arch]",
+                                                show_default=False)] = None,
+    channels_last: Annotated[Optional[bool], typer.Option(
+        "--channels-last/--contiguous", help="memory layout [default: channels_last on CUDA only]",
+        show_default=False)] = None,
+    deterministic: Annotated[Optional[bool], typer.Option(
+        "--deterministic/--onednn", help="CPU convolutions [default: train.deterministic]", show_default=False)] = None,
 ) -> None:
-    """Training images/s (critic + generator + VGG perceptual step) at a given model size."""
+    """Training images/s (critic + generator + VGG perceptual step, as params.yaml weighs them) at a given model size."""
     from headtex.train.cli import bench as train_benchmark
 
-    typer.echo(train_benchmark(params, latent, batch_size, steps, device, precision, size, compile))
+    typer.echo(train_benchmark(params, latent, batch_size, steps, device, precision, size, compile, arch,
+                               channels_last, deterministic))
 
 
 def _reasons(rejected: dict[str, int]) -> str:

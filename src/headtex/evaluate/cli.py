@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from headtex.evaluate.core import (
-    MASK_KINDS, assign_masks, bootstrap_mean, coverage, fill_mean, fill_mirror, fill_opencv, hide, masked_input,
-    photo_masks, photo_partial, region_scores, scored_on_seen,
+    MASK_KINDS, assign_masks, bootstrap_mean, coverage, hide, photo_masks, photo_partial, region_scores, scored_on_seen,
 )
 from headtex.datasets import mean_texture, open_textures, read_mask_bank, read_textures, read_valid
 from headtex.fitting import FitParams, jaw_region
 from headtex.geometry.template import load_template
+from headtex.inpaint.fills import fill_mean, fill_mirror, fill_opencv, fill_poisson_mirror, masked_input
 from headtex.inpaint import VGG16Features, composite, critic_loss, generator_loss, masked_l1, perceptual_loss
 from headtex.masking import free_form_mask, missing_region
 from headtex.inpaint.model import load_critic, load_inpainter, prepare_batch, restore_known, to_uint8
@@ -23,7 +23,7 @@ from headtex.io import UserError, write_json, write_png
 from headtex.params import load_params, param, section
 from headtex.pool import parallel_map
 
-BASELINES = ("telea", "navier_stokes", "mirror", "mean_texture")
+BASELINES = ("telea", "navier_stokes", "mirror", "mirror_poisson", "mean_texture")
 CANDIDATE_PURPOSE = 71  # rng purpose of the free-form candidate masks
 # Real photographs that ship with scikit-image (no download): every one holds a face dlib finds.
 REAL_PHOTOS = {
@@ -225,10 +225,12 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
     return metrics
 
 
-def _classical(item: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Telea, Navier-Stokes and mirror fill of one masked texture (a pool worker's task)."""
+def _classical(item: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Telea, Navier-Stokes, mirror and mirror-guided Poisson fill of one masked texture (a pool worker's task)."""
     masked, region = item
-    return fill_opencv(masked, region, "telea"), fill_opencv(masked, region, "navier_stokes"), fill_mirror(masked, region)
+    # mirror_poisson is symres' starting point (its output at initialisation)
+    return (fill_opencv(masked, region, "telea"), fill_opencv(masked, region, "navier_stokes"),
+            fill_mirror(masked, region), fill_poisson_mirror(masked, region))
 
 
 def classical_fills(masked: np.ndarray, regions: np.ndarray, mean: np.ndarray, workers: int | None
@@ -237,7 +239,7 @@ def classical_fills(masked: np.ndarray, regions: np.ndarray, mean: np.ndarray, w
     filled = list(zip(*parallel_map(_classical, list(zip(masked, regions)), workers, "evaluate classical fills",
                                     chunksize=8)))
     return {"telea": np.stack(filled[0]), "navier_stokes": np.stack(filled[1]), "mirror": np.stack(filled[2]),
-            "mean_texture": np.stack([fill_mean(t, r, mean) for t, r in zip(masked, regions)])}
+            "mirror_poisson": np.stack(filled[3]), "mean_texture": np.stack([fill_mean(t, r, mean) for t, r in zip(masked, regions)])}
 
 
 def photo_image(name: str) -> np.ndarray:

@@ -1,7 +1,6 @@
 """Evaluation core: region metrics, baselines and a stratified, deterministic mask assignment (no I/O)."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from headtex.detection import find_face, landmark_problem
@@ -89,41 +88,6 @@ def region_scores(prediction: np.ndarray, truth: np.ndarray, region: np.ndarray)
         return {"l1": 0.0, "psnr": float("inf"), "ssim": 1.0}
     l1 = float(np.abs(prediction[region].astype(np.float64) - truth[region].astype(np.float64)).mean() / 255.0)
     return {"l1": l1, "psnr": region_psnr(prediction, truth, region), "ssim": region_ssim(prediction, truth, region)}
-
-
-def fill_opencv(texture: np.ndarray, region: np.ndarray, method: str, radius: int = 5) -> np.ndarray:
-    """OpenCV inpainting (`telea` or `navier_stokes`) of the region only."""
-    flag = {"telea": cv2.INPAINT_TELEA, "navier_stokes": cv2.INPAINT_NS}[method]
-    filled = cv2.inpaint(texture, region.astype(np.uint8) * 255, radius, flag)
-    out = texture.copy()
-    out[region] = filled[region]
-    return out
-
-
-def fill_mirror(texture: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Fill a missing texel from its left/right mirror texel when that one is known, the rest with Telea.
-
-    The UV layout puts the face's symmetry plane at u = 0.5, so column c mirrors column U-1-c.
-    """
-    mirrored_texture, mirrored_region = texture[:, ::-1], region[:, ::-1]
-    from_mirror = region & ~mirrored_region
-    out = texture.copy()
-    out[from_mirror] = mirrored_texture[from_mirror]
-    return fill_opencv(out, region & ~from_mirror, "telea")
-
-
-def fill_mean(texture: np.ndarray, region: np.ndarray, mean_texture: np.ndarray) -> np.ndarray:
-    """Fill the region with the mean training texture."""
-    out = texture.copy()
-    out[region] = mean_texture[region]
-    return out
-
-
-def masked_input(texture: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """What a method sees: the texture with the region blanked (white, as in the thesis' figures)."""
-    out = texture.copy()
-    out[region] = 255
-    return out
 
 
 # ---- real photographs: hide part of what the photo shows, score on it ----

@@ -1,10 +1,13 @@
-"""DeepFillv2-style gated-conv inpainting (thesis Appendix B)."""
+"""Inpainting networks (thesis Appendix B's DeepFillv2 and the symmetric residual symres), losses, fills."""
 
 from .losses import composite, critic_loss, generator_gan_loss, generator_loss, masked_l1, perceptual_loss
-from .networks import Critic, GatedConv2d, Generator, InpaintNet, init_weights
+from .networks import ARCHS, Critic, GatedConv2d, Generator, InpaintNet, SymmetricResidual, build_generator, init_weights
 from .vgg import VGG16Features
 
 __all__ = [
+    "ARCHS",
+    "SymmetricResidual",
+    "build_generator",
     "Critic",
     "GatedConv2d",
     "Generator",

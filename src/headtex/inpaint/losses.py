@@ -58,8 +58,10 @@ def generator_loss(
     first_l1, first_l1_missing = masked_l1(coarse_out, target, hole)
     second_l1, second_l1_missing = masked_l1(refined_out, target, hole)
     refined_comp = composite(refined_out, target, hole)
-    perceptual = perceptual_loss(vgg, refined_comp, target)
-    gan = generator_gan_loss(critic, refined_comp, hole)
+    # a term weighted 0 is not computed (the VGG and the critic are most of a step's cost)
+    zero = refined_out.new_zeros(())
+    perceptual = perceptual_loss(vgg, refined_comp, target) if lambda_perc else zero
+    gan = generator_gan_loss(critic, refined_comp, hole) if lambda_gan else zero
     total = lambda_l1 * (first_l1 + second_l1) + lambda_perc * perceptual + lambda_gan * gan
     parts = {
         "first_mask_l1": first_l1,

@@ -15,7 +15,7 @@ import torch
 
 from headtex.inpaint.losses import composite
 from headtex.masking import hole_from_visible
-from headtex.inpaint.networks import Critic, Generator
+from headtex.inpaint.networks import ARCHS, Critic, Generator, build_generator
 from headtex.io import UserError
 from headtex.params import param
 
@@ -27,6 +27,8 @@ SHIP_OUTPUTS = ("coarse", "refined")
 class ModelParams:
     """The `model:` section: the network size, shared by train and everything that builds the model."""
 
+    arch: str = param("generator: deepfillv2 (the thesis' App. B) | symres (residual over the mirror-guided "
+                      "Poisson fill)", choices=ARCHS)
     latent: int = param("latent channels c: widths c, 2c, 4c (thesis: 64)", ge=1)
 
 
@@ -49,7 +51,7 @@ def prepare_batch(textures: np.ndarray, visible: np.ndarray, valid: np.ndarray,
 
 
 @torch.no_grad()
-def inpaint(generator: Generator, textures: np.ndarray, visible: np.ndarray, valid: np.ndarray,
+def inpaint(generator: torch.nn.Module, textures: np.ndarray, visible: np.ndarray, valid: np.ndarray,
             ship_output: str = "coarse", batch_size: int = 8) -> np.ndarray:
     """Complete uint8 textures (N,U,U,3) given masks (N,U,U, 255 = visible): known texels kept bit-exact,
     holes painted by the shipped output (coarse: half the work of the refined pass)."""
@@ -90,42 +92,67 @@ def load_weights_file(path: Path, what: str, hint: str) -> dict:
     return loaded
 
 
-def save_inpainter(path: Path, generator: Generator, latent: int, ship_output: str, uv_size: int,
-                   critic: torch.nn.Module | None = None) -> None:
+def arch_of(generator: torch.nn.Module) -> str:
+    """The `model.arch` name of a generator built by build_generator."""
+    return "deepfillv2" if isinstance(generator, Generator) else "symres"
+
+
+def save_inpainter(path: Path, generator: torch.nn.Module, latent: int, ship_output: str, uv_size: int,
+                   critic: torch.nn.Module | None = None, half: bool = False) -> None:
     """The generator's weights (fp32, CPU) plus what is needed to rebuild and use it.
 
     The critic rides along (small next to the generator) so that `evaluate` can
-    report the thesis' D and GAN losses (Table 4.1) for the shipped model.
+    report the thesis' D and GAN losses (Table 4.1) for the shipped model. `half` stores fp16 (a shipped
+    checkpoint: half the size; loading turns it back to fp32).
     """
-    def fp32(module: torch.nn.Module) -> dict:
-        return {k: v.detach().float().cpu() for k, v in module.state_dict().items()}
+    dtype = torch.float16 if half else torch.float32
 
-    content = {"format": INPAINTER_FORMAT, "generator": fp32(generator), "latent": int(latent),
-               "ship_output": ship_output, "uv_size": int(uv_size)}
+    def weights(module: torch.nn.Module) -> dict:
+        return {k: v.detach().to(dtype).cpu() for k, v in module.state_dict().items()}
+
+    content = {"format": INPAINTER_FORMAT, "arch": arch_of(generator), "generator": weights(generator),
+               "latent": int(latent), "ship_output": ship_output, "uv_size": int(uv_size)}
     if critic is not None:
-        content["critic"] = fp32(critic)
+        content["critic"] = weights(critic)
     atomic_save(content, path)
 
 
-def load_inpainter(path: Path, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
-    """(generator in eval mode, {latent, ship_output, uv_size}) from a file written by save_inpainter."""
+def read_inpainter(path: Path, hint: str = "re-run `headtex train`") -> dict:
+    """The checked content of a model file: weights plus {arch, latent, ship_output, uv_size}.
+
+    A file without `arch` predates symres and holds the thesis' deepfillv2.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: missing; run `headtex train` (dvc repro train) first")
-    hint = "re-run `headtex train`"
     loaded = load_weights_file(path, "inpainter model", hint)
     missing = [k for k in ("format", "generator", "latent", "ship_output", "uv_size") if k not in loaded]
     if missing:
         raise UserError(f"{path}: not a headtex inpainter model (missing {', '.join(missing)}); {hint}")
-    generator = Generator(int(loaded["latent"]))
+    loaded.setdefault("arch", "deepfillv2")
+    if loaded["arch"] not in ARCHS:
+        raise UserError(f"{path}: unknown model arch {loaded['arch']!r} (this headtex knows {', '.join(ARCHS)}); {hint}")
+    return loaded
+
+
+def load_generator_weights(generator: torch.nn.Module, state: dict, path: Path, what: str, hint: str) -> None:
+    """Load a (possibly fp16) state dict into a generator or critic; UserError naming the file when it does not fit."""
     try:
-        generator.load_state_dict(loaded["generator"])
+        generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except (RuntimeError, TypeError, AttributeError) as error:
-        raise UserError(f"{path}: generator weights do not match latent {loaded['latent']} ({error}); {hint}") from None
-    info = {"latent": int(loaded["latent"]), "ship_output": str(loaded["ship_output"]),
+        raise UserError(f"{path}: {what} weights do not fit ({str(error).splitlines()[0]}); {hint}") from None
+
+
+def load_inpainter(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """(generator in eval mode, {arch, latent, ship_output, uv_size}) from a file written by save_inpainter."""
+    hint = "re-run `headtex train`"
+    loaded = read_inpainter(path, hint)
+    generator = build_generator(loaded["arch"], int(loaded["latent"]), int(loaded["uv_size"]))
+    load_generator_weights(generator, loaded["generator"], Path(path),
+                           f"{loaded['arch']} generator (latent {loaded['latent']})", hint)
+    info = {"arch": loaded["arch"], "latent": int(loaded["latent"]), "ship_output": str(loaded["ship_output"]),
             "uv_size": int(loaded["uv_size"])}
     return generator.to(device).eval(), info
-
 
 
 
@@ -135,5 +162,5 @@ def load_critic(path: Path, latent: int) -> Critic | None:
     if state is None:
         return None
     critic = Critic(latent)
-    critic.load_state_dict(state)
+    load_generator_weights(critic, state, Path(path), "critic", "re-run `headtex train`")
     return critic.eval()

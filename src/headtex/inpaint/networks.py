@@ -1,10 +1,22 @@
-"""DeepFillv2-style gated-convolution inpainting generator and WGAN patch critic (thesis Appendix B)."""
+"""The inpainting generators (`model.arch`) and the WGAN patch critic.
 
+deepfillv2: the thesis' gated-convolution coarse-to-refine generator (Appendix B), unchanged.
+symres: a small gated U-Net that starts from the classical mirror-guided Poisson fill (`fills.fill_poisson_mirror`) and learns
+a residual over it, seeing the mirrored texture and mask (the UV layout is symmetric about u = 0.5), the mean
+training texture and the head's valid region; its residual head starts at zero, so an untrained symres
+completes exactly like the classical fill and training starts at that baseline.
+"""
+
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
+
+from headtex.inpaint.fills import fill_poisson_mirror
+
+ARCHS = ("deepfillv2", "symres")
 
 
 class GatedConv2d(nn.Module):
@@ -92,6 +104,83 @@ class Generator(nn.Module):
         return self.refine(torch.cat([image * (1 - hole) + coarse_out * hole, hole], dim=1))
 
 
+class SymmetricResidual(nn.Module):
+    """symres: output = mirror-guided Poisson fill + a learned residual (zero at initialisation).
+
+    Input channels (12): the fill (3), hole (1), the mirrored known texels (3) and mirrored hole (1), the
+    mean training texture (3) and the valid region (1); the last two are buffers set by `set_prior` (saved in
+    the model file). Encoder c -> 2c -> 4c (two stride-2 gated convs), dilated gated bottleneck at 1/4,
+    gated decoder with skip connections, a plain 3x3 conv head. One stage: `forward` returns the output twice
+    (coarse = refined), so every user of the two-output interface works unchanged.
+    """
+
+    def __init__(self, latent: int, size: int):
+        super().__init__()
+        c = latent
+        self.register_buffer("mean_texture", torch.zeros(1, 3, size, size))
+        self.register_buffer("valid", torch.ones(1, 1, size, size))
+        self.enc1 = GatedConv2d(12, c, 5, norm=False)
+        self.enc2 = GatedConv2d(c, 2 * c, 4, stride=2)
+        self.enc3 = GatedConv2d(2 * c, 4 * c, 4, stride=2)
+        self.middle = nn.Sequential(*(GatedConv2d(4 * c, 4 * c, 3, dilation=d) for d in (2, 4, 8, 1)))
+        self.dec2 = GatedConv2d(4 * c + 2 * c, 2 * c, 3)
+        self.dec1 = GatedConv2d(2 * c + c, c, 3)
+        self.head = nn.Conv2d(c, 3, 3, padding=1)
+        self.head.zero_init = True  # init_weights keeps it at zero: output = the classical fill at step 0
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def set_prior(self, mean_texture: np.ndarray, valid: np.ndarray) -> None:
+        """The mean training texture (U,U,3 uint8) and the head's valid region (U,U bool) the net is given."""
+        with torch.no_grad():
+            mean = torch.from_numpy(np.ascontiguousarray(mean_texture)).permute(2, 0, 1)[None].float() / 127.5 - 1
+            self.mean_texture.copy_(mean)
+            self.valid.copy_(torch.from_numpy(np.asarray(valid, bool))[None, None].float())
+
+    @torch.no_grad()
+    def prior(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """The classical mirror-guided Poisson fill of the hole (known texels unchanged), in [-1,1] like `image`."""
+        known = ((image.detach().float() * (1 - hole) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        textures = known.permute(0, 2, 3, 1).cpu().numpy()
+        regions = (hole[:, 0] > 0.5).cpu().numpy()
+        filled = np.stack([fill_poisson_mirror(t, r) for t, r in zip(textures, regions)])
+        return torch.from_numpy(filled).to(image.device).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    def forward(self, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (output, output): one stage, in the generator's two-output interface."""
+        out = self.forward_coarse(image, hole)
+        return out, out
+
+    def forward_coarse(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """The completed image (N,3,H,W) in [-1,1]: fill + residual."""
+        if image.shape[-2:] != self.valid.shape[-2:]:
+            raise ValueError(f"symres was built for {tuple(self.valid.shape[-2:])} textures, got {tuple(image.shape[-2:])}")
+        fill = self.prior(image, hole)
+        known = image * (1 - hole)
+        n = len(image)
+        x = torch.cat([fill, hole, known.flip(-1), hole.flip(-1), self.mean_texture.expand(n, -1, -1, -1),
+                       self.valid.expand(n, -1, -1, -1)], dim=1)
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        middle = self.middle(self.enc3(e2))
+        d2 = self.dec2(torch.cat([F.interpolate(middle, scale_factor=2, mode="nearest"), e2], dim=1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2, mode="nearest"), e1], dim=1))
+        return (fill + self.head(d1)).clamp(-1, 1)
+
+    def forward_refine(self, image: torch.Tensor, hole: torch.Tensor, coarse_out: torch.Tensor) -> torch.Tensor:
+        """One stage: the refined output is the coarse one."""
+        return coarse_out
+
+
+def build_generator(arch: str, latent: int, size: int) -> nn.Module:
+    """The generator of `model.arch` at `latent` channels for `size` x `size` textures."""
+    if arch == "deepfillv2":
+        return Generator(latent)
+    if arch == "symres":
+        return SymmetricResidual(latent, size)
+    raise ValueError(f"unknown model arch {arch!r} (choose from {', '.join(ARCHS)})")
+
+
 class Critic(nn.Module):
     """Spectral-normalised WGAN patch critic on cat(image, hole); returns a (N,1,h,w) score map."""
 
@@ -114,7 +203,7 @@ class Critic(nn.Module):
 
 
 def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
-    """Xavier-normal (gain 0.02) conv weights and zero biases, in place; returns the module."""
+    """Xavier-normal (gain 0.02) conv weights (zero for convs marked zero_init) and zero biases, in place."""
     with torch.no_grad():
         for m in module.modules():
             if not isinstance(m, nn.Conv2d):
@@ -124,7 +213,10 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
                 weight = m.parametrizations.weight.original
             else:
                 weight = m.weight
-            nn.init.xavier_normal_(weight, gain=gain)
+            if getattr(m, "zero_init", False):
+                nn.init.zeros_(weight)  # a residual head that must start at zero
+            else:
+                nn.init.xavier_normal_(weight, gain=gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module

@@ -20,7 +20,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-CLASSICAL_FILLS = ("telea", "navier_stokes", "mirror", "mean_texture")  # evaluate's baselines
+CLASSICAL_FILLS = ("telea", "navier_stokes", "mirror", "mirror_poisson", "mean_texture")  # evaluate's baselines
 SUMMARY_KEYS = ("ids", "hog_rate", "nme", "paf_db", "blend_db", "test_n", "model_db", "model_ssim", "fill_db",
                 "fill_ssim", "best_fill", "gap_db", "photos_ok", "photo_px")
 

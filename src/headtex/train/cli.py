@@ -25,7 +25,7 @@ from headtex.io import UserError, write_json
 from headtex.params import load_params, section
 from headtex.progress import progress, report
 from headtex.train.core import LOSS_NAMES, TextureDataset, Trainer, TrainParams, resolve_device, sample_examples, sample_grid
-from headtex.train.files import load_checkpoint, remove_checkpoint, save_checkpoint, set_rng_states
+from headtex.train.files import initialise_from, load_checkpoint, remove_checkpoint, save_checkpoint, set_rng_states
 
 SAMPLE_COLUMNS = ["ground truth", "masked (holes white)", "coarse", "refined"]  # sample_grid's columns
 
@@ -88,6 +88,14 @@ def run(params_path: Path, textures_dir: Path, masks_dir: Path, valid_path: Path
             dist.destroy_process_group()
 
 
+def mean_texture(textures: np.ndarray) -> np.ndarray:
+    """The mean texture (U,U,3 uint8) of uint8 textures, accumulated in float64 one texture at a time."""
+    total = np.zeros(textures.shape[1:], np.float64)
+    for texture in textures:
+        total += texture
+    return np.rint(total / max(len(textures), 1)).astype(np.uint8)
+
+
 def _start(trainer: Trainer, fingerprint: dict, checkpoints_dir: Path, resume: bool, rank: int) -> dict | None:
     """The checkpoint to continue from (its state loaded into the trainer), or None to start over."""
     checkpoint = load_checkpoint(checkpoints_dir) if resume else None
@@ -146,7 +154,7 @@ def _summary(trainer: Trainer, model_params: ModelParams, config: TrainParams, t
     return {
         "epochs": config.epochs, "steps": trainer.step_count, "train_textures": textures, "mask_bank": bank,
         "world_size": world, "device": trainer.device.type, "precision": str(trainer.dtype).removeprefix("torch."),
-        "latent": model_params.latent, "generator_parameters": sum(p.numel() for p in trainer.generator.parameters()),
+        "arch": model_params.arch, "latent": model_params.latent, "generator_parameters": sum(p.numel() for p in trainer.generator.parameters()),
         "vgg_pretrained": vgg.pretrained, "vgg": "imagenet" if vgg.pretrained else f"random (seed {RANDOM_SEED})",
         "ship_output": config.ship_output,
     }
@@ -155,8 +163,15 @@ def _summary(trainer: Trainer, model_params: ModelParams, config: TrainParams, t
 def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray | ShardRows, identities: np.ndarray,
            bank: np.ndarray, valid: np.ndarray, vgg: VGG16Features, rank: int, world: int, device: torch.device,
            out: Path, checkpoints_dir: Path, live_dir: Path, timing_path: Path | None, resume: bool) -> dict:
-    trainer = Trainer(model_params.latent, config, vgg, device, distributed=world > 1)
-    fingerprint = {**config.fingerprint(), "latent": model_params.latent, "world_size": world,
+    size = textures.shape[1]
+    trainer = Trainer(model_params.latent, config, vgg, device, distributed=world > 1, arch=model_params.arch,
+                      size=size)
+    if config.init_from is not None:
+        initialise_from(Path(config.init_from), trainer.generator, trainer.critic, model_params.arch,
+                        model_params.latent, size)
+    # after init_from: symres sees the mean of the textures it is trained on now
+    trainer.set_prior(mean_texture(textures), valid)
+    fingerprint = {**config.fingerprint(), "arch": model_params.arch, "latent": model_params.latent, "world_size": world,
                    "textures": len(textures), "identities": int(identities.sum()), "mask_bank": len(bank)}
     # The global RNGs are not drawn from by training (it seeds its own generators), but a checkpoint saves
     # them for code added later: seeded, identical runs write identical checkpoints (a DVC output).
@@ -216,14 +231,17 @@ def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray 
 
 
 def bench(params_path: Path, latent: int, batch_size: int, steps: int, device_name: str, precision: str,
-          size: int = 192, compile: bool = False) -> str:
+          size: int = 192, compile: bool = False, arch: str | None = None, channels_last: bool | None = None,
+          deterministic: bool | None = None) -> str:
     """Median training images/s of the full step (critic + generator + VGG) on synthetic smooth textures."""
     import platform
 
-    _, config = read_params(params_path)
-    config = dataclasses.replace(config, batch_size=batch_size, device=device_name, precision=precision, compile=compile)
+    model_params, config = read_params(params_path)
+    arch = arch or model_params.arch
+    config = dataclasses.replace(config, batch_size=batch_size, device=device_name, precision=precision, compile=compile,
+                                 deterministic=config.deterministic if deterministic is None else deterministic)
     device = resolve_device(device_name)
-    trainer = Trainer(latent, config, VGG16Features(), device)
+    trainer = Trainer(latent, config, VGG16Features(), device, arch=arch, size=size, channels_last=channels_last)
     rng = np.random.default_rng(0)
     # smooth random colours (upsampled noise) and a square hole in the middle third: the speed does not
     # depend on the content, only the sizes
@@ -244,6 +262,7 @@ def bench(params_path: Path, latent: int, batch_size: int, steps: int, device_na
     median = float(np.median(seconds))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     precision = str(trainer.dtype).removeprefix("torch.")
-    return (f"train step latent {latent}, {size}x{size}, batch {batch_size}, {precision}"
-            f"{', compiled' if compile else ''} on {device.type} ({name}, {torch.get_num_threads()} threads): "
+    return (f"train step {arch} latent {latent}, {size}x{size}, batch {batch_size}, {precision}"
+            f"{', compiled' if compile else ''}{', channels_last' if trainer.channels_last else ''}"
+            f"{', deterministic' if config.deterministic else ', oneDNN'} on {device.type} ({name}, {torch.get_num_threads()} threads): "
             f"median {median:.3f} s/step = {batch_size / median:.2f} images/s over {steps} steps")

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from headtex.datasets import ShardRows
-from headtex.inpaint import Critic, Generator, VGG16Features, composite, critic_loss, generator_loss, init_weights
+from headtex.inpaint import Critic, VGG16Features, build_generator, composite, critic_loss, generator_loss, init_weights
 from headtex.masking import draw_training_mask, hole_from_visible
 from headtex.inpaint.model import SHIP_OUTPUTS, to_image, to_uint8
 from headtex.io import UserError
@@ -55,13 +55,16 @@ class TrainParams:
     ship_output: str = param("output shipped in models/inpainter.pt", choices=SHIP_OUTPUTS)
     flips: bool = param("random horizontal flips (the UV layout is symmetric about u = 0.5)")
     device: str = param("auto (CUDA if present) | cpu | cuda", choices=("auto", "cpu", "cuda"))
-    precision: str = param("auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16",
+    precision: str = param("auto (bf16 on CUDA, and on CPU with oneDNN bf16 when not deterministic; else fp32) | "
+                           "fp32 | bf16 | fp16",
                            choices=("auto", "fp32", "bf16", "fp16"))
     compile: bool = param("torch.compile the generator and critic")
     deterministic: bool = param("CPU: bitwise-repeatable training (PyTorch's own convolutions, not oneDNN's, whose "
                                 "backward passes vary in the last bits run to run; ~2x slower); false = faster")
     num_workers: int = param("DataLoader worker processes (0 = load in the training process)", ge=0)
     log_every: int = param("steps per logged loss value (losses are reduced on the device in between)", ge=1)
+    init_from: str | None = param("model file (models/pretrained/<name>.pt, fp16 allowed) the generator and critic "
+                                  "start from; null = from scratch (train.seed's initialisation)")
     p_real: float = param("chance that a training mask comes from the real bank", shared="masks.p_real", ge=0, le=1)
     max_strokes: int = param("free-form masks: 0..max_strokes strokes", shared="masks.max_strokes", ge=1)
 
@@ -130,11 +133,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """Autocast dtype: auto = bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU."""
+def resolve_precision(name: str, device: torch.device, deterministic: bool = True) -> torch.dtype:
+    """Autocast dtype: auto = bf16 on CUDA (fp16 where bf16 is unsupported); on CPU bf16 where oneDNN runs it
+    (train.deterministic false, a CPU with bf16 instructions: 1.8x the fp32 step, docs/RESULTS.md), else fp32."""
     if name == "auto":
         if device.type != "cuda":
-            return torch.float32
+            fast_bf16 = not deterministic and torch.backends.mkldnn.is_available() and \
+                torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            return torch.bfloat16 if fast_bf16 else torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
@@ -146,11 +152,13 @@ def learning_rate_factor(epoch: int, config: TrainParams) -> float:
     return config.lr_decrease_factor ** (epoch // config.lr_decrease_epoch)
 
 
-def build_networks(latent: int, config: TrainParams) -> tuple[Generator, Critic]:
-    """Generator and critic initialised from train.seed without touching the global RNG."""
+def build_networks(latent: int, config: TrainParams, arch: str = "deepfillv2",
+                   size: int = 192) -> tuple[torch.nn.Module, Critic]:
+    """Generator (`model.arch`, for size x size textures) and critic initialised from train.seed without
+    touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        generator, critic = Generator(latent), Critic(latent)
+        generator, critic = build_generator(arch, latent, size), Critic(latent)
         if config.init_gain is not None:
             init_weights(generator, config.init_gain)
             init_weights(critic, config.init_gain)
@@ -161,17 +169,19 @@ class Trainer:
     """Generator, critic, frozen VGG and both Adam optimisers; `train_step` = one critic + one generator update."""
 
     def __init__(self, latent: int, config: TrainParams, vgg: VGG16Features, device: torch.device,
-                 distributed: bool = False):
-        self.config, self.device, self.latent = config, device, latent
-        self.dtype = resolve_precision(config.precision, device)
+                 distributed: bool = False, arch: str = "deepfillv2", size: int = 192,
+                 channels_last: bool | None = None):
+        self.config, self.device, self.latent, self.arch = config, device, latent, arch
+        self.dtype = resolve_precision(config.precision, device, config.deterministic)
         if device.type == "cpu":
             # oneDNN's convolutions give last-bit differences between identical runs (measured on the tiny
             # pipeline); without them a rerun on identical inputs rewrites identical files (a DVC output).
             torch.backends.mkldnn.enabled = not config.deterministic
-        self.channels_last = device.type == "cuda"
+        # channels_last: CUDA's fast layout; on CPU only when asked (`headtex bench train --channels-last`)
+        self.channels_last = device.type == "cuda" if channels_last is None else channels_last
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.generator, self.critic = (net.to(device, memory_format=memory_format)
-                                       for net in build_networks(latent, config))
+                                       for net in build_networks(latent, config, arch, size))
         self.vgg = vgg.to(device, memory_format=memory_format)
         betas = (config.b1, config.b2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), config.lr_g, betas, weight_decay=config.weight_decay)
@@ -193,6 +203,11 @@ class Trainer:
         self.generator_run, self.critic_run = generator_run, critic_run
         # the generator's GAN loss goes through the plain critic (frozen): no DDP gradient sync for it
         self.critic_frozen = torch.compile(self.critic) if config.compile else self.critic
+
+    def set_prior(self, mean_texture: np.ndarray, valid: np.ndarray) -> None:
+        """Give a generator that takes them (symres) the mean training texture and the valid region."""
+        if hasattr(self.generator, "set_prior"):
+            self.generator.set_prior(mean_texture, valid)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:
@@ -230,13 +245,15 @@ class Trainer:
             coarse, refined = self.generator_run(image, hole)
         coarse, refined = coarse.float(), refined.float()
 
-        with self.autocast():
-            d_loss = critic_loss(self.critic_run, image, composite(refined, image, hole), hole)
-        (d_value,) = self._synced_finite({"d_loss": d_loss.detach().float()})
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler_d.scale(d_loss).backward()
-        self.scaler_d.step(self.opt_d)
-        self.scaler_d.update()
+        d_value = 0.0
+        if config.lambda_gan > 0:  # without a GAN term the critic would train for nobody: skipped (and d_loss 0)
+            with self.autocast():
+                d_loss = critic_loss(self.critic_run, image, composite(refined, image, hole), hole)
+            (d_value,) = self._synced_finite({"d_loss": d_loss.detach().float()})
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler_d.scale(d_loss).backward()
+            self.scaler_d.step(self.opt_d)
+            self.scaler_d.update()
 
         self.critic.requires_grad_(False)
         try:

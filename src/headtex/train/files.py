@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headtex.inpaint.model import atomic_save, load_weights_file
+from headtex.inpaint.model import atomic_save, load_generator_weights, load_weights_file, read_inpainter
 from headtex.io import UserError
 
 CHECKPOINT_NAME = "last.pt"
@@ -66,3 +66,22 @@ def load_checkpoint(folder: Path) -> dict | None:
 
 def remove_checkpoint(folder: Path) -> None:
     (Path(folder) / CHECKPOINT_NAME).unlink(missing_ok=True)
+
+
+def initialise_from(path: Path, generator: torch.nn.Module, critic: torch.nn.Module, arch: str, latent: int,
+                    size: int) -> None:
+    """Load a model file's generator (and its critic, when it has one) into the networks; fp16 files are
+    turned back to fp32. UserError naming every setting that differs (arch, latent, uv size)."""
+    path = Path(path)
+    hint = "set train.init_from to a model of these settings, or null to train from scratch"
+    if not path.is_file():
+        raise UserError(f"{path}: train.init_from names no file; {hint}")
+    loaded = read_inpainter(path, hint)
+    differ = [f"{name} {theirs} (params.yaml: {ours})"
+              for name, theirs, ours in (("model.arch", loaded["arch"], arch), ("model.latent", int(loaded["latent"]), latent),
+                                         ("uv.size", int(loaded["uv_size"]), size)) if theirs != ours]
+    if differ:
+        raise UserError(f"{path}: train.init_from was trained with other settings: {', '.join(differ)}; {hint}")
+    load_generator_weights(generator, loaded["generator"], path, "generator", hint)
+    if "critic" in loaded:
+        load_generator_weights(critic, loaded["critic"], path, "critic", hint)
