@@ -335,13 +335,28 @@ def test_hiding_keeps_only_seen_texels_and_scores_only_the_hidden_ones():
     seen[:, :5] = 255  # the photo shows columns 0-4
     mask = np.full((8, 8), 255, np.uint8)
     mask[:, 3:7] = 0  # the bank mask hides columns 3-6
-    given, hidden = hide(seen, mask)
-    assert (given[:, :3] == 255).all() and (given[:, 3:] == 0).all()
-    assert hidden[:, 3:5].all() and hidden.sum() == 16  # columns 5-6 hidden by the mask but never seen: not scored
+    face = np.ones((8, 8), bool)
+    face[6:] = False  # rows 6-7 lie outside the face: seen texels there are given, never hidden
+    given, hidden = hide(seen, mask, face)
+    assert (given[:6, :3] == 255).all() and (given[:6, 3:] == 0).all() and (given[6:, :5] == 255).all()
+    assert hidden[:6, 3:5].all() and hidden.sum() == 12  # columns 5-6 hidden by the mask but never seen: not scored
     prediction = np.full((8, 8, 3), 9, np.uint8)
     truth = np.zeros((8, 8, 3), np.uint8)
     out = scored_on_seen(prediction, truth, seen)
     assert (out[:, 5:] == 0).all() and (out[:, :5] == 9).all() and (prediction == 9).all()
+
+
+def test_face_texels_cover_the_face_between_brows_and_chin_not_the_scalp_or_neck(template):
+    from headtex.evaluate.core import FACE_OUTLINE, face_texels
+
+    face = face_texels(template)
+    size = face.shape[0]
+    uv = template.vertex_uv[template.landmark_ids] * size
+    nose_tip = np.rint(uv[30]).astype(int)  # ibug 30: inside the face
+    assert face[nose_tip[1], nose_tip[0]]
+    assert not face[: int(uv[FACE_OUTLINE, 1].min()) - 2].any()  # nothing above the brows (the scalp)
+    assert not face[int(uv[FACE_OUTLINE, 1].max()) + 2:].any()  # nothing below the chin (the neck)
+    assert 0.1 < face.sum() / template.texel_valid.sum() < 0.6
 
 
 def test_photo_masks_hide_enough_of_what_the_photo_shows_and_repeat():

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from headtex.evaluate.core import (
-    MASK_KINDS, assign_masks, bootstrap_mean, coverage, hide, photo_masks, photo_partial, region_scores, scored_on_seen,
+    MASK_KINDS, assign_masks, bootstrap_mean, coverage, face_texels, hide, photo_masks, photo_partial, region_scores,
+    scored_on_seen,
 )
 from headtex.datasets import mean_texture, open_textures, read_mask_bank, read_textures, read_valid
 from headtex.fitting import FitParams, jaw_region
@@ -281,6 +282,7 @@ def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: 
     if not len(bank):
         raise UserError("evaluate.real_photos needs the real mask bank (data/masks is empty)")
     jaw = jaw_region(template)
+    face = face_texels(template)
     per_photo, pooled = {}, []
     for number, name in enumerate(config.real_photos):
         built = photo_partial(photo_image(name), template, jaw, fitting, config.photo_upsample,
@@ -288,12 +290,13 @@ def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: 
         if isinstance(built, str):
             raise UserError(f"evaluate.real_photos: {name}: {built}")
         paf, seen = built
-        chosen = photo_masks(seen, bank, valid, config.real_photo_masks, config.real_photo_min_hidden, config.seed,
+        seen_face = np.where(face, seen, 0).astype(np.uint8)
+        chosen = photo_masks(seen_face, bank, valid, config.real_photo_masks, config.real_photo_min_hidden, config.seed,
                              number)
         if not len(chosen):
             raise UserError(f"evaluate.real_photos: {name}: no bank mask hides {config.real_photo_min_hidden:.0%} of "
                             "what the photo shows (lower evaluate.real_photo_min_hidden)")
-        given, hidden = (np.stack(a) for a in zip(*[hide(seen, bank[i]) for i in chosen]))
+        given, hidden = (np.stack(a) for a in zip(*[hide(seen, bank[i], face) for i in chosen]))
         truth = np.repeat(paf[None], len(chosen), axis=0)
         regions = np.stack([missing_region(g, valid) for g in given])
         masked = np.stack([masked_input(t, r) for t, r in zip(truth, regions)])
@@ -305,12 +308,13 @@ def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: 
         per_photo[name] = {"masks": int(len(chosen)), "source": REAL_PHOTOS[name],
                            "seen_share": round(float((seen[valid] >= 128).mean()), 4),
                            "hidden_share_of_seen": round(float(hidden.sum() / max(len(chosen) * (seen >= 128).sum(), 1)), 4),
+                           "seen_face_share": round(float((seen_face >= 128).sum() / max((seen >= 128).sum(), 1)), 4),
                            **photo_means(scores)}
     overall = {method: {key: np.concatenate([s[method][key] for s in pooled]) for key in ("l1", "psnr", "ssim")}
                for method in pooled[0]}
     return {"photos": per_photo, "overall": {"samples": int(sum(p["masks"] for p in per_photo.values())),
                                              **photo_means(overall)},
-            "scored_on": "texels the photo shows that a bank mask hides (the methods get the rest); mean over masks"}
+            "scored_on": "texels the photo shows inside the face (the UV hull of the jaw and brow landmarks) that a bank mask hides (the methods get every other seen texel); mean over masks"}
 
 
 def photo_means(scores: dict[str, dict[str, np.ndarray]]) -> dict:

@@ -1,6 +1,7 @@
 """Evaluation core: region metrics, baselines and a stratified, deterministic mask assignment (no I/O)."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from headtex.detection import find_face, landmark_problem
@@ -115,10 +116,27 @@ def photo_partial(image: np.ndarray, template: Template, jaw: JawRegion, fitting
     return paf, visible
 
 
+FACE_OUTLINE = np.r_[0:27]  # ibug jaw (0-16) and brows (17-26): their hull in UV is the face, brow to chin
+
+
+def face_texels(template: Template) -> np.ndarray:
+    """U,U bool: the texels inside the UV hull of the jaw and brow landmarks, where a photo's texels are the face.
+
+    Outside it, at the fitted silhouette and above the brows, a photo's texels hold hair and background the
+    template's surface does not model: hiding those would score methods on predicting the backdrop."""
+    size = template.texel_valid.shape[0]
+    corners = template.vertex_uv[template.landmark_ids[FACE_OUTLINE]] * size - 0.5
+    hull = cv2.convexHull(np.rint(corners * 16).astype(np.int32))
+    face = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(face, hull, 1, lineType=cv2.LINE_8, shift=4)
+    return face.astype(bool) & template.texel_valid
+
+
 def photo_masks(visible: np.ndarray, bank: np.ndarray, valid: np.ndarray, count: int, min_hidden: float,
                 seed: int, photo: int) -> np.ndarray:
     """Indices of `count` bank masks (distinct where the bank allows) that each hide at least `min_hidden` of the
-    photo's seen texels: a seeded choice per photo, so reruns hide the same texels. Empty when none qualifies."""
+    photo's seen texels (`visible`: the seen texels that may be hidden): a seeded choice per photo, so reruns hide
+    the same texels. Empty when none qualifies."""
     seen = is_visible(visible) & valid
     hidden = np.array([(seen & ~is_visible(mask)).sum() for mask in bank]) / max(int(seen.sum()), 1)
     eligible = np.flatnonzero(hidden >= min_hidden)
@@ -128,10 +146,12 @@ def photo_masks(visible: np.ndarray, bank: np.ndarray, valid: np.ndarray, count:
     return rng.choice(eligible, size=count, replace=count > len(eligible))
 
 
-def hide(visible: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(what a method is given: seen and left visible by the bank mask, 255 = known; the hidden-but-known texels)."""
-    seen, kept = is_visible(visible), is_visible(mask)
-    return np.where(seen & kept, 255, 0).astype(np.uint8), seen & ~kept
+def hide(visible: np.ndarray, mask: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(what a method is given, 255 = known: every seen texel but the hidden ones; the hidden-but-known texels:
+    seen, inside the face, and missing from the bank mask)."""
+    seen = is_visible(visible)
+    hidden = seen & face & ~is_visible(mask)
+    return np.where(seen & ~hidden, 255, 0).astype(np.uint8), hidden
 
 
 def scored_on_seen(prediction: np.ndarray, truth: np.ndarray, visible: np.ndarray) -> np.ndarray:
