@@ -15,6 +15,7 @@ point on the shaped template and the images are blurred coarse-to-fine (a wide b
 each view's texels together weigh photometric_weight times its 68 landmarks. Visibility (z-buffer + view
 angle) comes from the landmark fit; texels seen by one view only have nothing to agree with and are left out.
 Measured on 16 synthetic identities (docs/RESULTS.md): PAF PSNR 23.65 -> 25.9 dB, yaw error 2.3 -> 0.8 deg.
+On the 36-mode template (64 identities, 5 steps per level, weight 128): PAF PSNR 22.1 -> 26.4 dB, yaw 2.0 -> 0.3 deg.
 Arrays in, arrays out: no I/O.
 """
 from __future__ import annotations
