@@ -119,7 +119,7 @@ def test_a_missing_key_or_shared_key_is_named(tmp_path):
         section({"pafs": [1, 2]}, "pafs", PafsParams)
 
 
-@pytest.mark.parametrize("override", ["train.lr_g=2e-3", "blend.method=thirds", "faces.identities=128",
+@pytest.mark.parametrize("override", ["train.lr_g=2e-3", "blend.method=thirds", "faces.identities=256",
                                       "masks.count=40", "template.source=/tmp/menpo3d-0.8.6.tar.gz"])
 def test_dvc_exp_run_set_param_changes_one_line_of_params_yaml(tmp_path, override):
     """`dvc exp run -S` rewrites params.yaml through ruamel (null -> empty, long flow collections re-wrapped):
