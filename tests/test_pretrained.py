@@ -75,3 +75,24 @@ def test_the_command_writes_both_files(trained, monkeypatch, capsys):
     assert code == 0, err
     assert (trained / "models" / "pretrained" / "tiny.pt").is_file()
     assert (trained / "models" / "pretrained" / "tiny.json").is_file()
+
+
+def test_the_shipped_checkpoint_is_what_params_yaml_starts_from_and_its_provenance_holds():
+    """models/pretrained/: the file train.init_from names loads with params.yaml's arch, latent and uv size, is at
+    most 16 MB, matches the sha256 its provenance states, and was trained on identities of another faces.seed."""
+    import hashlib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    path = repo / params["train"]["init_from"]
+    provenance = json.loads(path.with_suffix(".json").read_text())
+    assert path.stat().st_size <= MAX_BYTES
+    assert provenance["file"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert provenance["model"] == {"arch": params["model"]["arch"], "latent": params["model"]["latent"],
+                                   "ship_output": "coarse", "uv_size": params["uv"]["size"]}
+    generator, info = load_inpainter(path)
+    assert info["arch"] == params["model"]["arch"] and sum(p.numel() for p in generator.parameters()) > 0
+    assert provenance["command"].startswith("dvc exp run ")
+    assert f"faces.seed={params['faces']['seed']}" not in provenance["command"]  # other people than the test set's
+    assert "faces.seed=" in provenance["command"]

@@ -72,7 +72,7 @@ def write_params(path: Path, **train) -> Path:
     params["masks"].update(p_real=0.5, max_strokes=6)
     params["model"]["latent"] = 4
     params["train"].update({"epochs": 2, "batch_size": 2, "lr_g": 1e-3, "lr_d": 1e-3, "lr_decrease_epoch": 1,
-                            "seed": 3, "log_every": 1, **train})
+                            "seed": 3, "log_every": 1, "init_from": None, **train})  # the shipped checkpoint: latent 16
     path.write_text(yaml.safe_dump(params))
     return path
 
