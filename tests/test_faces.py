@@ -18,7 +18,7 @@ from headtex.datasets import FACES, iter_shards, read_index
 from headtex.io import UserError
 from headtex.photos import make_square, to_rgb8
 from headtex.geometry.template import default_camera
-from conftest import params_for
+from conftest import params_for, write_params_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,11 +32,7 @@ def regions(template):
 
 def write_params(folder: Path, **faces) -> Path:
     """params.yaml with the repository's sections and `faces` overridden."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["faces"].update(faces)
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
+    return write_params_file(folder / "params.yaml", "faces", **faces)
 
 
 def test_embedded_defaults_are_the_params_yaml_section():

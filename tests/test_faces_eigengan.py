@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from headtex.datasets import FACES, iter_shards, read_index
 from headtex.faces import eigengan
 from headtex.faces.cli import run
 from headtex.io import UserError
+from conftest import write_params_file
 
-REPO = Path(__file__).resolve().parents[1]
 
 # bryandlee/eigengan-pytorch, model.py, Generator(size=256, n_basis=6, noise_dim=512, base_channels=16,
 # max_channels=512) (train.py's defaults, which the FFHQ release was trained with): fc = Linear(512, 4*4*512);
@@ -87,11 +86,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def write_params(folder: Path, **faces) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["faces"].update(faces)
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
+    """params.yaml with the repository's sections and `faces` overridden."""
+    return write_params_file(folder / "params.yaml", "faces", **faces)
 
 
 def test_the_ports_default_checkpoint_layout_is_what_loads():
