@@ -15,6 +15,23 @@ from headtex.io import UserError, save_npz
 SIZE = 16
 
 
+
+def damaged(path, where: slice):
+    """The shard with the bytes at `where` inverted (a damage the zip CRC catches)."""
+    data = bytearray(path.read_bytes())
+    data[where] = bytes(b ^ 0xFF for b in data[where])
+    path.write_bytes(bytes(data))
+    return path
+
+
+def assert_one_damaged_shard_line(read, path) -> None:
+    """Reading raises one line that names the shard, says it is damaged and how to rebuild it."""
+    with pytest.raises(UserError) as error:
+        read()
+    message = str(error.value)
+    assert str(path) in message and "damaged shard" in message and "dvc repro -f -s blend" in message
+    assert "\n" not in message
+
 def textures_dataset(folder, identities=(3, 5, 8), shard_size=2):
     writer = ShardWriter(folder, shard_size)
     for identity in identities:
@@ -36,15 +53,8 @@ def test_shard_writer_groups_whole_identities_and_round_trips(tmp_path):
 def test_damaged_bytes_in_a_shard_name_the_file_and_the_stage(tmp_path):
     """A flipped byte range inside an array fails the zip's CRC check: one line, never a traceback."""
     entries = textures_dataset(tmp_path)
-    path = tmp_path / entries[0]["file"]
-    data = bytearray(path.read_bytes())
-    data[300:340] = bytes(40)  # inside textures.npy's data
-    path.write_bytes(bytes(data))
-    with pytest.raises(UserError) as error:
-        read_textures(tmp_path)
-    message = str(error.value)
-    assert str(path) in message and "damaged shard" in message and "dvc repro -f -s blend" in message
-    assert "\n" not in message
+    path = damaged(tmp_path / entries[0]["file"], slice(300, 340))  # inside textures.npy's data
+    assert_one_damaged_shard_line(lambda: read_textures(tmp_path), path)
 
 
 @pytest.mark.parametrize("problem, expected", [
@@ -162,15 +172,8 @@ def test_rows_read_on_demand_equal_what_np_load_reads(tmp_path):
 def test_damaged_shard_opened_for_row_reads_is_one_clear_line(tmp_path):
     """The CRCs are checked once when the rows are opened: a flipped byte is the same one line as read_textures'."""
     entries = varied_dataset(tmp_path)
-    path = tmp_path / entries[1]["file"]
-    data = bytearray(path.read_bytes())
-    data[400] ^= 0xFF  # inside textures.npy's data
-    path.write_bytes(bytes(data))
-    with pytest.raises(UserError) as error:
-        open_textures(tmp_path)
-    message = str(error.value)
-    assert str(path) in message and "damaged shard" in message and "dvc repro -f -s blend" in message
-    assert "\n" not in message
+    path = damaged(tmp_path / entries[1]["file"], slice(400, 401))  # inside textures.npy's data
+    assert_one_damaged_shard_line(lambda: open_textures(tmp_path), path)
 
 
 @pytest.mark.parametrize("problem, expected", [
