@@ -199,3 +199,23 @@ def test_a_symres_model_completes_through_the_same_path(tmp_path, monkeypatch, c
     valid = read_png(assets[1] / "valid.png") > 127
     region = (mask == 0) & valid
     np.testing.assert_array_equal(read_png(tmp_path / "out.png")[region], fill_poisson_mirror(partial, region)[region])
+
+
+def test_a_symres2_model_completes_through_the_same_path(tmp_path, monkeypatch, capsys, assets):
+    """symres2 loads from its model file like the others; untrained it paints the average of its two fills."""
+    from headtex.inpaint import build_generator
+    from headtex.inpaint.fills import fill_opencv, fill_poisson_mirror
+
+    model = tmp_path / "symres2.pt"
+    save_inpainter(model, build_generator("symres2", 4, SIZE), 4, "coarse", SIZE)
+    partial, mask = partial_and_mask(0)
+    write_png(tmp_path / "partial.png", partial)
+    write_png(tmp_path / "mask.png", mask)
+    code, _, err = command(monkeypatch, capsys, tmp_path / "partial.png", tmp_path / "mask.png", "--out",
+                           tmp_path / "out.png", "--model", model, "--template", assets[1])
+    assert code == 0, err
+    valid = read_png(assets[1] / "valid.png") > 127
+    region = (mask == 0) & valid
+    blanked = np.where(region[..., None], 0, partial).astype(np.uint8)
+    average = (fill_poisson_mirror(blanked, region).astype(int) + fill_opencv(blanked, region, "navier_stokes")) / 2
+    assert np.abs(read_png(tmp_path / "out.png")[region].astype(int) - average[region]).max() <= 0.5

@@ -357,17 +357,50 @@ def test_symres_sees_the_mirrored_texture_and_its_prior():
     assert not torch.equal(net.forward_coarse(image, hole), base)
 
 
+def test_symres2_starts_as_the_average_of_navier_stokes_and_the_mirror_guided_fill():
+    """symres2's zero head: weight 1/2 on each fill and no residual, even after init_weights (to one uint8 level:
+    the average of two levels can be a half)."""
+    from headtex.inpaint import build_generator
+    from headtex.inpaint.fills import fill_opencv, fill_poisson_mirror
+    from headtex.inpaint.model import to_uint8
+
+    net = init_weights(build_generator("symres2", 4, 32), 0.02)
+    assert net.head.out_channels == 4 and not net.head.weight.any() and net.enc1.conv.in_channels == 15
+    image, hole = symres_batch()
+    completed = to_uint8(composite(net.forward_coarse(image, hole), image, hole)).astype(int)
+    known = to_uint8(image * (1 - hole) - hole)
+    regions = hole[:, 0].numpy() > 0.5
+    for i in range(2):
+        average = (fill_poisson_mirror(known[i], regions[i]).astype(int) + fill_opencv(known[i], regions[i], "navier_stokes")) / 2
+        assert np.abs(completed[i] - average).max() <= 0.5
+        assert not np.array_equal(completed[i], fill_poisson_mirror(known[i], regions[i]))  # not symres' start
+
+
+def test_symres2_blend_weight_picks_between_the_two_fills():
+    """A large blend logit gives the Navier-Stokes fill, a very negative one the mirror-guided fill."""
+    from headtex.inpaint import build_generator
+
+    net = build_generator("symres2", 4, 32)
+    image, hole = symres_batch()
+    fills = net.prior(image, hole)
+    for bias, expected in ((40.0, fills[:, 3:]), (-40.0, fills[:, :3])):
+        with torch.no_grad():
+            net.head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, bias]))
+        torch.testing.assert_close(net.forward_coarse(image, hole), expected.clamp(-1, 1), atol=1e-6, rtol=0)
+
+
 def test_build_generator_names_the_archs():
     from headtex.inpaint import ARCHS, SymmetricResidual, build_generator
 
-    assert ARCHS == ("deepfillv2", "symres")
+    assert ARCHS == ("deepfillv2", "symres", "symres2")
     assert isinstance(build_generator("deepfillv2", 4, 32), Generator)
     assert isinstance(build_generator("symres", 4, 32), SymmetricResidual)
+    assert build_generator("symres2", 4, 32).blend and not build_generator("symres", 4, 32).blend
     with pytest.raises(ValueError, match="unknown model arch 'unet'"):
         build_generator("unet", 4, 32)
 
 
-@pytest.mark.parametrize("arch", ["deepfillv2", "symres"])
+@pytest.mark.parametrize("arch", ["deepfillv2", "symres", "symres2"])
 @pytest.mark.parametrize("half", [False, True])
 def test_model_file_records_the_arch_and_round_trips(tmp_path, arch, half):
     from headtex.inpaint import build_generator
@@ -375,7 +408,7 @@ def test_model_file_records_the_arch_and_round_trips(tmp_path, arch, half):
 
     torch.manual_seed(0)
     gen, critic = build_generator(arch, 4, 32), Critic(4)
-    if arch == "symres":
+    if arch != "deepfillv2":
         nn.init.normal_(gen.head.weight, std=0.1)
         gen.set_prior(np.full((32, 32, 3), 90, np.uint8), np.ones((32, 32), bool))
     save_inpainter(tmp_path / "m.pt", gen, 4, "coarse", 32, critic=critic, half=half)
@@ -403,7 +436,7 @@ def test_a_model_file_without_arch_is_deepfillv2_and_an_unknown_arch_is_one_line
     assert isinstance(load_inpainter(tmp_path / "old.pt")[0], Generator)
     content["arch"] = "unet"
     torch.save(content, tmp_path / "new.pt")
-    with pytest.raises(UserError, match=r"new.pt: unknown model arch 'unet' \(this headtex knows deepfillv2, symres\)"):
+    with pytest.raises(UserError, match=r"new.pt: unknown model arch 'unet' \(this headtex knows deepfillv2, symres, symres2\)"):
         load_inpainter(tmp_path / "new.pt")
     content["arch"] = "symres"  # deepfillv2 weights under the symres name
     torch.save(content, tmp_path / "wrong.pt")

@@ -372,7 +372,22 @@ def test_symres_trains_without_critic_and_vgg_when_their_weights_are_zero(data):
     assert all(torch.equal(v, critic_before[k]) for k, v in trainer.critic.state_dict().items())
 
 
-@pytest.mark.parametrize("arch", ["deepfillv2", "symres"])
+def test_symres2_trains_from_scratch_its_blend_and_residual(data):
+    """symres2 from scratch (train.init_from null): the zero head learns (blend logit and residual move off zero)
+    and the L1 on the holes falls from its start, the average of the two fills."""
+    config = params_for(TrainParams, "train", p_real=0.5, seed=0, lr_g=1e-3, lambda_perceptual=0.0, lambda_gan=0.0,
+                        init_from=None)
+    trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"), arch="symres2", size=SIZE)
+    trainer.set_prior(data["texture_array"].mean(0).astype(np.uint8), valid_region(SIZE))
+    assert not trainer.generator.head.weight.any()
+    texture, hole = fixed_batch(config, data)
+    losses = [trainer.train_step(texture, hole) for _ in range(12)]
+    assert losses[-1]["first_mask_l1_missing"] < losses[0]["first_mask_l1_missing"]
+    head = trainer.generator.head
+    assert head.weight[3].abs().sum() > 0 and head.weight[:3].abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ["deepfillv2", "symres", "symres2"])
 def test_init_from_starts_from_the_checkpoint_and_the_model_records_the_arch(data, tmp_path, arch):
     from headtex.inpaint import Critic, build_generator
     from headtex.inpaint.model import save_inpainter

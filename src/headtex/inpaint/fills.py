@@ -1,7 +1,8 @@
 """Classical fills of a texture's missing region, the one implementation every user shares (numpy + cv2).
 
 `evaluate` scores them as baselines; the `symres` generator starts from `fill_poisson_mirror` and learns a residual
-over it, so train, evaluate, complete and reconstruct all fill with exactly this code.
+over it (`symres2` blends it with `fill_opencv`'s Navier-Stokes fill), so train, evaluate, complete and reconstruct
+all fill with exactly this code.
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ class ModelParams:
     """The `model:` section: the network size, shared by train and everything that builds the model."""
 
     arch: str = param("generator: deepfillv2 (the thesis' App. B) | symres (residual over the mirror-guided "
-                      "Poisson fill)", choices=ARCHS)
+                      "Poisson fill) | symres2 (blend of that fill and Navier-Stokes, plus a residual)", choices=ARCHS)
     latent: int = param("latent channels c: widths c, 2c, 4c (thesis: 64)", ge=1)
 
 
@@ -94,7 +94,9 @@ def load_weights_file(path: Path, what: str, hint: str) -> dict:
 
 def arch_of(generator: torch.nn.Module) -> str:
     """The `model.arch` name of a generator built by build_generator."""
-    return "deepfillv2" if isinstance(generator, Generator) else "symres"
+    if isinstance(generator, Generator):
+        return "deepfillv2"
+    return "symres2" if generator.blend else "symres"
 
 
 def save_inpainter(path: Path, generator: torch.nn.Module, latent: int, ship_output: str, uv_size: int,

@@ -5,6 +5,9 @@ symres: a small gated U-Net that starts from the classical mirror-guided Poisson
 a residual over it, seeing the mirrored texture and mask (the UV layout is symmetric about u = 0.5), the mean
 training texture and the head's valid region; its residual head starts at zero, so an untrained symres
 completes exactly like the classical fill and training starts at that baseline.
+symres2: the same network also given cv2's Navier-Stokes fill; it predicts a per-texel blend weight between the
+two fills (Navier-Stokes wins on thin strokes, the mirror-guided fill on large holes) plus a residual. Its head
+starts at zero: weight 1/2 (the plain average of the fills, which beats both: docs/RESULTS.md) and no residual.
 """
 
 import numpy as np
@@ -14,9 +17,9 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from headtex.inpaint.fills import fill_poisson_mirror
+from headtex.inpaint.fills import fill_opencv, fill_poisson_mirror
 
-ARCHS = ("deepfillv2", "symres")
+ARCHS = ("deepfillv2", "symres", "symres2")
 
 
 class GatedConv2d(nn.Module):
@@ -112,21 +115,25 @@ class SymmetricResidual(nn.Module):
     the model file). Encoder c -> 2c -> 4c (two stride-2 gated convs), dilated gated bottleneck at 1/4,
     gated decoder with skip connections, a plain 3x3 conv head. One stage: `forward` returns the output twice
     (coarse = refined), so every user of the two-output interface works unchanged.
+
+    `blend` (symres2): the Navier-Stokes fill (3) is a 13th-15th input channel and the head has a 4th output, the
+    logit of a per-texel weight w: output = w * Navier-Stokes + (1 - w) * mirror-Poisson + residual.
     """
 
-    def __init__(self, latent: int, size: int):
+    def __init__(self, latent: int, size: int, blend: bool = False):
         super().__init__()
         c = latent
+        self.blend = blend
         self.register_buffer("mean_texture", torch.zeros(1, 3, size, size))
         self.register_buffer("valid", torch.ones(1, 1, size, size))
-        self.enc1 = GatedConv2d(12, c, 5, norm=False)
+        self.enc1 = GatedConv2d(15 if blend else 12, c, 5, norm=False)
         self.enc2 = GatedConv2d(c, 2 * c, 4, stride=2)
         self.enc3 = GatedConv2d(2 * c, 4 * c, 4, stride=2)
         self.middle = nn.Sequential(*(GatedConv2d(4 * c, 4 * c, 3, dilation=d) for d in (2, 4, 8, 1)))
         self.dec2 = GatedConv2d(4 * c + 2 * c, 2 * c, 3)
         self.dec1 = GatedConv2d(2 * c + c, c, 3)
-        self.head = nn.Conv2d(c, 3, 3, padding=1)
-        self.head.zero_init = True  # init_weights keeps it at zero: output = the classical fill at step 0
+        self.head = nn.Conv2d(c, 4 if blend else 3, 3, padding=1)
+        self.head.zero_init = True  # init_weights keeps it at zero: output = the classical fill(s' average) at step 0
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -139,11 +146,13 @@ class SymmetricResidual(nn.Module):
 
     @torch.no_grad()
     def prior(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        """The classical mirror-guided Poisson fill of the hole (known texels unchanged), in [-1,1] like `image`."""
+        """The classical fills of the hole (known texels unchanged), in [-1,1] like `image`: mirror-guided Poisson
+        (N,3,H,W), and for symres2 then Navier-Stokes, (N,6,H,W)."""
         known = ((image.detach().float() * (1 - hole) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         textures = known.permute(0, 2, 3, 1).cpu().numpy()
         regions = (hole[:, 0] > 0.5).cpu().numpy()
-        filled = np.stack([fill_poisson_mirror(t, r) for t, r in zip(textures, regions)])
+        filled = np.stack([np.concatenate([fill_poisson_mirror(t, r), fill_opencv(t, r, "navier_stokes")], axis=2)
+                           if self.blend else fill_poisson_mirror(t, r) for t, r in zip(textures, regions)])
         return torch.from_numpy(filled).to(image.device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
     def forward(self, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,17 +164,22 @@ class SymmetricResidual(nn.Module):
         """The completed image (N,3,H,W) in [-1,1]: fill + residual."""
         if image.shape[-2:] != self.valid.shape[-2:]:
             raise ValueError(f"symres was built for {tuple(self.valid.shape[-2:])} textures, got {tuple(image.shape[-2:])}")
-        fill = self.prior(image, hole)
+        fills = self.prior(image, hole)
+        fill = fills[:, :3]
         known = image * (1 - hole)
         n = len(image)
-        x = torch.cat([fill, hole, known.flip(-1), hole.flip(-1), self.mean_texture.expand(n, -1, -1, -1),
+        x = torch.cat([fills, hole, known.flip(-1), hole.flip(-1), self.mean_texture.expand(n, -1, -1, -1),
                        self.valid.expand(n, -1, -1, -1)], dim=1)
         e1 = self.enc1(x)
         e2 = self.enc2(e1)
         middle = self.middle(self.enc3(e2))
         d2 = self.dec2(torch.cat([F.interpolate(middle, scale_factor=2, mode="nearest"), e2], dim=1))
         d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2, mode="nearest"), e1], dim=1))
-        return (fill + self.head(d1)).clamp(-1, 1)
+        head = self.head(d1)
+        if self.blend:
+            weight = torch.sigmoid(head[:, 3:])  # on Navier-Stokes; 1/2 at initialisation
+            return (fill + weight * (fills[:, 3:] - fill) + head[:, :3]).clamp(-1, 1)
+        return (fill + head).clamp(-1, 1)
 
     def forward_refine(self, image: torch.Tensor, hole: torch.Tensor, coarse_out: torch.Tensor) -> torch.Tensor:
         """One stage: the refined output is the coarse one."""
@@ -176,8 +190,8 @@ def build_generator(arch: str, latent: int, size: int) -> nn.Module:
     """The generator of `model.arch` at `latent` channels for `size` x `size` textures."""
     if arch == "deepfillv2":
         return Generator(latent)
-    if arch == "symres":
-        return SymmetricResidual(latent, size)
+    if arch in ("symres", "symres2"):
+        return SymmetricResidual(latent, size, blend=arch == "symres2")
     raise ValueError(f"unknown model arch {arch!r} (choose from {', '.join(ARCHS)})")
 
 
