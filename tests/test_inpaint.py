@@ -184,6 +184,28 @@ def test_wgan_losses():
         torch.testing.assert_close(generator_gan_loss(critic, fake, hole), -d_fake)
 
 
+def test_hole_weighting_counts_a_small_hole_like_a_large_one():
+    """l1_weighting hole: the mean over samples of each one's L1 on its own hole; pixels: area-weighted."""
+    from headtex.inpaint.losses import hole_normalised_l1
+
+    target = torch.zeros(2, 3, 8, 8)
+    output = torch.zeros(2, 3, 8, 8)
+    hole = torch.zeros(2, 1, 8, 8)
+    hole[0, :, :1, :1] = 1  # one texel, error 1
+    hole[1, :, :4, :8] = 1  # 32 texels, error 0.5
+    output[0] += 1.0
+    output[1] += 0.5
+    assert hole_normalised_l1(output, target, hole).item() == pytest.approx((1.0 + 0.5) / 2)
+    assert masked_l1(output, target, hole)[1].item() == pytest.approx((1 + 32 * 0.5) / 33)
+    hole[0] = 0  # a sample without a hole adds nothing
+    assert hole_normalised_l1(output, target, hole).item() == pytest.approx(0.5 / 2)
+    critic, vgg = Critic(4), VGG16Features()
+    total, parts = generator_loss(output, output, target, hole, critic, vgg, 100.0, 0.0, 0.0, "hole")
+    assert total.item() == pytest.approx(100.0 * 2 * 0.25)
+    with pytest.raises(ValueError, match="unknown l1_weighting"):
+        generator_loss(output, output, target, hole, critic, vgg, 100.0, 0.0, 0.0, "area")
+
+
 def test_generator_loss_total_matches_parts():
     torch.manual_seed(0)
     gen, critic, vgg = Generator(latent=4), Critic(latent=2), VGG16Features()

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from headtex.datasets import ShardRows
 from headtex.inpaint import Critic, VGG16Features, build_generator, composite, critic_loss, generator_loss, init_weights
+from headtex.inpaint.losses import L1_WEIGHTINGS
 from headtex.masking import draw_training_mask, hole_from_visible
 from headtex.inpaint.model import SHIP_OUTPUTS, to_image, to_uint8
 from headtex.io import UserError
@@ -47,6 +48,8 @@ class TrainParams:
     lr_decrease_epoch: int = param("both learning rates x lr_decrease_factor every this many epochs", ge=1)
     lr_decrease_factor: float = param("learning-rate step factor", gt=0, le=1)
     lambda_l1: float = param("weight of first + second mask L1", ge=0)
+    l1_weighting: str = param("pixels (the thesis: mean over every pixel, a sample weighs by its hole's area) | hole "
+                              "(each sample's L1 over its own hole: small holes count alike)", choices=L1_WEIGHTINGS)
     lambda_perceptual: float = param("weight of the VGG-16 relu4_3 perceptual L1", ge=0)
     lambda_gan: float = param("weight of the generator's WGAN loss", ge=0)
     init_gain: float | None = param("Xavier-normal gain of every convolution; null = PyTorch's default init", gt=0)
@@ -259,7 +262,8 @@ class Trainer:
         try:
             with self.autocast():
                 total, parts = generator_loss(coarse, refined, image, hole, self.critic_frozen, self.vgg,
-                                              config.lambda_l1, config.lambda_perceptual, config.lambda_gan)
+                                              config.lambda_l1, config.lambda_perceptual, config.lambda_gan,
+                                              config.l1_weighting)
         finally:
             self.critic.requires_grad_(True)
         values = {**parts, "g_total": total.detach().float()}
