@@ -116,8 +116,8 @@ class SymmetricResidual(nn.Module):
     gated decoder with skip connections, a plain 3x3 conv head. One stage: `forward` returns the output twice
     (coarse = refined), so every user of the two-output interface works unchanged.
 
-    `blend` (symres2): the Navier-Stokes fill (3) is a 13th-15th input channel and the head has a 4th output, the
-    logit of a per-texel weight w: output = w * Navier-Stokes + (1 - w) * mirror-Poisson + residual.
+    `blend` (symres2): 15 input channels, the Navier-Stokes fill (3) right after the mirror-guided one, and a 4th
+    head output, the logit of a per-texel weight w: output = w * Navier-Stokes + (1 - w) * mirror-Poisson + residual.
     """
 
     def __init__(self, latent: int, size: int, blend: bool = False):
