@@ -54,6 +54,40 @@ def test_identity_sampling_is_seeded_per_identity(template):
     assert not np.array_equal(first.shape, reseeded.shape)
 
 
+def test_a_redraw_changes_only_the_shape_and_the_light(template):
+    config = params_for(FacesParams, "faces")
+    first, zeroth = sample_identity(config, 3, template.basis_names), sample_identity(config, 3, template.basis_names, 0)
+    np.testing.assert_array_equal(first.shape, zeroth.shape)
+    redrawn, again = (sample_identity(config, 3, template.basis_names, 1) for _ in range(2))
+    np.testing.assert_array_equal(redrawn.shape, again.shape)
+    assert not np.array_equal(redrawn.shape, first.shape) and redrawn.light != first.light
+    assert not np.array_equal(redrawn.shape, sample_identity(config, 3, template.basis_names, 2).shape)
+    np.testing.assert_array_equal(redrawn.background, first.background)
+    np.testing.assert_array_equal(redrawn.pitch, first.pitch)
+    assert redrawn.look.skin_lab.tolist() == first.look.skin_lab.tolist() and redrawn.look.hairstyle == first.look.hairstyle
+
+
+def test_identities_hog_misses_are_redrawn_and_counted(template_dir, template, tmp_path):
+    # At 32 px dlib's HOG finds no face at all (its window is 80 px; upsampled once the image is 64 px),
+    # so every identity is redrawn the full number of times, kept at its last draw, and reported unresolved.
+    params = write_params(tmp_path, identities=2, image_size=32, supersample=1, hog_resample_attempts=2,
+                          detection_check_identities=0, identity_check_identities=0)
+    for workers in (1, 2):  # the redraws happen in the workers: same shards either way
+        run(params, template_dir, tmp_path / f"faces{workers}", tmp_path / f"faces{workers}.json", workers)
+        resample = json.loads((tmp_path / f"faces{workers}.json").read_text())["hog_resample"]
+        assert resample == {"attempts": 2, "resampled_identities": 2, "redraws": 4, "unresolved_identities": [0, 1]}
+    one, two = shards_of(tmp_path / "faces1"), shards_of(tmp_path / "faces2")
+    assert one["images"].tobytes() == two["images"].tobytes() and one["shape"].tobytes() == two["shape"].tobytes()
+    config = params_for(FacesParams, "faces", image_size=32, supersample=1)
+    np.testing.assert_array_equal(one["shape"][1], sample_identity(config, 1, template.basis_names, 2).shape)
+    params = write_params(tmp_path, identities=2, image_size=32, supersample=1, hog_resample_attempts=0,
+                          detection_check_identities=0, identity_check_identities=0)
+    run(params, template_dir, tmp_path / "faces0", tmp_path / "faces0.json", 1)
+    assert json.loads((tmp_path / "faces0.json").read_text())["hog_resample"]["redraws"] == 0
+    np.testing.assert_array_equal(shards_of(tmp_path / "faces0")["shape"][1],
+                                  sample_identity(config, 1, template.basis_names).shape)
+
+
 def test_skin_and_hair_tones_reach_their_targets(template, regions):
     render_regions, _ = regions
     look = sample_identity(params_for(FacesParams, "faces"), 0, template.basis_names).look

@@ -40,11 +40,22 @@ def _assets(template_dir: str) -> tuple[Template, Regions, Regions]:
     return template, regions, regions.resized(template.albedo.shape[0])
 
 
-def _synthetic_identity(task: tuple[str, FacesParams, int]) -> RenderedIdentity:
+def _synthetic_identity(task: tuple[str, FacesParams, int]) -> tuple[RenderedIdentity, int, bool]:
+    """(the rendered identity, how many times its shape and light were redrawn, whether HOG finds every view at
+    |yaw| <= DETECTION_MAX_ABS_YAW)."""
     template_dir, config, identity = task
     template, render_regions, uv_regions = _assets(template_dir)
-    sample = sample_identity(config, identity, template.basis_names)
-    return render_identity(template, render_regions, uv_regions, sample, config.image_size, config.supersample)
+    checked = [view for view, yaw in enumerate(config.yaw_degrees) if abs(yaw) <= DETECTION_MAX_ABS_YAW]
+    checked.sort(key=lambda view: -abs(config.yaw_degrees[view]))  # the likeliest miss (largest |yaw|) first: stop at it
+    for attempt in range(config.hog_resample_attempts + 1):
+        sample = sample_identity(config, identity, template.basis_names, attempt)
+        rendered = render_identity(template, render_regions, uv_regions, sample, config.image_size, config.supersample)
+        if config.hog_resample_attempts == 0:
+            return rendered, 0, True
+        found = all(len(detect_faces(rendered.images[view], "hog", 1)) > 0 for view in checked)
+        if found:
+            break
+    return rendered, attempt, found
 
 
 @dataclass
@@ -103,18 +114,25 @@ def _record(identity: int, images: np.ndarray, yaw: np.ndarray, pitch: np.ndarra
                 landmarks=landmarks.astype(np.float32), **truth)
 
 
-def _generate_synthetic(config: FacesParams, template_dir: Path, writer: ShardWriter, workers: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Render every identity into shards; returns the preview identities' views and lit textures."""
+def _generate_synthetic(config: FacesParams, template_dir: Path, writer: ShardWriter,
+                        workers: int) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    """Render every identity into shards; returns the preview identities' views and lit textures, and the
+    counts of hog_resample_attempts."""
     tasks = [(str(template_dir), config, identity) for identity in range(config.identities)]
     preview_views, preview_textures = [], []
-    for identity, rendered in enumerate(parallel_map(_synthetic_identity, tasks, workers, "faces")):
+    resample = dict(attempts=config.hog_resample_attempts, resampled_identities=0, redraws=0, unresolved_identities=[])
+    for identity, (rendered, redraws, found) in enumerate(parallel_map(_synthetic_identity, tasks, workers, "faces")):
+        resample["resampled_identities"] += redraws > 0
+        resample["redraws"] += redraws
+        if not found:
+            resample["unresolved_identities"].append(identity)
         writer.add(_record(identity, rendered.images, rendered.yaw, rendered.pitch, rendered.roll, rendered.landmarks,
                            lit_texture=rendered.lit_texture, shape=rendered.shape))
         if identity < PREVIEW_IDENTITIES:
             preview_views.append(rendered.images)
             preview_textures.append(rendered.lit_texture)
     writer.flush()
-    return preview_views, preview_textures
+    return preview_views, preview_textures, resample
 
 
 def list_directory(root: Path) -> tuple[list[tuple[Path, list[str]]], list[str]]:
@@ -340,11 +358,11 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
         writer = ShardWriter(staging, config.shard_size, per_identity=("lit_texture", "shape"))
         tick = time.perf_counter()
         if synthetic:
-            preview_views, preview_textures = _generate_synthetic(config, template_dir, writer, workers)
+            preview_views, preview_textures, resample = _generate_synthetic(config, template_dir, writer, workers)
             views = len(config.yaw_degrees)
             facts = dict(source="synthetic", yaw_degrees=[float(y) for y in config.yaw_degrees], views_per_identity=views,
                          has_truth=True, shape_names=template.basis_names, identities=config.identities)
-            ingest = dict(problems=[], conversions=[])
+            ingest = dict(problems=[], conversions=[], hog_resample=resample)
         elif config.source == "eigengan":
             ingest = eigengan_source(config, writer, workers)
             preview_views, preview_textures = ingest["preview_views"], None
@@ -377,6 +395,9 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
     metrics = faces_metrics(config, facts["identities"], images, ingest, check, detection, identity)
     if "eigengan_check" in ingest:
         metrics["eigengan_identity_check"] = ingest["eigengan_check"]
+    if "hog_resample" in ingest:
+        metrics["hog_resample"] = {**ingest["hog_resample"],
+                                   "unresolved_identities": ingest["hog_resample"]["unresolved_identities"][:MAX_LISTED]}
     write_json(metrics_path, metrics)
     timing = {"workers": workers, "seconds": round(time.perf_counter() - started, 2),
               "generate_seconds": round(generate_seconds, 2), "images_per_second": round(images / generate_seconds, 2),

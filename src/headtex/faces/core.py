@@ -62,6 +62,8 @@ class FacesParams:
     shape_std: float = param("std of each shape coefficient (1 = one typical adult standard deviation)", ge=0)
     shape_std_scale: dict[str, float] = param("... times this per mode", ge=0)
     shape_clip: float = param("coefficients clipped at +-shape_clip stds", gt=0)
+    hog_resample_attempts: int = param("synthetic: an identity with a view at |yaw| <= 45 that dlib's HOG misses gets "
+                                       "its shape and light redrawn up to this many times (0 = never)", ge=0)
     skin_lightness: list[float] = param("skin tone: target median CIELAB L* range")
     skin_a: list[float] = param("target median a* range (redness)")
     skin_b: list[float] = param("target median b* range (yellowness)")
@@ -390,18 +392,22 @@ def sample_background(config: FacesParams, rng: np.random.Generator) -> np.ndarr
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
-def sample_identity(config: FacesParams, identity: int, basis_names: list[str]) -> Identity:
-    """All random choices of one identity, each from its own stream [seed, identity, purpose]."""
+def sample_identity(config: FacesParams, identity: int, basis_names: list[str], attempt: int = 0) -> Identity:
+    """All random choices of one identity, each from its own stream [seed, identity, purpose]; attempt > 0 redraws
+    the shape and the light, from [seed, identity, purpose, attempt] (attempt 0 is the first draw)."""
     def rng(purpose: int) -> np.random.Generator:
         return np.random.default_rng([config.seed, identity, purpose])
+
+    def redrawn(purpose: int) -> np.random.Generator:
+        return rng(purpose) if attempt == 0 else np.random.default_rng([config.seed, identity, purpose, attempt])
 
     views = len(config.yaw_degrees)
     pose = rng(POSE)
     return Identity(
         identity=identity,
-        shape=sample_shape(config, rng(SHAPE), basis_names),
+        shape=sample_shape(config, redrawn(SHAPE), basis_names),
         look=sample_look(config, rng(LOOK)),
-        light=sample_light(config, rng(LIGHT)),
+        light=sample_light(config, redrawn(LIGHT)),
         background=sample_background(config, rng(BACKGROUND)),
         yaw=np.asarray(config.yaw_degrees, dtype=np.float32),
         pitch=pose.uniform(-1, 1, views).astype(np.float32) * config.pitch_jitter_degrees,
