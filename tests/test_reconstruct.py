@@ -516,3 +516,39 @@ def test_implausible_face_is_rejected_and_nothing_written(template_dir, model, a
     code, _, err = command(monkeypatch, capsys, str(photo), *reconstruct_args(template_dir, model, tmp_path / "out"))
     assert_one_error_line(code, err, photo, "rejected: eyes below the mouth (face upside down); nothing written")
     assert not (tmp_path / "out" / "odd").exists()
+
+
+def test_second_look_runs_only_where_a_larger_face_may_be_and_within_its_pixels(astronaut, template, monkeypatch):
+    """The CNN's second look (its cost grows with its pixels): skipped for a confident frontal face, searching a
+    copy of at most second_look_max_pixels otherwise, and looking closer only for a face HOG did not find."""
+    import headtex.reconstruct.core as core
+
+    real, seen = core.faces_found, []
+
+    def recording(image, detector, upsample, factor=1.0):
+        if detector == "cnn":
+            seen.append(image.shape[0] * image.shape[1])
+        return real(image, detector, upsample, factor)
+
+    monkeypatch.setattr(core, "faces_found", recording)
+    photo = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_CUBIC)  # the face: 18 % of the side
+    config, pafs = params_for(ReconstructParams, "reconstruct"), params_for(PafsParams, "pafs")
+    assert config.second_look_share > 0.18 and find_face(photo, config, pafs, template).detector == "hog"
+    assert seen == []  # HOG is sure of its small frontal face (margin ~1.2): no CNN
+    doubtful = params_for(ReconstructParams, "reconstruct", second_look_confident_score=10.0)
+    face = find_face(photo, doubtful, pafs, template)
+    # The CNN looked once, on a bounded copy, and only confirmed HOG's face: HOG's box is kept.
+    assert len(seen) == 1 and seen[0] <= doubtful.second_look_max_pixels and face.detector == "hog"
+    seen.clear()
+
+    def a_second_face(image, detector, upsample, factor=1.0):  # the CNN reports a face HOG did not find
+        found = recording(image, detector, upsample, factor)
+        if detector != "cnn":
+            return found
+        side = image.shape[1] / 4
+        return found + [core.Detection((1.0, 1.0, side, side), 1.0, np.zeros((68, 2)), "cnn", 0)]
+
+    monkeypatch.setattr(core, "faces_found", a_second_face)
+    find_face(photo, doubtful, pafs, template)
+    # ... so it looked again, closer (the copy its landmarks were checked on), no longer than second_look_max_side.
+    assert len(seen) == 2 and seen[0] <= doubtful.second_look_max_pixels < seen[1] <= doubtful.second_look_max_side ** 2

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from headtex.detection import (
-    Detection, box_side, faces_found, find_oriented_face, landmark_problem, landmarks_in_box, merge_faces, turned,
+    SAME_FACE_IOU, Detection, box_side, faces_found, find_oriented_face, iou, landmark_problem, landmarks_in_box,
+    merge_faces, turned,
 )
 from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, fitted_landmarks, partial_texture
 from headtex.geometry import project, render_textured
@@ -54,10 +55,15 @@ class ReconstructParams:
                                         "the eye-corner distance are left alone", ge=0, le=1)
     second_look_share: float = param("the CNN also looks (for a larger face HOG missed) when HOG's largest face is "
                                      "narrower than this share of the photo's shorter side ...", ge=0, le=1)
+    second_look_confident_score: float = param("... unless that small face is frontal and HOG is this sure of it (SVM "
+                                               "margin; the latency budget: the CNN costs ~1.5 s CPU) ...", ge=0)
     second_look_yaw_degrees: float = param("... or turned more than this", ge=0, le=90)
     second_look_face_px: int = param("... on a copy where that face is this wide (the CNN finds faces from ~80 px) "
                                      "...", ge=20)
-    second_look_max_side: int = param("... and no longer than this (px; bounds the CNN's cost)", ge=64)
+    second_look_max_side: int = param("... and no longer than this (px; bounds the CNN's cost), where it looks only "
+                                      "when the search copy showed a face HOG did not", ge=64)
+    second_look_max_pixels: int = param("the CNN first searches a copy of at most this many pixels (finds faces "
+                                        ">= 80 px there; bounds the cost when it only confirms HOG)", ge=4096)
     min_face_px: int = param("faces narrower than this (photo px) are too small to fit", ge=1)
     threads: int = param("torch CPU threads for the network (0 = one per core)", ge=0)
     uv_size: int = param("texture side in texels", shared="uv.size")
@@ -150,9 +156,9 @@ def find_faces(image: np.ndarray, config: ReconstructParams, fitting: FitParams,
 
     HOG on the detection copy (one more upsampling step when it finds nothing); when HOG finds no face, the one
     face is searched at every quarter turn (`detection.find_oriented_face`: a photo stored sideways, or a face
-    only the CNN finds). The CNN (pafs.fallback_detector) also looks when HOG's largest face is small or turned (its fitted yaw): HOG
-    misses turned faces, so a larger face may be there. That second look runs on a copy where HOG's face is
-    `second_look_face_px` wide and no longer than `second_look_max_side`, so it costs a fraction of a second.
+    only the CNN finds). The CNN (pafs.fallback_detector) also looks when HOG's largest face is turned (its fitted
+    yaw), or small and scored below `second_look_confident_score`: HOG misses turned faces, so a larger face may be
+    there. That second look (`_second_look`) searches a copy of at most `second_look_max_pixels` first.
     """
     timings = {} if timings is None else timings
     tick = time.perf_counter()
@@ -177,17 +183,41 @@ def find_faces(image: np.ndarray, config: ReconstructParams, fitting: FitParams,
         yaw = fit_landmarks(template, best.landmarks, fitting.shape_regularisation, fitting.fit_iterations,
                             fitting.contour, jaw, False, fitting.correction_threshold,
                             fitting.correction_radius_mm).pose[0]
-        if (box_side(best.box) < config.second_look_share * min(small.shape[:2])
-                or abs(yaw) > config.second_look_yaw_degrees):
-            shrink = max(1.0, box_side(best.box) / config.second_look_face_px,
-                         max(small.shape[:2]) / config.second_look_max_side)
-            copy, _ = downscaled(small, round(max(small.shape[:2]) / shrink))
-            second = [_scaled_detection(d, small, copy) for d in
-                      faces_found(copy, fitting.fallback_detector, fitting.fallback_upsample)]
-            second = [_landmarks_on(small, d) for d in second]  # finer than the CNN's copy
+        # Small and not a confident, frontal face, or turned: a larger face HOG missed may be there. A confident
+        # frontal face (astronaut: margin 1.24) skips the CNN's ~1.5 s (a 1 MP photo in < 1 s on CPU-2); a
+        # doubtful one (breakingbad's frontal face beside the larger turned one: 0.63; einstein: 0.07) does not.
+        small_face = box_side(best.box) < config.second_look_share * min(small.shape[:2])
+        turned_face = abs(yaw) > config.second_look_yaw_degrees
+        if turned_face or (small_face and best.score < config.second_look_confident_score):
+            second = _second_look(small, best, hog, config, fitting)
     faces = [_in_photo(d, image, small, factor) for d in merge_faces(hog, second)]
     timings["detection"] = time.perf_counter() - tick
     return faces
+
+
+def _second_look(small: np.ndarray, best: Detection, hog: list[Detection], config: ReconstructParams,
+                 fitting: FitParams) -> list[Detection]:
+    """The CNN's faces on the detection copy `small`, looking for a face larger than HOG's `best`.
+
+    The CNN's cost grows with the pixels it sees (~6 us each on CPU-2), so it searches a copy of at most
+    `second_look_max_pixels`, where it finds faces of >= 80 px. Only when that finds a face no HOG face
+    explains (a face that will be reconstructed) does it look again on the copy where HOG's face is
+    `second_look_face_px` wide and no longer than `second_look_max_side`: dlib's landmarks on a turned face
+    swing with the CNN's coarse box (breakingbad's turned face: NME 6 to 50 % across copy sizes), and that
+    copy is the one they were checked on.
+    """
+    shrink = max(1.0, box_side(best.box) / config.second_look_face_px,
+                 max(small.shape[:2]) / config.second_look_max_side)
+    search = max(shrink, float(np.sqrt(small.shape[0] * small.shape[1] / config.second_look_max_pixels)))
+    closer = round(max(small.shape[:2]) / shrink)
+    sides = [closer] if search == shrink else [int(max(small.shape[:2]) / search), closer]  # floor: within budget
+    for side in sides:
+        copy, _ = downscaled(small, side)
+        second = [_scaled_detection(d, small, copy) for d in
+                  faces_found(copy, fitting.fallback_detector, fitting.fallback_upsample)]
+        if all(any(iou(d.box, h.box) >= SAME_FACE_IOU for h in hog) for d in second):
+            break  # the CNN only confirms HOG's faces (or sees none): no need to look closer
+    return [_landmarks_on(small, d) for d in second]  # finer than the CNN's copy
 
 
 def _scaled_detection(detection: Detection, target: np.ndarray, copy: np.ndarray) -> Detection:
