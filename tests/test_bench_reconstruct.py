@@ -12,15 +12,12 @@ import torch
 
 from headtex.detection import detect_faces, landmarks_in_box
 from headtex.inpaint import Generator
-from headtex.fitting import fit_landmarks, partial_texture
+from headtex.fitting import fit_landmarks, photo_partial_texture
 from headtex.pafs.core import PafsParams
 from headtex.geometry.uv import UVParams
 from headtex.reconstruct.cli import load_assets, reconstruct_photo, warm_up, write_files
-from headtex.reconstruct.core import (
-    ReconstructParams, downscaled, overlay, preview, reconstruct, sampling_view,
-    torch_threads,
-)
-from headtex.photos import read_photo
+from headtex.reconstruct.core import ReconstructParams, overlay, preview, reconstruct, torch_threads
+from headtex.photos import downscaled, read_photo
 from headtex.inpaint.complete import complete_texture
 from headtex.inpaint.model import save_inpainter
 from conftest import params_for
@@ -79,10 +76,10 @@ def test_bench_sampling(benchmark, setup):
     template, fit, config, pafs = setup["assets"].template, setup["result"].fit, setup["config"], setup["pafs"]
 
     def sample():
-        crop, crop_fit, _, _ = sampling_view(setup["image"], template, fit, config.sample_max_side)
-        return partial_texture(crop, template, crop_fit, pafs.max_view_angle_degrees, pafs.depth_tolerance_mm)
+        return photo_partial_texture(setup["image"], template, fit, pafs.max_view_angle_degrees,
+                                     pafs.depth_tolerance_mm, config.sample_max_side)
 
-    _, visible, _ = benchmark(sample)
+    _, visible, _, _ = benchmark(sample)
     assert (visible > 0).any()
 
 

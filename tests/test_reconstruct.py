@@ -12,10 +12,10 @@ import torch
 from headtex.inpaint import Generator
 from headtex.io import UserError, read_png
 from headtex.geometry.uv import UVParams
-from headtex.fitting import jaw_region, partial_texture
+from headtex.fitting import jaw_region, partial_texture, sampling_view
 from headtex.pafs.core import PafsParams
 from headtex.reconstruct.cli import OUTPUT_FILES, folder_names, load_assets, run
-from headtex.reconstruct.core import ReconstructParams, find_face, reconstruct, sampling_view, torch_threads
+from headtex.reconstruct.core import ReconstructParams, find_face, reconstruct, torch_threads
 from headtex.photos import jpeg_problem, read_photo
 from headtex.inpaint.model import load_inpainter, save_inpainter
 from conftest import fit_arguments, params_for, run_headtex, texture_arguments

@@ -161,3 +161,13 @@ def make_square(image: np.ndarray, size: int, mode: str, matte: tuple[int, int, 
         shrink = image.shape[0] > size
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
     return image, conversions
+
+
+def downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """An area-averaged copy whose longer side is at most max_side, and the factor (original px per copy px)."""
+    side = max(image.shape[:2])
+    if side <= max_side:
+        return image, 1.0
+    factor = side / max_side
+    size = (max(1, round(image.shape[1] / factor)), max(1, round(image.shape[0] / factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor

@@ -57,6 +57,8 @@ class EvaluateParams:
     photo_upsample: int = param("photos: detector upsampling on the first try", shared="reconstruct.upsample", ge=0)
     photo_correction_threshold: float = param("photos: the landmark correction's threshold",
                                               shared="reconstruct.correction_threshold", ge=0, le=1)
+    photo_sample_max_side: int = param("photos: the head crop's longest side the texture is sampled from",
+                                       shared="reconstruct.sample_max_side", ge=16)
 
     def __post_init__(self) -> None:
         if len(self.bucket_names) != len(self.bucket_edges) - 1:
@@ -286,7 +288,7 @@ def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: 
     per_photo, pooled = {}, []
     for number, name in enumerate(config.real_photos):
         built = photo_partial(photo_image(name), template, jaw, fitting, config.photo_upsample,
-                              config.photo_correction_threshold)
+                              config.photo_correction_threshold, config.photo_sample_max_side)
         if isinstance(built, str):
             raise UserError(f"evaluate.real_photos: {name}: {built}")
         paf, seen = built

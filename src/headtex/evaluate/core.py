@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 
 from headtex.detection import find_face, landmark_problem
-from headtex.fitting import FitParams, JawRegion, fit_landmarks, partial_texture
+from headtex.fitting import FitParams, JawRegion, fit_landmarks, photo_partial_texture
 from headtex.geometry.template import Template
 from headtex.masking import is_visible, missing_region
 from headtex.metrics import region_psnr, region_ssim
@@ -97,10 +97,12 @@ PHOTO_MASK_PURPOSE = 73  # rng purpose of the bank masks drawn per real photo
 
 
 def photo_partial(image: np.ndarray, template: Template, jaw: JawRegion, fitting: FitParams, upsample: int,
-                  correction_threshold: float) -> tuple[np.ndarray, np.ndarray] | str:
+                  correction_threshold: float, sample_max_side: int) -> tuple[np.ndarray, np.ndarray] | str:
     """A photo's partial UV texture and its visibility (255 = seen), as reconstruct builds them: dlib face (HOG at
-    `upsample`, then one step more, then pafs' fallback detector), the template fitted to its 68 landmarks with the
-    photos' correction threshold, texels sampled through the fitted mesh. A phrase saying why not, when not."""
+    `upsample`, then one step more, then pafs' fallback detector; one face per photo, so not reconstruct's
+    multi-face search), the template fitted to its 68 landmarks with the photos' correction threshold, texels
+    sampled through the fitted mesh from the head crop (fitting.photo_partial_texture, reconstruct's own path).
+    A phrase saying why not, when not."""
     attempts = [(fitting.detector, upsample), (fitting.detector, upsample + 1)]
     if fitting.fallback_detector:
         attempts.append((fitting.fallback_detector, fitting.fallback_upsample))
@@ -112,7 +114,8 @@ def photo_partial(image: np.ndarray, template: Template, jaw: JawRegion, fitting
         return f"face rejected: {problem}"
     fit = fit_landmarks(template, face.landmarks, fitting.shape_regularisation, fitting.fit_iterations,
                         fitting.contour, jaw, fitting.correction, correction_threshold, fitting.correction_radius_mm)
-    paf, visible, _ = partial_texture(image, template, fit, fitting.max_view_angle_degrees, fitting.depth_tolerance_mm)
+    paf, visible, _, _ = photo_partial_texture(image, template, fit, fitting.max_view_angle_degrees,
+                                               fitting.depth_tolerance_mm, sample_max_side)
     return paf, visible
 
 

@@ -4,8 +4,11 @@ from headtex.fitting.landmarks import (
     landmark_nme, scaled_orthographic,
 )
 from headtex.fitting.photometric import TexelGrid, refine_views, texel_grid
-from headtex.fitting.texture import partial_texture, visible_texels
+from headtex.fitting.texture import (
+    head_box, partial_texture, photo_partial_texture, sampling_view, scaled_fit, visible_texels,
+)
 
 __all__ = ["CONTOUR_MODES", "JAW", "Fit", "FitParams", "JawRegion", "TexelGrid", "corrected", "fit_landmarks",
-           "fit_views", "fitted_landmarks", "jaw_region", "landmark_nme", "partial_texture", "refine_views",
-           "scaled_orthographic", "texel_grid", "visible_texels"]
+           "fit_views", "fitted_landmarks", "head_box", "jaw_region", "landmark_nme", "partial_texture",
+           "photo_partial_texture", "refine_views", "sampling_view", "scaled_fit", "scaled_orthographic", "texel_grid",
+           "visible_texels"]

@@ -1,4 +1,5 @@
-"""The partial UV texture of one photo, sampled through the fitted mesh with a per-texel visibility test."""
+"""The partial UV texture of one photo, sampled through the fitted mesh with a per-texel visibility test
+(pafs' renders; reconstruct's and evaluate's photographs of any size through `photo_partial_texture`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +9,7 @@ import numpy as np
 from headtex.fitting.landmarks import Fit
 from headtex.geometry import depth_map, project, sample_texture, vertex_normals, view_direction, visible_points
 from headtex.geometry.template import Template
+from headtex.photos import downscaled
 
 
 def partial_texture(
@@ -75,3 +77,41 @@ def visible_texels(template: Template, fit: Fit, height: int, width: int, rows: 
                                   translation=(np.asarray(fit.translation) + 0.5) / downscale - 0.5)
         height, width = -(-height // downscale), -(-width // downscale)
     return _texel_view(template, fit, height, width, rows, cols, max_view_angle_degrees, depth_tolerance_mm)[2]
+
+
+def scaled_fit(fit: Fit, offset: np.ndarray, factor: float) -> Fit:
+    """The same camera for the image cropped at `offset` (x, y) and then downscaled by `factor`."""
+    translation = (np.asarray(fit.translation, dtype=np.float64) - offset + 0.5) / factor - 0.5
+    return Fit(fit.rotation, fit.scale / factor, translation, fit.shape, fit.residual, fit.landmark_ids, fit.offsets)
+
+
+def head_box(image_shape: tuple[int, ...], screen: np.ndarray, margin: int = 2) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 (exclusive) of the projected head within the image, at least 1x1."""
+    height, width = image_shape[:2]
+    x0 = int(np.clip(np.floor(screen[:, 0].min()) - margin, 0, width - 1))
+    y0 = int(np.clip(np.floor(screen[:, 1].min()) - margin, 0, height - 1))
+    x1 = int(np.clip(np.ceil(screen[:, 0].max()) + margin + 1, x0 + 1, width))
+    y1 = int(np.clip(np.ceil(screen[:, 1].max()) + margin + 1, y0 + 1, height))
+    return x0, y0, x1, y1
+
+
+def sampling_view(image: np.ndarray, template: Template, fit: Fit, max_side: int
+                  ) -> tuple[np.ndarray, Fit, tuple[int, int, int, int], float]:
+    """(crop of the photo around the projected head, at most max_side on a side; the fit in its pixels;
+    the crop's box in the photo; photo pixels per crop pixel). The z-buffer then costs the head's size,
+    not the photo's."""
+    screen = project(fit.vertices(template), fit.rotation, fit.scale, fit.translation)
+    box = head_box(image.shape, screen)
+    crop, factor = downscaled(image[box[1]:box[3], box[0]:box[2]], max_side)
+    return crop, scaled_fit(fit, np.array(box[:2], dtype=np.float64), factor), box, factor
+
+
+def photo_partial_texture(image: np.ndarray, template: Template, fit: Fit, max_view_angle_degrees: float,
+                          depth_tolerance_mm: float, max_side: int
+                          ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int], float]:
+    """partial_texture of a photograph of any size, sampled from its head crop (`sampling_view`): (paf, visible,
+    the crop's box in the photo, photo pixels per crop pixel). One path for reconstruct, its benchmark and
+    evaluate's real photographs."""
+    crop, crop_fit, box, factor = sampling_view(image, template, fit, max_side)
+    paf, visible, _ = partial_texture(crop, template, crop_fit, max_view_angle_degrees, depth_tolerance_mm)
+    return paf, visible, box, factor

@@ -13,7 +13,7 @@ import torch
 
 from headtex.assets import find_model, find_params, find_template
 from headtex.detection import detect_faces, landmarks_in_box
-from headtex.fitting import FitParams, JawRegion, fit_landmarks, fitted_landmarks, jaw_region, partial_texture
+from headtex.fitting import FitParams, JawRegion, fit_landmarks, fitted_landmarks, jaw_region, photo_partial_texture
 from headtex.geometry.template import Template, load_template, write_obj
 from headtex.inpaint import Generator
 from headtex.inpaint.complete import complete_texture
@@ -21,11 +21,11 @@ from headtex.inpaint.model import load_inpainter
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.masking import is_visible
 from headtex.params import load_params, section
-from headtex.photos import PhotosParams, read_photo
+from headtex.photos import PhotosParams, downscaled, read_photo
 from headtex.progress import progress, report
 from headtex.reconstruct.core import (
-    Face, Reconstruction, ReconstructParams, detection_attempts, downscaled, face_problem, find_faces, overlay,
-    preview, reconstruct_face, sampling_view, torch_threads,
+    Face, Reconstruction, ReconstructParams, detection_attempts, face_problem, find_faces, overlay, preview,
+    reconstruct_face, torch_threads,
 )
 
 # Photos that ship with an installed package, so a fresh machine has a real photograph without a download.
@@ -401,9 +401,8 @@ def bench(params_path: Path | None, model_path: Path | None, template_dir: Path 
                                 pafs.correction_radius_mm)
             seconds["fit"], cpu_seconds["fit"] = time.perf_counter() - tick, time.process_time() - cpu_tick
             tick, cpu_tick = time.perf_counter(), time.process_time()
-            crop, crop_fit, _, _ = sampling_view(image, assets.template, fit, config.sample_max_side)
-            paf, visible, _ = partial_texture(crop, assets.template, crop_fit, pafs.max_view_angle_degrees,
-                                              pafs.depth_tolerance_mm)
+            paf, visible, _, _ = photo_partial_texture(image, assets.template, fit, pafs.max_view_angle_degrees,
+                                                       pafs.depth_tolerance_mm, config.sample_max_side)
             seconds["sample"], cpu_seconds["sample"] = time.perf_counter() - tick, time.process_time() - cpu_tick
             tick, cpu_tick = time.perf_counter(), time.process_time()
             complete_texture(assets.generator, paf, visible, assets.template.texel_valid, assets.model["ship_output"])

@@ -24,13 +24,16 @@ from headtex.detection import (
     SAME_FACE_IOU, Detection, box_side, faces_found, find_oriented_face, iou, landmark_problem, landmarks_in_box,
     merge_faces, turned,
 )
-from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, fitted_landmarks, partial_texture
+from headtex.fitting import (
+    Fit, FitParams, JawRegion, fit_landmarks, fitted_landmarks, photo_partial_texture, scaled_fit,
+)
 from headtex.geometry import project, render_textured
 from headtex.geometry.template import Template, render_view
 from headtex.inpaint import Generator
 from headtex.inpaint.complete import complete_texture
 from headtex.metrics import region_psnr
 from headtex.params import param
+from headtex.photos import downscaled
 
 PREVIEW_SIDE_YAWS = (-50.0, 50.0)  # the preview also renders the head from both sides (the inpainted parts)
 PREVIEW_BACKGROUND = (200, 200, 200)
@@ -102,25 +105,9 @@ class Reconstruction:
     fidelity: dict[str, float] = field(default_factory=dict)  # render_fidelity: truth-free checks
 
 
-def downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """An area-averaged copy whose longer side is at most max_side, and the factor (original px per copy px)."""
-    side = max(image.shape[:2])
-    if side <= max_side:
-        return image, 1.0
-    factor = side / max_side
-    size = (max(1, round(image.shape[1] / factor)), max(1, round(image.shape[0] / factor)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
-
-
 def to_original(points: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
     """Pixel coordinates in an area-downscaled copy -> the original's (pixel centres at integers)."""
     return (np.asarray(points, dtype=np.float64) + 0.5) * factor - 0.5
-
-
-def scaled_fit(fit: Fit, offset: np.ndarray, factor: float) -> Fit:
-    """The same camera for the image cropped at `offset` (x, y) and then downscaled by `factor`."""
-    translation = (np.asarray(fit.translation, dtype=np.float64) - offset + 0.5) / factor - 0.5
-    return Fit(fit.rotation, fit.scale / factor, translation, fit.shape, fit.residual, fit.landmark_ids, fit.offsets)
 
 
 def detection_attempts(config: ReconstructParams, fitting: FitParams) -> list[tuple[str, int]]:
@@ -261,27 +248,6 @@ def face_problem(face: Face, image_shape: tuple[int, ...], config: ReconstructPa
 EDGE_TOLERANCE_PX = 1.0  # landmarks further than this outside the photo: the face is cut off
 
 
-def head_box(image_shape: tuple[int, ...], screen: np.ndarray, margin: int = 2) -> tuple[int, int, int, int]:
-    """x0, y0, x1, y1 (exclusive) of the projected head within the image, at least 1x1."""
-    height, width = image_shape[:2]
-    x0 = int(np.clip(np.floor(screen[:, 0].min()) - margin, 0, width - 1))
-    y0 = int(np.clip(np.floor(screen[:, 1].min()) - margin, 0, height - 1))
-    x1 = int(np.clip(np.ceil(screen[:, 0].max()) + margin + 1, x0 + 1, width))
-    y1 = int(np.clip(np.ceil(screen[:, 1].max()) + margin + 1, y0 + 1, height))
-    return x0, y0, x1, y1
-
-
-def sampling_view(image: np.ndarray, template: Template, fit: Fit, max_side: int
-                  ) -> tuple[np.ndarray, Fit, tuple[int, int, int, int], float]:
-    """(crop of the photo around the projected head, at most max_side on a side; the fit in its pixels;
-    the crop's box in the photo; photo pixels per crop pixel). The z-buffer then costs the head's size,
-    not the photo's."""
-    screen = project(fit.vertices(template), fit.rotation, fit.scale, fit.translation)
-    box = head_box(image.shape, screen)
-    crop, factor = downscaled(image[box[1]:box[3], box[0]:box[2]], max_side)
-    return crop, scaled_fit(fit, np.array(box[:2], dtype=np.float64), factor), box, factor
-
-
 @contextlib.contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run the block with `count` torch CPU threads (0 = leave as is), then restore the previous count.
@@ -324,8 +290,8 @@ def reconstruct_face(image: np.ndarray, face: Face, template: Template, jaw: Jaw
                         pafs.correction, config.correction_threshold, pafs.correction_radius_mm)
     timings["fit"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    crop, crop_fit, box, factor = sampling_view(image, template, fit, config.sample_max_side)
-    paf, visible, _ = partial_texture(crop, template, crop_fit, pafs.max_view_angle_degrees, pafs.depth_tolerance_mm)
+    paf, visible, box, factor = photo_partial_texture(image, template, fit, pafs.max_view_angle_degrees,
+                                                      pafs.depth_tolerance_mm, config.sample_max_side)
     timings["sampling"] = time.perf_counter() - tick
     tick = time.perf_counter()
     texture = complete_texture(generator, paf, visible, template.texel_valid, ship_output)
