@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from headtex.faces.cli import _assets, run, tune_worker_process
-from headtex.faces.core import FacesParams, render_identity, sample_identity
+from headtex.faces.core import FacesParams, identity_vertices, render_identity, sample_identity
 from headtex.geometry import project, render_textured, rotation_matrix
 from headtex.geometry.template import default_camera
 from conftest import params_for
@@ -26,7 +26,7 @@ def test_render_view_256(benchmark, assets):
     template = assets[0]
     identity = sample_identity(params_for(FacesParams, "faces"), 0, template.basis_names)
     scale, translation = default_camera(256)
-    screen = project(template.shaped(identity.shape), rotation_matrix(20.0), scale, translation)
+    screen = project(identity_vertices(template, identity), rotation_matrix(20.0), scale, translation)
     image, _ = benchmark(render_textured, screen, template.faces, template.vertex_uv, template.albedo_render, 256,
                          identity.background, 2, True)
     assert image.shape == (256, 256, 3)

@@ -5,6 +5,7 @@ from headtex.geometry import (
     Light, depth_map, euler_degrees, interpolate, lambert_shading, project, project_pinhole, rasterize,
     render_textured, rotation_matrix, sample_texture, vertex_normals, view_direction, visible_points,
 )
+from headtex.geometry.rbf import wendland, wendland_field
 
 
 def square(size: float, depth: float = 0.0):
@@ -128,3 +129,15 @@ def test_visibility_hides_points_behind_an_occluder_that_face_the_camera():
     behind = np.zeros((16, 16), bool)
     behind[4:11, 4:11] = True
     np.testing.assert_array_equal(visible, ~behind)
+
+
+def test_wendland_field_passes_through_its_values_and_is_zero_beyond_its_radius():
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(-20, 20, (12, 3))
+    values = rng.normal(0, 3, (12, 3))
+    np.testing.assert_allclose(wendland_field(centres, centres, values, 15.0), values, atol=1e-6)
+    points = rng.uniform(-60, 60, (400, 3))
+    field = wendland_field(points, centres, values, 15.0)
+    far = np.min(np.linalg.norm(points[:, None] - centres[None], axis=2), axis=1) >= 15.0
+    assert far.sum() > 50 and np.all(field[far] == 0) and np.any(field[~far] != 0)
+    assert wendland(np.array([0.0, 0.5, 1.0, 2.0])).tolist() == [1.0, 0.1875, 0.0, 0.0]

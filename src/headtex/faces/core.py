@@ -16,11 +16,12 @@ import cv2
 import numpy as np
 
 from headtex.geometry import Light, project, render_textured, rotation_matrix
+from headtex.geometry.rbf import wendland_field
 from headtex.geometry.template import Template, default_camera, lit_texture
 from headtex.params import param
 
 # Purposes of the per-identity random streams: np.random.default_rng([seed, identity, purpose]).
-SHAPE, LOOK, LIGHT, BACKGROUND, POSE = range(5)
+SHAPE, LOOK, LIGHT, BACKGROUND, POSE, LOCAL = range(6)
 
 # Blackbody colours in sRGB (D65 white), from published blackbody colour tables; interpolated for the light's tint.
 KELVIN = np.array([3000, 3500, 4000, 4500, 5000, 5500, 6000, 6500, 7000, 7500, 8000, 9000, 10000], dtype=np.float64)
@@ -62,6 +63,12 @@ class FacesParams:
     shape_std: float = param("std of each shape coefficient (1 = one typical adult standard deviation)", ge=0)
     shape_std_scale: dict[str, float] = param("... times this per mode", ge=0)
     shape_clip: float = param("coefficients clipped at +-shape_clip stds", gt=0)
+    local_offsets_mm: list[float] = param("local shape detail: std (mm) of the random offsets of each landmark group, "
+                                          "of each landmark within its group, and of the cheekbones", ge=0)
+    local_asymmetry: float = param("local shape detail: std of the asymmetric part, times the symmetric one", ge=0)
+    local_depth_scale: float = param("local shape detail: depth (z) offsets' std, times the in-plane one", ge=0)
+    local_radius_mm: float = param("local shape detail: support radius of the Wendland RBFs that spread the "
+                                   "landmark offsets over the head, mm", gt=0)
     hog_resample_attempts: int = param("synthetic: an identity with a view at |yaw| <= 45 that dlib's HOG misses gets "
                                        "its shape and light redrawn up to this many times (0 = never)", ge=0)
     skin_lightness: list[float] = param("skin tone: target median CIELAB L* range")
@@ -125,6 +132,8 @@ class FacesParams:
         unknown = sorted(set(self.background_kinds) - set(BACKGROUND_KINDS))
         if not self.background_kinds or unknown:
             problems.append(f"background_kinds must be some of {', '.join(BACKGROUND_KINDS)} (unknown: {unknown})")
+        if len(self.local_offsets_mm) != 3:
+            problems.append(f"local_offsets_mm must be [group, landmark, cheekbone] stds, not {self.local_offsets_mm}")
         if len(self.alpha_background) != 3:
             problems.append(f"photos.alpha_background must be [R, G, B], not {self.alpha_background}")
         if problems:
@@ -281,6 +290,8 @@ class Identity:
 
     identity: int
     shape: np.ndarray  # K float32 shape coefficients
+    local_offsets: np.ndarray  # C,3 float32 mm: the local shape detail's offsets at local_centres (see local_field)
+    local_radius_mm: float
     look: Look
     light: Light
     background: np.ndarray  # S,S,3 uint8
@@ -297,6 +308,64 @@ def sample_shape(config: FacesParams, rng: np.random.Generator, basis_names: lis
     std = config.shape_std * np.array([config.shape_std_scale.get(name, 1.0) for name in basis_names])
     coefficients = np.clip(rng.standard_normal(len(basis_names)), -config.shape_clip, config.shape_clip) * std
     return coefficients.astype(np.float32)
+
+
+# Local shape detail: landmark groups (ibug 68, 0-based; inner lip 60-67 excluded: it nearly coincides with the
+# closed outer lip) whose members share one random offset, plus a small one of their own; the mirror map pairs
+# each landmark with its counterpart across the face, so the symmetric part of the offsets is a mirror image.
+LOCAL_GROUPS = (
+    (0, 1, 2, 14, 15, 16), (3, 4, 12, 13), (5, 6, 10, 11), (7, 8, 9),  # jaw high, mid, low; chin
+    (17, 18, 25, 26), (19, 20, 21, 22, 23, 24),  # brows: outer, inner
+    (27, 28), (29, 30), (31, 35), (32, 34), (33,),  # nose: bridge, tip, alae, nostrils, columella
+    (36, 45), (39, 42), (37, 38, 43, 44), (40, 41, 46, 47),  # eyes: outer, inner corners, upper, lower lids
+    (48, 54), (49, 50, 51, 52, 53), (55, 56, 57, 58, 59),  # lips: corners, upper, lower outline
+)
+LOCAL_MIRROR = np.array([16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 26, 25, 24, 23, 22, 21, 20, 19, 18,
+                         17, 27, 28, 29, 30, 35, 34, 33, 32, 31, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, 54, 53,
+                         52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 61, 60])  # 60, 61: the two cheekbones
+LOCAL_LANDMARKS = 60  # centres 0-59 are those landmarks; 60, 61 the cheekbones
+
+
+def local_centres(template: Template) -> np.ndarray:
+    """The vertex ids (62) the local shape detail is anchored on: landmarks 0-59, then the two cheekbones (the
+    vertices nearest midway between the jaw outline's landmark 1 / 15 and the outer eye corner 36 / 45)."""
+    points = template.vertices[template.landmark_ids]
+    cheekbones = [np.argmin(np.linalg.norm(template.vertices - (points[a] + points[b]) / 2, axis=1))
+                  for a, b in ((1, 36), (15, 45))]
+    return np.concatenate([template.landmark_ids[:LOCAL_LANDMARKS], cheekbones]).astype(np.int64)
+
+
+def sample_local_offsets(config: FacesParams, rng: np.random.Generator) -> np.ndarray:
+    """Random 3D offsets (62,3 mm) of the local centres: per group + per landmark + cheekbones, made
+    mirror-symmetric, plus local_asymmetry times an independent draw of the same kind."""
+    group_mm, point_mm, cheek_mm = config.local_offsets_mm
+    axes = np.array([1.0, 1.0, config.local_depth_scale])
+
+    def draw() -> np.ndarray:
+        offsets = np.zeros((LOCAL_LANDMARKS + 2, 3))
+        for members in LOCAL_GROUPS:
+            offsets[list(members)] += rng.standard_normal(3) * axes * group_mm
+        offsets[:LOCAL_LANDMARKS] += rng.standard_normal((LOCAL_LANDMARKS, 3)) * axes * point_mm
+        offsets[LOCAL_LANDMARKS:] += rng.standard_normal(3) * axes * cheek_mm
+        return offsets
+
+    offsets = draw()
+    mirrored = offsets[LOCAL_MIRROR] * np.array([-1.0, 1.0, 1.0])
+    return ((offsets + mirrored) / 2 + config.local_asymmetry * draw()).astype(np.float32)
+
+
+def local_field(template: Template, offsets: np.ndarray, radius_mm: float) -> np.ndarray:
+    """The local shape detail as a displacement of every vertex (V,3 float32 mm): the offsets at the local
+    centres, spread over the head by Wendland RBFs of radius radius_mm (nothing further from every centre moves)."""
+    if not np.any(offsets):
+        return np.zeros_like(template.vertices)
+    centres = template.vertices[local_centres(template)]
+    return wendland_field(template.vertices, centres, offsets, radius_mm).astype(np.float32)
+
+
+def identity_vertices(template: Template, identity: Identity) -> np.ndarray:
+    """The identity's head (V,3 mm): the template shaped by its mode coefficients plus its local shape detail."""
+    return template.shaped(identity.shape) + local_field(template, identity.local_offsets, identity.local_radius_mm)
 
 
 def sample_look(config: FacesParams, rng: np.random.Generator) -> Look:
@@ -394,7 +463,8 @@ def sample_background(config: FacesParams, rng: np.random.Generator) -> np.ndarr
 
 def sample_identity(config: FacesParams, identity: int, basis_names: list[str], attempt: int = 0) -> Identity:
     """All random choices of one identity, each from its own stream [seed, identity, purpose]; attempt > 0 redraws
-    the shape and the light, from [seed, identity, purpose, attempt] (attempt 0 is the first draw)."""
+    the shape (modes and local detail) and the light, from [seed, identity, purpose, attempt] (attempt 0 is the
+    first draw)."""
     def rng(purpose: int) -> np.random.Generator:
         return np.random.default_rng([config.seed, identity, purpose])
 
@@ -406,6 +476,7 @@ def sample_identity(config: FacesParams, identity: int, basis_names: list[str], 
     return Identity(
         identity=identity,
         shape=sample_shape(config, redrawn(SHAPE), basis_names),
+        local_offsets=sample_local_offsets(config, redrawn(LOCAL)), local_radius_mm=config.local_radius_mm,
         look=sample_look(config, rng(LOOK)),
         light=sample_light(config, redrawn(LIGHT)),
         background=sample_background(config, rng(BACKGROUND)),
@@ -612,7 +683,7 @@ class RenderedIdentity:
 def identity_textures(template: Template, render_regions: Regions, uv_regions: Regions,
                       identity: Identity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(shaped vertices, lit texture at the render resolution, lit texture at uv.size = the ground truth)."""
-    vertices = template.shaped(identity.shape)
+    vertices = identity_vertices(template, identity)
     textures = []
     for albedo, regions, triangle, barycentrics in (
         (template.albedo_render, render_regions, template.render_texel_triangle, template.render_texel_barycentrics),

@@ -17,6 +17,7 @@ import numpy as np
 
 from headtex.detection import DETECTORS
 from headtex.geometry import euler_degrees, project, vertex_normals
+from headtex.geometry.rbf import wendland_field
 from headtex.geometry.template import Template
 from headtex.params import param
 
@@ -299,19 +300,8 @@ def landmark_correction(template: Template, fit: Fit, points: np.ndarray, residu
     vertices = template.shaped(fit.shape).astype(np.float64)
     if not np.any(excess):
         return np.zeros_like(vertices, dtype=np.float32)
-    gram = wendland(np.linalg.norm(points[:, None] - points[None], axis=2) / radius_mm)
-    coefficients = np.linalg.solve(gram + CORRECTION_RIDGE * np.eye(len(points)), excess)  # 68,2 px
-    near = np.flatnonzero(np.min(np.sum((vertices[:, None] - points[None]) ** 2, axis=2), axis=1) < radius_mm ** 2)
-    field = np.zeros((len(vertices), 2))
-    field[near] = wendland(np.linalg.norm(vertices[near, None] - points[None], axis=2) / radius_mm) @ coefficients
+    field = wendland_field(vertices, points, excess, radius_mm, CORRECTION_RIDGE)  # V,2 px
     return (field / fit.scale @ fit.rotation[:2]).astype(np.float32)  # image plane (y up), px -> mm, head frame
-
-
-def wendland(r: np.ndarray) -> np.ndarray:
-    """Wendland's C2 function (1 - r)^4 (4 r + 1) for r < 1, else 0: a smooth bump with compact support,
-    positive definite in 3D, so the interpolation is well posed and nothing beyond its radius moves."""
-    r = np.clip(r, 0.0, 1.0)
-    return (1.0 - r) ** 4 * (4.0 * r + 1.0)
 
 
 def fitted_landmarks(template: Template, fit: Fit, matched: bool = False) -> np.ndarray:
