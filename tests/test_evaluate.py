@@ -249,6 +249,17 @@ def test_stage_reports_each_kind_and_bucket_with_an_interval_over_textures(stage
     overall = metrics["by_bucket"]["overall"]
     assert gain["low"] <= gain["mean"] <= gain["high"]
     assert gain["mean"] == pytest.approx(overall["coarse"]["psnr"] - overall["mirror"]["psnr"], abs=2e-4)
+    # Paired against every classical fill, PSNR and SSIM: the verdict is "every paired interval above 0".
+    paired = metrics["model_minus_baselines"]
+    assert set(paired) == {"telea", "navier_stokes", "mirror", "mirror_poisson"}
+    assert paired["mirror"]["overall"]["psnr"] == gain
+    for baseline, by_group in paired.items():
+        for metric in ("psnr", "ssim"):
+            entry = by_group["overall"][metric]
+            assert entry["low"] <= entry["mean"] <= entry["high"]
+            assert entry["mean"] == pytest.approx(overall["coarse"][metric] - overall[baseline][metric], abs=2e-4)
+    assert metrics["model_beats_classical_fills_not_noise"] == all(
+        paired[b][g][m]["low"] > 0 for b in ("telea", "navier_stokes", "mirror") for g in paired[b] for m in ("psnr", "ssim"))
     rows = json.loads((stage["root"] / "coarse" / "eval_psnr.json").read_text())["psnr_by_bucket"]
     assert all(row["low"] <= row["psnr"] <= row["high"] for row in rows)
 
