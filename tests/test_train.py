@@ -20,7 +20,7 @@ from headtex.masking import hole_from_visible
 from headtex.train.core import (
     TextureDataset, Trainer, TrainParams, learning_rate_factor, sample_grid, training_example,
 )
-from headtex.inpaint.model import load_inpainter
+from headtex.inpaint.model import ModelParams, load_inpainter
 from headtex.train.files import CHECKPOINT_NAME
 from conftest import REPO, params_for
 
@@ -240,7 +240,8 @@ def test_train_stage_writes_model_checkpoint_and_dvclive_logs(data, tmp_path):
     result = run_train(data, write_params(tmp_path / "params.yaml"), "run")
     assert result["steps"] == 6 and result["vgg"] == "random (seed 0)" and not result["vgg_pretrained"]
     generator, info = load_inpainter(data["root"] / "run" / "inpainter.pt")
-    assert info == {"arch": "symres", "latent": 4, "ship_output": "coarse", "uv_size": SIZE}  # params.yaml's arch
+    arch = params_for(ModelParams, "model").arch
+    assert info == {"arch": arch, "latent": 4, "ship_output": "coarse", "uv_size": SIZE}  # params.yaml's arch
     torch.load(data["root"] / "run" / "inpainter.pt", weights_only=True)
     assert (data["root"] / "run" / "checkpoints" / CHECKPOINT_NAME).is_file()
     live = Path(result["live_dir"])
@@ -431,7 +432,8 @@ def test_init_from_mismatch_is_one_line_naming_what_differs(data, tmp_path, monk
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "train.init_from was trained with other settings: model.arch deepfillv2 (params.yaml: symres), " \
+    arch = params_for(ModelParams, "model").arch
+    assert f"train.init_from was trained with other settings: model.arch deepfillv2 (params.yaml: {arch}), " \
            f"model.latent 8 (params.yaml: 4), uv.size 64 (params.yaml: {SIZE})" in err
     params = write_params(tmp_path / "params.yaml", init_from=str(tmp_path / "absent.pt"))
     with pytest.raises(SystemExit):
