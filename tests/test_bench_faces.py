@@ -49,7 +49,7 @@ def test_render_identity_11_views(benchmark, assets):
 
 
 def test_faces_stage_default_2_workers(benchmark, template_dir, tmp_path):
-    """The whole stage at the embedded default (64 identities x 11 views) on 2 workers, without the dlib check.
+    """The whole stage at the embedded default on 2 workers, without the detection metric (the HOG redraws run).
 
     Untimed (`make test`): 4 identities, enough for the asserts.
     """
@@ -62,6 +62,7 @@ def test_faces_stage_default_2_workers(benchmark, template_dir, tmp_path):
     metrics = benchmark.pedantic(run, args=(path, template_dir, tmp_path / "faces", tmp_path / "faces.json", 2),
                                  rounds=1, iterations=1)
     benchmark.extra_info["images"] = metrics["images"]
-    benchmark.extra_info["images_per_second"] = metrics["images_per_second"]
+    benchmark.extra_info["images_per_second"] = metrics["images_per_second"]  # rendering + the HOG redraw check
+    benchmark.extra_info["render_images_per_second"] = metrics["render_images_per_second"]
     assert metrics["images"] == params["faces"]["identities"] * len(params_for(FacesParams, "faces").yaw_degrees)
     assert np.isfinite(metrics["images_per_second"])

@@ -262,6 +262,32 @@ def test_same_shards_with_one_or_two_workers(template_dir, template, tmp_path):
     assert not {"seconds", "images_per_second", "workers"} & set(saved)  # run facts: metrics/timing/faces.json
 
 
+def test_the_workers_checks_are_dlibs_verdicts_on_the_written_views(template_dir, tmp_path):
+    """The synthetic workers detect and describe their own views once (for the HOG redraws and the metrics): the
+    figures must be what dlib says about the images in the shards."""
+    from headtex.detection import detect_faces
+    from headtex.faces.cli import identity_check
+
+    params = write_params(tmp_path, identities=3, image_size=160, supersample=1, hog_resample_attempts=1,
+                          detection_check_identities=2, identity_check_identities=None)
+    metrics = run(params, template_dir, tmp_path / "faces", tmp_path / "faces.json", 1)
+    data = shards_of(tmp_path / "faces")
+    checked = (data["identity"] < 2) & (np.abs(data["yaw"]) <= 45)
+    found = [len(detect_faces(image, "hog", 1)) > 0 for image in data["images"][checked]]
+    assert metrics["hog_checked_views"] == len(found) == 18 and metrics["hog_detection_rate_abs_yaw_le_45"] == round(np.mean(found), 4)
+    missed = [f"identity {i} view {v} (yaw {y:g}): no face found"
+              for i, v, y, f in zip(data["identity"][checked], data["view"][checked], data["yaw"][checked], found) if not f]
+    assert metrics["hog_missed_views"] == missed
+    frontal = (data["identity"] < 2) & (data["yaw"] == 0)
+    errors = [np.linalg.norm(find_face(image, [("hog", 1)]).landmarks[17:] - truth[17:], axis=1).mean()
+              for image, truth in zip(data["images"][frontal], data["landmarks"][frontal])
+              if find_face(image, [("hog", 1)]) is not None]
+    assert metrics["dlib_vs_true_inner_landmarks_px_yaw0"]["views"] == len(errors) > 0
+    assert metrics["dlib_vs_true_inner_landmarks_px_yaw0"]["mean"] == round(float(np.mean(errors)), 2)
+    from_shards = identity_check(tmp_path / "faces", read_index(tmp_path / "faces", FACES)["shards"], 3, None, 1)
+    assert metrics["identity_check"] == from_shards and from_shards["identities"] == 3
+
+
 def write_image(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if image.ndim == 3:

@@ -270,7 +270,7 @@ def faces_stage_view(template_dir, identity: int, view: int) -> tuple[np.ndarray
     from headtex.faces.cli import _synthetic_identity
     from headtex.faces.core import FacesParams
 
-    rendered, _, _ = _synthetic_identity((str(template_dir), params_for(FacesParams, "faces"), identity))
+    rendered = _synthetic_identity((str(template_dir), params_for(FacesParams, "faces"), identity)).rendered
     return rendered.images[view], rendered.landmarks[view], float(rendered.yaw[view])
 
 

@@ -50,8 +50,10 @@ def faces(
     for line in result["log_lines"]:
         typer.echo(line, err=True)
     rate = result.get("hog_detection_rate_abs_yaw_le_45", result.get("hog_detection_rate_all_views"))
+    rendering = (f"; rendering alone {result['render_images_per_second']}, dlib's checks in the workers"
+                 if "render_images_per_second" in result else "")
     typer.echo(f"faces ({result['source']}): {result['identities']} identities, {result['images']} images "
-               f"({result['images_per_second']} images/s on {result['workers']} workers), "
+               f"({result['images_per_second']} images/s on {result['workers']} workers{rendering}), "
                f"{result['bad_inputs']} bad inputs, {result['converted']} converted, dlib HOG found "
                f"{'n/a' if rate is None else f'{rate:.1%}'} of {result['hog_checked_views']} checked views -> {out}")
 

@@ -40,22 +40,71 @@ def _assets(template_dir: str) -> tuple[Template, Regions, Regions]:
     return template, regions, regions.resized(template.albedo.shape[0])
 
 
-def _synthetic_identity(task: tuple[str, FacesParams, int]) -> tuple[RenderedIdentity, int, bool]:
-    """(the rendered identity, how many times its shape and light were redrawn, whether HOG finds every view at
-    |yaw| <= DETECTION_MAX_ABS_YAW)."""
+@dataclass
+class SyntheticIdentity:
+    """One rendered identity and dlib's verdict on its views, computed once in the worker: for the HOG redraws and
+    for the stage's detection and identity checks (which would otherwise run the same detector on the same views)."""
+
+    rendered: RenderedIdentity
+    redraws: int  # times its shape and light were redrawn
+    resolved: bool  # HOG found every checked view of the kept draw (True when no check ran)
+    found: dict[int, bool]  # view -> dlib HOG (upsample 1) found a face, for the views checked (|yaw| <= 45)
+    landmarks: dict[int, np.ndarray]  # view -> dlib's 68 points of the chosen face, where the checks need them
+    descriptors: np.ndarray | None  # (1 + len(IDENTITY_SIDE_YAWS), 128): yaw-0 view, then the sides; NaN: no face
+    render_seconds: float = 0.0
+    check_seconds: float = 0.0
+
+
+def _nearest_view(yaw_degrees: list[float], target: float) -> int:
+    return int(np.argmin(np.abs(np.asarray(yaw_degrees) - target)))
+
+
+def _synthetic_identity(task: tuple[str, FacesParams, int]) -> SyntheticIdentity:
+    """Render one identity, redrawing its shape and light (up to hog_resample_attempts) while HOG misses a view at
+    |yaw| <= DETECTION_MAX_ABS_YAW, and run the stage's dlib checks on the kept draw's views."""
     template_dir, config, identity = task
     template, render_regions, uv_regions = _assets(template_dir)
-    checked = [view for view, yaw in enumerate(config.yaw_degrees) if abs(yaw) <= DETECTION_MAX_ABS_YAW]
-    checked.sort(key=lambda view: -abs(config.yaw_degrees[view]))  # the likeliest miss (largest |yaw|) first: stop at it
+    yaws = config.yaw_degrees
+    checked = [view for view, yaw in enumerate(yaws) if abs(yaw) <= DETECTION_MAX_ABS_YAW]
+    checked.sort(key=lambda view: -abs(yaws[view]))  # the likeliest miss (largest |yaw|) first: stop at it
+    measured = config.detection_check_identities is None or identity < config.detection_check_identities
+    described = config.identity_check_identities is None or identity < config.identity_check_identities
+    described_views = [_nearest_view(yaws, 0.0)] + [_nearest_view(yaws, side) for side in IDENTITY_SIDE_YAWS]
+    # Views whose landmarks a check needs: find_face there (the same HOG run, plus the landmark predictor).
+    landmark_views = {view for view in checked if measured and yaws[view] == 0.0} | (set(described_views) if described else set())
+    render_seconds = check_seconds = 0.0
     for attempt in range(config.hog_resample_attempts + 1):
+        tick = time.perf_counter()
         sample = sample_identity(config, identity, template.basis_names, attempt)
         rendered = render_identity(template, render_regions, uv_regions, sample, config.image_size, config.supersample)
-        if config.hog_resample_attempts == 0:
-            return rendered, 0, True
-        found = all(len(detect_faces(rendered.images[view], "hog", 1)) > 0 for view in checked)
-        if found:
+        render_seconds += time.perf_counter() - tick
+        tick = time.perf_counter()
+        found, landmarks = {}, {}
+        last = attempt == config.hog_resample_attempts
+        if config.hog_resample_attempts or measured:
+            for view in checked:
+                if view in landmark_views:
+                    detection = find_face(rendered.images[view], [("hog", 1)])
+                    found[view] = detection is not None
+                    if detection is not None:
+                        landmarks[view] = detection.landmarks.astype(np.float32)
+                else:
+                    found[view] = len(detect_faces(rendered.images[view], "hog", 1)) > 0
+                if not found[view] and not last:
+                    break  # redrawn anyway: the other views' verdicts would be thrown away
+        check_seconds += time.perf_counter() - tick
+        if all(found.values()):
             break
-    return rendered, attempt, found
+    tick = time.perf_counter()
+    descriptors = None
+    if described:
+        # face_descriptor detects (HOG, then the CNN) where HOG's landmarks are not at hand, as the directory path does.
+        descriptors = np.stack([
+            np.full(DESCRIPTOR_SIZE, np.nan, np.float32) if d is None else d
+            for d in (face_descriptor(rendered.images[view], landmarks.get(view)) for view in described_views)])
+    check_seconds += time.perf_counter() - tick
+    return SyntheticIdentity(rendered, attempt, all(found.values()), found if measured else {}, landmarks,
+                             descriptors, render_seconds, check_seconds)
 
 
 @dataclass
@@ -92,18 +141,9 @@ def _ingest_identity(task: tuple[str, list[str], FacesParams]) -> IngestedIdenti
     return result
 
 
-def _detect_chunk(task: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray | bool]:
-    """dlib HOG (upsample 1) on each image: whether a face is found, or the largest face's 68 landmarks
-    where `want_landmarks` asks for them (the landmark predictor costs extra)."""
-    images, want_landmarks = task
-    found = []
-    for image, landmarks in zip(images, want_landmarks):
-        if landmarks:
-            detection = find_face(image, [("hog", 1)])
-            found.append(False if detection is None else detection.landmarks.astype(np.float32))
-        else:
-            found.append(len(detect_faces(image, "hog", 1)) > 0)
-    return found
+def _detect_chunk(images: np.ndarray) -> list[bool]:
+    """Whether dlib HOG (upsample 1) finds a face in each image."""
+    return [len(detect_faces(image, "hog", 1)) > 0 for image in images]
 
 
 def _record(identity: int, images: np.ndarray, yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray,
@@ -115,24 +155,36 @@ def _record(identity: int, images: np.ndarray, yaw: np.ndarray, pitch: np.ndarra
 
 
 def _generate_synthetic(config: FacesParams, template_dir: Path, writer: ShardWriter,
-                        workers: int) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
-    """Render every identity into shards; returns the preview identities' views and lit textures, and the
-    counts of hog_resample_attempts."""
+                        workers: int) -> tuple[list[np.ndarray], list[np.ndarray], dict, dict]:
+    """Render every identity into shards; returns the preview identities' views and lit textures, the counts of
+    hog_resample_attempts, and the workers' dlib checks (`verdicts` for detection_report, `frontal` / `sides`
+    descriptors for the identity check, summed worker seconds)."""
     tasks = [(str(template_dir), config, identity) for identity in range(config.identities)]
     preview_views, preview_textures = [], []
     resample = dict(attempts=config.hog_resample_attempts, resampled_identities=0, redraws=0, unresolved_identities=[])
-    for identity, (rendered, redraws, found) in enumerate(parallel_map(_synthetic_identity, tasks, workers, "faces")):
-        resample["resampled_identities"] += redraws > 0
-        resample["redraws"] += redraws
-        if not found:
+    checks = dict(verdicts=[], frontal=[], sides=[], render_seconds=0.0, check_seconds=0.0)
+    for identity, result in enumerate(parallel_map(_synthetic_identity, tasks, workers, "faces")):
+        rendered = result.rendered
+        resample["resampled_identities"] += result.redraws > 0
+        resample["redraws"] += result.redraws
+        if not result.resolved:
             resample["unresolved_identities"].append(identity)
+        for view in sorted(result.found):  # view order: the metric lists misses as the shard-reading check does
+            verdict = result.landmarks.get(view, True) if result.found[view] else False
+            truth = rendered.landmarks[view] if config.yaw_degrees[view] == 0.0 else None
+            checks["verdicts"].append((identity, view, float(rendered.yaw[view]), verdict, truth))
+        if result.descriptors is not None:
+            checks["frontal"].append(result.descriptors[0])
+            checks["sides"].append(result.descriptors[1:])
+        checks["render_seconds"] += result.render_seconds
+        checks["check_seconds"] += result.check_seconds
         writer.add(_record(identity, rendered.images, rendered.yaw, rendered.pitch, rendered.roll, rendered.landmarks,
                            lit_texture=rendered.lit_texture, shape=rendered.shape))
         if identity < PREVIEW_IDENTITIES:
             preview_views.append(rendered.images)
             preview_textures.append(rendered.lit_texture)
     writer.flush()
-    return preview_views, preview_textures, resample
+    return preview_views, preview_textures, resample, checks
 
 
 def list_directory(root: Path) -> tuple[list[tuple[Path, list[str]]], list[str]]:
@@ -221,39 +273,36 @@ def eigengan_source(config: FacesParams, writer: ShardWriter, workers: int) -> d
                      f"without a face in every view, {other} turning into another person)"] + dropped)
 
 
-def detection_check(folder: Path, entries: list[dict], check_identities: int, max_abs_yaw: float | None,
-                    workers: int) -> dict:
-    """dlib HOG face-found rate over the views of the first identities (|yaw| <= max_abs_yaw where the pose is known).
-
-    Also compares dlib's landmarks with the true projected ones at yaw 0 (synthetic).
-    """
-    found = checked = 0
-    missed, errors = [], []
+def detection_check(folder: Path, entries: list[dict], check_identities: int, workers: int) -> dict:
+    """dlib HOG face-found rate over every view of the first identities, read back from the shards (photos and
+    EigenGAN's people: no pose, no truth; the synthetic source's workers check their own views instead)."""
+    verdicts = []
     for entry in entries:
         if not any(i < check_identities for i in entry["identities"]):
             continue
-        shard = read_shard(folder, entry, FACES, ("images", "identity", "view", "yaw", "landmarks"))
-        chosen = shard["identity"] < check_identities
-        if max_abs_yaw is not None:
-            chosen &= np.abs(shard["yaw"]) <= max_abs_yaw
-        rows = np.flatnonzero(chosen)
-        truth = np.isfinite(shard["landmarks"][rows]).all(axis=(1, 2)) & (shard["yaw"][rows] == 0.0)
-        if checked == 0 and len(rows):
-            find_face(shard["images"][rows[0]], [("hog", 1)])  # load dlib's models here: forked workers share them
-        chunks = [(shard["images"][rows[i:i + DETECTION_CHUNK]], truth[i:i + DETECTION_CHUNK])
-                  for i in range(0, len(rows), DETECTION_CHUNK)]
-        results = [result for chunk in parallel_map(_detect_chunk, chunks, workers, "faces: dlib check")
-                   for result in chunk]
-        for row, result in zip(rows, results):
-            checked += 1
-            identity, view, yaw = int(shard["identity"][row]), int(shard["view"][row]), float(shard["yaw"][row])
-            if result is False:
-                missed.append(f"identity {identity} view {view} (yaw {yaw:g}): no face found")
-                continue
-            found += 1
-            if result is not True:
-                # Inner landmarks (17-67): dlib's jaw points follow the silhouette, not the mesh's jaw line.
-                errors.append(np.linalg.norm(result[17:] - shard["landmarks"][row][17:], axis=1).mean())
+        shard = read_shard(folder, entry, FACES, ("images", "identity", "view", "yaw"))
+        rows = np.flatnonzero(shard["identity"] < check_identities)
+        if not verdicts and len(rows):
+            detect_faces(shard["images"][rows[0]], "hog", 1)  # load dlib's model here: forked workers share it
+        chunks = [shard["images"][rows[i:i + DETECTION_CHUNK]] for i in range(0, len(rows), DETECTION_CHUNK)]
+        results = [found for chunk in parallel_map(_detect_chunk, chunks, workers, "faces: dlib check") for found in chunk]
+        verdicts += [(int(shard["identity"][row]), int(shard["view"][row]), float(shard["yaw"][row]), found, None)
+                     for row, found in zip(rows, results)]
+    return detection_report(verdicts)
+
+
+def detection_report(verdicts: list[tuple[int, int, float, bool | np.ndarray, np.ndarray | None]]) -> dict:
+    """The detection check's figures from (identity, view, yaw, False = no face | True = found | dlib's 68 points,
+    the true 68 points or None) per checked view; dlib's inner landmarks are compared with the truth where both are."""
+    missed, errors = [], []
+    for identity, view, yaw, result, truth in verdicts:
+        if result is False:
+            missed.append(f"identity {identity} view {view} (yaw {yaw:g}): no face found")
+        elif result is not True and truth is not None:
+            # Inner landmarks (17-67): dlib's jaw points follow the silhouette, not the mesh's jaw line.
+            errors.append(np.linalg.norm(result[17:] - truth[17:], axis=1).mean())
+    checked = len(verdicts)
+    found = checked - len(missed)
     report = {"checked_views": checked, "found": found, "rate": round(found / checked, 4) if checked else None,
               "missed": missed}
     if errors:
@@ -296,9 +345,17 @@ def identity_check(folder: Path, entries: list[dict], check_identities: int, max
     descriptors = np.concatenate(list(parallel_map(_describe, chunks, workers, "faces: identity check")))
     count = len(frontal_rows)
     sides = descriptors[count:].reshape(len(side_rows), len(IDENTITY_SIDE_YAWS), DESCRIPTOR_SIZE) if side_rows else None
-    report = identity_report(descriptors[:count], sides if sides is not None else np.full((count, 0, DESCRIPTOR_SIZE), np.nan),
+    return identity_figures(descriptors[:count], sides, max_pairs)
+
+
+def identity_figures(frontal: np.ndarray, sides: np.ndarray | None, max_pairs: int | None) -> dict:
+    """The identity check's figures from descriptors (frontal N,128; sides N,S,128 or None: pairs only)."""
+    if not len(frontal):
+        return {"identities": 0}
+    count = len(frontal)
+    report = identity_report(frontal, sides if sides is not None else np.full((count, 0, DESCRIPTOR_SIZE), np.nan),
                              max_pairs)
-    if sides is None or len(side_rows) != count:
+    if sides is None or len(sides) != count:
         report = {k: v for k, v in report.items() if k not in ("median_within_distance", "share_identities_consistent")}
     else:
         report["side_yaws"] = list(IDENTITY_SIDE_YAWS)
@@ -358,7 +415,8 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
         writer = ShardWriter(staging, config.shard_size, per_identity=("lit_texture", "shape"))
         tick = time.perf_counter()
         if synthetic:
-            preview_views, preview_textures, resample = _generate_synthetic(config, template_dir, writer, workers)
+            preview_views, preview_textures, resample, worker_checks = _generate_synthetic(config, template_dir, writer,
+                                                                                            workers)
             views = len(config.yaw_degrees)
             facts = dict(source="synthetic", yaw_degrees=[float(y) for y in config.yaw_degrees], views_per_identity=views,
                          has_truth=True, shape_names=template.basis_names, identities=config.identities)
@@ -379,13 +437,22 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
         tick = time.perf_counter()
         check = config.detection_check_identities
         check = facts["identities"] if check is None else min(check, facts["identities"])
-        detection = detection_check(staging, writer.entries, check, DETECTION_MAX_ABS_YAW if synthetic else None, workers)
+        if synthetic:
+            detection = detection_report(worker_checks["verdicts"])
+        else:
+            detection = detection_check(staging, writer.entries, check, workers)
         detection_seconds = time.perf_counter() - tick
 
         tick = time.perf_counter()
         cap = config.identity_check_identities
         cap = facts["identities"] if cap is None else min(cap, facts["identities"])
-        identity = identity_check(staging, writer.entries, cap, config.identity_max_pairs, workers)
+        if synthetic:
+            sides = np.array(worker_checks["sides"]).reshape(len(worker_checks["sides"]), len(IDENTITY_SIDE_YAWS),
+                                                             DESCRIPTOR_SIZE)
+            identity = identity_figures(np.array(worker_checks["frontal"]).reshape(-1, DESCRIPTOR_SIZE), sides,
+                                        config.identity_max_pairs)
+        else:
+            identity = identity_check(staging, writer.entries, cap, config.identity_max_pairs, workers)
         identity_seconds = time.perf_counter() - tick
 
         if preview_views:  # none when the eigengan check kept no identity
@@ -402,6 +469,10 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
     timing = {"workers": workers, "seconds": round(time.perf_counter() - started, 2),
               "generate_seconds": round(generate_seconds, 2), "images_per_second": round(images / generate_seconds, 2),
               "detection_seconds": round(detection_seconds, 2), "identity_check_seconds": round(identity_seconds, 2)}
+    if synthetic:  # the workers rendered and checked their views: their summed seconds, split
+        timing.update(worker_render_seconds=round(worker_checks["render_seconds"], 2),
+                      worker_check_seconds=round(worker_checks["check_seconds"], 2),
+                      render_images_per_second=round(images * workers / worker_checks["render_seconds"], 2))
     if timing_path is not None:
         write_json(timing_path, timing)
     return {**metrics, **timing, "log_lines": ingest.get("log", []) + ingest["problems"] + ingest["conversions"]}
