@@ -95,6 +95,21 @@ def choose_face(faces: list[tuple[dlib.rectangle, float]]) -> tuple[dlib.rectang
     return max(confident, key=lambda face: (face[0].area(), face[1]))
 
 
+def detection_attempts(detector: str, upsample: int, fallback_detector: str | None,
+                       fallback_upsample: int) -> list[tuple[str, int]]:
+    """The photos' (detector, upsample) attempts, tried in order until one finds a face: `detector` at `upsample`,
+    then one upsampling step more, then `fallback_detector` (none when empty) at `fallback_upsample`; no repeats.
+
+    Photos hold larger faces than the pipeline's 256 px renders, so the first try need not upsample (HOG finds
+    faces from ~80 px); one more upsampling step finds faces down to ~40 px, and the fallback detector (the mmod
+    CNN, ~20x slower) catches turned faces HOG misses. (Reconstruct and evaluate's real photos share it.)
+    """
+    attempts = [(detector, upsample), (detector, upsample + 1)]
+    if fallback_detector:
+        attempts.append((fallback_detector, fallback_upsample))
+    return list(dict.fromkeys(attempts))
+
+
 def find_face(image: np.ndarray, attempts: list[tuple[str, int]]) -> Detection | None:
     """The chosen face and its 68 landmarks from the first (detector, upsample) attempt that finds one; None = no face."""
     for detector, upsample in dict.fromkeys(attempts):

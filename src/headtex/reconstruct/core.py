@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from headtex.detection import (
-    SAME_FACE_IOU, Detection, box_side, faces_found, find_oriented_face, iou, landmark_problem, landmarks_in_box,
-    merge_faces, turned,
+    SAME_FACE_IOU, Detection, box_side, detection_attempts, faces_found, find_oriented_face, iou, landmark_problem,
+    landmarks_in_box, merge_faces, turned,
 )
 from headtex.fitting import (
     Fit, FitParams, JawRegion, fit_landmarks, fitted_landmarks, photo_partial_texture, scaled_fit,
@@ -110,20 +110,6 @@ def to_original(points: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
     return (np.asarray(points, dtype=np.float64) + 0.5) * factor - 0.5
 
 
-def detection_attempts(config: ReconstructParams, fitting: FitParams) -> list[tuple[str, int]]:
-    """(detector, upsample) tried in order until one finds a face (the first ones also on the photo turned
-    by 90, 270 and 180 degrees before the fallback: `detection.find_oriented_face`).
-
-    Photos hold larger faces than the pipeline's 256 px renders, so the first try does not upsample
-    (HOG finds faces from ~80 px); one more upsampling step finds faces down to ~40 px, and the
-    pafs fallback detector (the mmod CNN, ~20x slower) catches turned faces HOG misses.
-    """
-    attempts = [(fitting.detector, config.upsample), (fitting.detector, config.upsample + 1)]
-    if fitting.fallback_detector:
-        attempts.append((fitting.fallback_detector, fitting.fallback_upsample))
-    return list(dict.fromkeys(attempts))
-
-
 def _in_photo(detection: Detection, image: np.ndarray, small: np.ndarray, factor: float) -> Face:
     """A detection on the downscaled copy `small` (turned by detection.quarter_turns, like the detection), in the
     pixels of the photo turned the same way."""
@@ -158,7 +144,8 @@ def find_faces(image: np.ndarray, config: ReconstructParams, fitting: FitParams,
     if not hog or fitting.detector != "hog":
         # No upright face for HOG: the photo may be stored turned (no EXIF orientation), and the CNN also finds
         # faces lying on their side, so the one face is searched at every quarter turn, its orientation checked.
-        attempts = detection_attempts(config, fitting)
+        attempts = detection_attempts(fitting.detector, config.upsample, fitting.fallback_detector,
+                                      fitting.fallback_upsample)
         detection = find_oriented_face(small, attempts[:2], attempts[2:])
         timings["detection"] = time.perf_counter() - tick
         return [] if detection is None else [_in_photo(detection, image, turned(small, detection.quarter_turns),
