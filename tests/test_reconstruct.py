@@ -520,7 +520,8 @@ def test_implausible_face_is_rejected_and_nothing_written(template_dir, model, a
 
 def test_second_look_runs_only_where_a_larger_face_may_be_and_within_its_pixels(astronaut, template, monkeypatch):
     """The CNN's second look (its cost grows with its pixels): skipped for a confident frontal face, searching a
-    copy of at most second_look_max_pixels otherwise, and looking closer only for a face HOG did not find."""
+    copy of at most second_look_max_pixels otherwise, and looking closer, on a crop around it, only at a face HOG
+    did not find."""
     import headtex.reconstruct.core as core
 
     real, seen = core.faces_found, []
@@ -550,5 +551,6 @@ def test_second_look_runs_only_where_a_larger_face_may_be_and_within_its_pixels(
 
     monkeypatch.setattr(core, "faces_found", a_second_face)
     find_face(photo, doubtful, pafs, template)
-    # ... so it looked again, closer (the copy its landmarks were checked on), no longer than second_look_max_side.
-    assert len(seen) == 2 and seen[0] <= doubtful.second_look_max_pixels < seen[1] <= doubtful.second_look_max_side ** 2
+    # ... so it looked again, closer, on a crop around that face only (the face second_look_face_px wide in it).
+    crop_side = (1 + 2 * doubtful.second_look_crop_margin) * doubtful.second_look_face_px
+    assert len(seen) == 2 and seen[0] <= doubtful.second_look_max_pixels and 0 < seen[1] <= (crop_side + 1) ** 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from headtex.detection import find_face, landmark_problem
+from headtex.detection import detection_attempts, find_face, landmark_problem
 from headtex.fitting import FitParams, JawRegion, fit_landmarks, photo_partial_texture
 from headtex.geometry.template import Template
 from headtex.masking import is_visible, missing_region
@@ -103,10 +103,8 @@ def photo_partial(image: np.ndarray, template: Template, jaw: JawRegion, fitting
     multi-face search), the template fitted to its 68 landmarks with the photos' correction threshold, texels
     sampled through the fitted mesh from the head crop (fitting.photo_partial_texture, reconstruct's own path).
     A phrase saying why not, when not."""
-    attempts = [(fitting.detector, upsample), (fitting.detector, upsample + 1)]
-    if fitting.fallback_detector:
-        attempts.append((fitting.fallback_detector, fitting.fallback_upsample))
-    face = find_face(image, attempts)
+    face = find_face(image, detection_attempts(fitting.detector, upsample, fitting.fallback_detector,
+                                               fitting.fallback_upsample))
     if face is None:
         return "no face found"
     problem = landmark_problem(face.landmarks)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from headtex.assets import find_model, find_params, find_template
-from headtex.detection import detect_faces, landmarks_in_box
+from headtex.detection import detect_faces, detection_attempts, landmarks_in_box
 from headtex.fitting import FitParams, JawRegion, fit_landmarks, fitted_landmarks, jaw_region, photo_partial_texture
 from headtex.geometry.template import Template, load_template, write_obj
 from headtex.inpaint import Generator
@@ -24,8 +24,8 @@ from headtex.params import load_params, section
 from headtex.photos import PhotosParams, downscaled, read_photo
 from headtex.progress import progress, report
 from headtex.reconstruct.core import (
-    Face, Reconstruction, ReconstructParams, detection_attempts, face_problem, find_faces, overlay, preview,
-    reconstruct_face, torch_threads,
+    Face, Reconstruction, ReconstructParams, face_problem, find_faces, overlay, preview, reconstruct_face,
+    torch_threads,
 )
 
 # Photos that ship with an installed package, so a fresh machine has a real photograph without a download.
@@ -176,7 +176,8 @@ def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: P
     timings: dict[str, float] = {}
     faces = find_faces(image, config, pafs, assets.template, assets.jaw, timings)
     if not faces:
-        tried = ", ".join(f"{detector} (upsample {upsample})" for detector, upsample in detection_attempts(config, pafs))
+        attempts = detection_attempts(pafs.detector, config.upsample, pafs.fallback_detector, pafs.fallback_upsample)
+        tried = ", ".join(f"{detector} (upsample {upsample})" for detector, upsample in attempts)
         raise UserError(f"{label}: no face found at any quarter turn (dlib {tried})")
     problems = [face_problem(face, image.shape, config) for face in faces]
     listed = face_list(faces, problems)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from headtex.detection import (
-    SAME_FACE_IOU, Detection, box_side, faces_found, find_oriented_face, iou, landmark_problem, landmarks_in_box,
-    merge_faces, turned,
+    SAME_FACE_IOU, Detection, box_side, detection_attempts, faces_found, find_oriented_face, iou, landmark_problem,
+    merge_faces, refined_landmarks, turned,
 )
 from headtex.fitting import (
     Fit, FitParams, JawRegion, fit_landmarks, fitted_landmarks, photo_partial_texture, scaled_fit,
@@ -61,12 +61,15 @@ class ReconstructParams:
     second_look_confident_score: float = param("... unless that small face is frontal and HOG is this sure of it (SVM "
                                                "margin; the latency budget: the CNN costs ~1.5 s CPU) ...", ge=0)
     second_look_yaw_degrees: float = param("... or turned more than this", ge=0, le=90)
-    second_look_face_px: int = param("... on a copy where that face is this wide (the CNN finds faces from ~80 px) "
-                                     "...", ge=20)
-    second_look_max_side: int = param("... and no longer than this (px; bounds the CNN's cost), where it looks only "
-                                      "when the search copy showed a face HOG did not", ge=64)
-    second_look_max_pixels: int = param("the CNN first searches a copy of at most this many pixels (finds faces "
-                                        ">= 80 px there; bounds the cost when it only confirms HOG)", ge=4096)
+    second_look_max_pixels: int = param("... on a copy of at most this many pixels (it finds faces >= 80 px there; "
+                                        "bounds the cost when it only confirms HOG) ...", ge=4096)
+    second_look_face_px: int = param("... and it looks closer at each face found there that no HOG face explains, on "
+                                     "a crop of the detection copy where that face's box is this wide ...", ge=20)
+    second_look_crop_margin: float = param("... with this share of the box's side around it on each side (bounds "
+                                           "the closer look's cost) ...", ge=0, le=4)
+    second_look_refinements: int = param("... and places its landmarks again this many times in the box they "
+                                         "imply (detection.refined_landmarks: a turned face's landmarks swing with "
+                                         "the CNN's box)", ge=0)
     min_face_px: int = param("faces narrower than this (photo px) are too small to fit", ge=1)
     threads: int = param("torch CPU threads for the network (0 = one per core)", ge=0)
     uv_size: int = param("texture side in texels", shared="uv.size")
@@ -110,20 +113,6 @@ def to_original(points: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
     return (np.asarray(points, dtype=np.float64) + 0.5) * factor - 0.5
 
 
-def detection_attempts(config: ReconstructParams, fitting: FitParams) -> list[tuple[str, int]]:
-    """(detector, upsample) tried in order until one finds a face (the first ones also on the photo turned
-    by 90, 270 and 180 degrees before the fallback: `detection.find_oriented_face`).
-
-    Photos hold larger faces than the pipeline's 256 px renders, so the first try does not upsample
-    (HOG finds faces from ~80 px); one more upsampling step finds faces down to ~40 px, and the
-    pafs fallback detector (the mmod CNN, ~20x slower) catches turned faces HOG misses.
-    """
-    attempts = [(fitting.detector, config.upsample), (fitting.detector, config.upsample + 1)]
-    if fitting.fallback_detector:
-        attempts.append((fitting.fallback_detector, fitting.fallback_upsample))
-    return list(dict.fromkeys(attempts))
-
-
 def _in_photo(detection: Detection, image: np.ndarray, small: np.ndarray, factor: float) -> Face:
     """A detection on the downscaled copy `small` (turned by detection.quarter_turns, like the detection), in the
     pixels of the photo turned the same way."""
@@ -158,7 +147,8 @@ def find_faces(image: np.ndarray, config: ReconstructParams, fitting: FitParams,
     if not hog or fitting.detector != "hog":
         # No upright face for HOG: the photo may be stored turned (no EXIF orientation), and the CNN also finds
         # faces lying on their side, so the one face is searched at every quarter turn, its orientation checked.
-        attempts = detection_attempts(config, fitting)
+        attempts = detection_attempts(fitting.detector, config.upsample, fitting.fallback_detector,
+                                      fitting.fallback_upsample)
         detection = find_oriented_face(small, attempts[:2], attempts[2:])
         timings["detection"] = time.perf_counter() - tick
         return [] if detection is None else [_in_photo(detection, image, turned(small, detection.quarter_turns),
@@ -186,25 +176,45 @@ def _second_look(small: np.ndarray, best: Detection, hog: list[Detection], confi
                  fitting: FitParams) -> list[Detection]:
     """The CNN's faces on the detection copy `small`, looking for a face larger than HOG's `best`.
 
-    The CNN's cost grows with the pixels it sees (~6 us each on CPU-2), so it searches a copy of at most
-    `second_look_max_pixels`, where it finds faces of >= 80 px. Only when that finds a face no HOG face
-    explains (a face that will be reconstructed) does it look again on the copy where HOG's face is
-    `second_look_face_px` wide and no longer than `second_look_max_side`: dlib's landmarks on a turned face
-    swing with the CNN's coarse box (breakingbad's turned face: NME 6 to 50 % across copy sizes), and that
-    copy is the one they were checked on.
+    The CNN's cost grows with the pixels it sees (~5 us each on CPU-2), so it searches a copy of at most
+    `second_look_max_pixels`, where it finds faces of >= 80 px. Its boxes there are coarse, and dlib's landmarks
+    on a turned face swing with the box (breakingbad's turned face: NME 57 % in the search box), so each face no
+    HOG face explains (a face that will be reconstructed) is looked at again on a crop around it
+    (`_closer_look`); the faces that only confirm HOG's keep the search box (merge_faces keeps HOG's).
     """
-    shrink = max(1.0, box_side(best.box) / config.second_look_face_px,
-                 max(small.shape[:2]) / config.second_look_max_side)
-    search = max(shrink, float(np.sqrt(small.shape[0] * small.shape[1] / config.second_look_max_pixels)))
-    closer = round(max(small.shape[:2]) / shrink)
-    sides = [closer] if search == shrink else [int(max(small.shape[:2]) / search), closer]  # floor: within budget
-    for side in sides:
-        copy, _ = downscaled(small, side)
-        second = [_scaled_detection(d, small, copy) for d in
-                  faces_found(copy, fitting.fallback_detector, fitting.fallback_upsample)]
-        if all(any(iou(d.box, h.box) >= SAME_FACE_IOU for h in hog) for d in second):
-            break  # the CNN only confirms HOG's faces (or sees none): no need to look closer
-    return [_landmarks_on(small, d) for d in second]  # finer than the CNN's copy
+    search = max(1.0, float(np.sqrt(small.shape[0] * small.shape[1] / config.second_look_max_pixels)))
+    copy, _ = downscaled(small, int(max(small.shape[:2]) / search))  # floor: within the budget
+    found = [_scaled_detection(d, small, copy) for d in
+             faces_found(copy, fitting.fallback_detector, fitting.fallback_upsample)]
+    return [_closer_look(small, d, config, fitting) if all(iou(d.box, h.box) < SAME_FACE_IOU for h in hog)
+            else _landmarks_on(small, d, 0) for d in found]
+
+
+def _closer_look(small: np.ndarray, face: Detection, config: ReconstructParams, fitting: FitParams) -> Detection:
+    """The CNN again on a crop of `small` around a face its search found, where that face's box is
+    `second_look_face_px` wide, the landmarks refined in the box they imply; the search's face, its landmarks
+    refined, when the crop shows none. Measured on breakingbad's turned face (docs/RESULTS.md): single crop boxes
+    give NME 4-64 %, refined 3-6 %; the search box refined still 50-70 %, so both steps are needed."""
+    side = box_side(face.box)
+    scale = config.second_look_face_px / side  # crop pixels per pixel of small
+    centre = np.array([(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2])
+    half = (0.5 + config.second_look_crop_margin) * side
+    x0, y0 = (int(max(0.0, v - half)) for v in centre)
+    x1, y1 = int(min(small.shape[1], centre[0] + half)), int(min(small.shape[0], centre[1] + half))
+    region = small[y0:y1, x0:x1]
+    size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+    crop = cv2.resize(region, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    closer = faces_found(crop, fitting.fallback_detector, fitting.fallback_upsample)
+    if closer:
+        nearest = max(closer, key=lambda d: iou(_shifted(_scaled_detection(d, region, crop).box, x0, y0), face.box))
+        moved = _scaled_detection(nearest, region, crop)
+        face = Detection(_shifted(moved.box, x0, y0), moved.score, moved.landmarks + [x0, y0], moved.detector,
+                         moved.upsample)
+    return _landmarks_on(small, face, config.second_look_refinements)
+
+
+def _shifted(box: tuple[float, float, float, float], x: float, y: float) -> tuple[float, float, float, float]:
+    return box[0] + x, box[1] + y, box[2] + x, box[3] + y
 
 
 def _scaled_detection(detection: Detection, target: np.ndarray, copy: np.ndarray) -> Detection:
@@ -215,11 +225,12 @@ def _scaled_detection(detection: Detection, target: np.ndarray, copy: np.ndarray
                      detection.detector, detection.upsample)
 
 
-def _landmarks_on(image: np.ndarray, detection: Detection) -> Detection:
-    """The detection with its 68 landmarks placed again on `image` (the detection copy its box is in)."""
+def _landmarks_on(image: np.ndarray, detection: Detection, refinements: int) -> Detection:
+    """The detection with its 68 landmarks placed again on `image` (the detection copy its box is in), then
+    `refinements` times in the box they imply (detection.refined_landmarks)."""
     rectangle = dlib.rectangle(*(int(round(v)) for v in detection.box))
-    return Detection(detection.box, detection.score, landmarks_in_box(image, rectangle), detection.detector,
-                     detection.upsample)
+    return Detection(detection.box, detection.score, refined_landmarks(image, rectangle, refinements),
+                     detection.detector, detection.upsample)
 
 
 def find_face(image: np.ndarray, config: ReconstructParams, fitting: FitParams, template: Template,
