@@ -10,7 +10,7 @@ import numpy as np
 
 from headtex.detection import find_face
 from headtex.fitting import (
-    Fit, FitParams, JawRegion, TexelGrid, corrected, fit_landmarks, fit_views, partial_texture, refine_views,
+    LANDMARK_GROUPS, LANDMARK_LOSSES, Fit, FitParams, JawRegion, LandmarkLoss, TexelGrid, corrected, fit_landmarks, fit_views, partial_texture, refine_views,
     texel_grid,
 )
 from headtex.geometry.template import Template
@@ -33,10 +33,20 @@ class PafsParams(FitParams):
     photometric_texel_stride: int = param("joint fit: the refinement compares every n-th texel in u and v", ge=1)
     photometric_max_view_angle_degrees: float = param("joint fit: texels seen more obliquely than this take no "
                                                       "part in the refinement", gt=0, le=90)
+    landmark_loss: str = param("the fit's loss on the landmark errors: l2 | huber | cauchy (robust, by iteratively "
+                               "reweighted least squares: dlib's errors on a face are heavy-tailed)",
+                               choices=LANDMARK_LOSSES)
+    landmark_loss_scale: float = param("huber / cauchy: landmark errors beyond this share of the detections' "
+                                       "eye-corner distance count less", ge=0)
+    landmark_group_weights: list[float] = param("weight of each landmark group's errors in the fit: "
+                                                + ", ".join(LANDMARK_GROUPS), ge=0)
     workers: int = param("processes; 0 = all cores (`headtex pafs --workers N` overrides)", ge=0)
     shard_size: int = param("views per shard (whole identities)", ge=1)
     preview_identities: int = param("identities drawn in data/pafs/preview/", ge=0)
     uv_size: int = param("texture side in texels", shared="uv.size")
+
+    def __post_init__(self) -> None:
+        landmark_loss(self)  # one group weight per landmark group (a ValueError: params reports it in one line)
 
 
 @dataclass
@@ -64,16 +74,22 @@ def _sample(image: np.ndarray, template: Template, params: PafsParams, detection
     return ViewResult(detection.landmarks.astype(np.float32), fit, paf, visible, cosine, detection.detector)
 
 
+def landmark_loss(params: PafsParams) -> LandmarkLoss:
+    """The stage's landmark loss (params.landmark_*)."""
+    return LandmarkLoss(params.landmark_loss, params.landmark_loss_scale, tuple(params.landmark_group_weights))
+
+
 def _fit(template: Template, params: PafsParams, jaw: JawRegion | None, landmarks: list[np.ndarray],
          joint: bool, images: list[np.ndarray], grid: TexelGrid | None) -> list[Fit]:
     """Fits for one identity's views: each alone, or jointly (one shape) refined by the views' colour agreement;
     the non-rigid correction, when on, last (it follows each view's own detections)."""
     arguments = (params.shape_regularisation, params.fit_iterations, params.contour, jaw)
+    loss = landmark_loss(params)
     if not joint:
-        return [fit_landmarks(template, points, *arguments, params.correction, params.correction_threshold,
-                              params.correction_radius_mm) for points in landmarks]
+        return [fit_views(template, [points], *arguments, params.correction, params.correction_threshold,
+                          params.correction_radius_mm, loss)[0] for points in landmarks]
     fits = fit_views(template, landmarks, *arguments, False, params.correction_threshold,
-                     params.correction_radius_mm)
+                     params.correction_radius_mm, loss)
     if params.photometric_iterations > 0 and len(fits) > 1:
         grid = grid if grid is not None else texel_grid(template, params.photometric_texel_stride)
         fits = refine_views(images, template, fits, landmarks, grid, params.photometric_blur_px,
