@@ -10,8 +10,8 @@ import numpy as np
 
 from headtex.detection import find_face
 from headtex.fitting import (
-    LANDMARK_GROUPS, LANDMARK_LOSSES, Fit, FitParams, JawRegion, LandmarkLoss, TexelGrid, corrected, fit_landmarks, fit_views, partial_texture, refine_views,
-    texel_grid,
+    LANDMARK_GROUPS, LANDMARK_LOSSES, Fit, FitParams, JawRegion, LandmarkLoss, TexelGrid, corrected, fit_views,
+    partial_texture, refine_views, texel_grid,
 )
 from headtex.geometry.template import Template
 from headtex.params import param
