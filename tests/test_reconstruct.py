@@ -554,3 +554,21 @@ def test_second_look_runs_only_where_a_larger_face_may_be_and_within_its_pixels(
     # ... so it looked again, closer, on a crop around that face only (the face second_look_face_px wide in it).
     crop_side = (1 + 2 * doubtful.second_look_crop_margin) * doubtful.second_look_face_px
     assert len(seen) == 2 and seen[0] <= doubtful.second_look_max_pixels and 0 < seen[1] <= (crop_side + 1) ** 2
+
+
+def test_a_cropped_and_downscaled_fit_keeps_the_correction_and_projects_the_same_head():
+    """Photos are sampled (and their fidelity rendered) through the fit moved into a head crop: the non-rigid
+    correction and the landmark weights must come along, and every vertex land where it did, scaled."""
+    from headtex.fitting import Fit, scaled_fit
+    from headtex.geometry import project
+
+    rng = np.random.default_rng(0)
+    vertices = rng.normal(size=(50, 3)) * 40
+    offsets = rng.normal(size=(50, 3)).astype(np.float32)
+    fit = Fit(np.eye(3), 2.5, np.array([300.0, 220.0]), np.zeros(3), 1.5, np.arange(68), np.full(68, 0.5), offsets)
+    moved = scaled_fit(fit, np.array([100.0, 40.0]), 4.0)
+    assert moved.offsets is fit.offsets and moved.landmark_weights is fit.landmark_weights
+    assert moved.landmark_ids is fit.landmark_ids and moved.residual == fit.residual
+    before = project(vertices + offsets, fit.rotation, fit.scale, fit.translation)[:, :2]
+    after = project(vertices + offsets, moved.rotation, moved.scale, moved.translation)[:, :2]
+    np.testing.assert_allclose(after, (before - [100.0, 40.0] + 0.5) / 4.0 - 0.5, atol=1e-9)

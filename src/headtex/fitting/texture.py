@@ -72,17 +72,16 @@ def visible_texels(template: Template, fit: Fit, height: int, width: int, rows: 
     """Which of the given valid texels an image (height x width) sees through the fit: partial_texture's test,
     on a z-buffer `downscale` times smaller on a side (coarser occlusion edges, downscale^2 times cheaper)."""
     if downscale > 1:
-        # Pixel centres at integers: x_small = (x + 0.5) / downscale - 0.5.
-        fit = dataclasses.replace(fit, scale=fit.scale / downscale,
-                                  translation=(np.asarray(fit.translation) + 0.5) / downscale - 0.5)
+        fit = scaled_fit(fit, np.zeros(2), downscale)
         height, width = -(-height // downscale), -(-width // downscale)
     return _texel_view(template, fit, height, width, rows, cols, max_view_angle_degrees, depth_tolerance_mm)[2]
 
 
 def scaled_fit(fit: Fit, offset: np.ndarray, factor: float) -> Fit:
-    """The same camera for the image cropped at `offset` (x, y) and then downscaled by `factor`."""
+    """The same fit (shape, correction and all) for the image cropped at `offset` (x, y), then downscaled by `factor`."""
+    # Pixel centres at integers: x_small = (x - offset + 0.5) / factor - 0.5.
     translation = (np.asarray(fit.translation, dtype=np.float64) - offset + 0.5) / factor - 0.5
-    return Fit(fit.rotation, fit.scale / factor, translation, fit.shape, fit.residual, fit.landmark_ids, fit.offsets)
+    return dataclasses.replace(fit, scale=fit.scale / factor, translation=translation)
 
 
 def head_box(image_shape: tuple[int, ...], screen: np.ndarray, margin: int = 2) -> tuple[int, int, int, int]:
