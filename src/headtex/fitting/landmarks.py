@@ -62,6 +62,16 @@ class FitParams:
                                         "detector noise and are not corrected", ge=0, le=1)
     correction_radius_mm: float = param("reach of the correction on the head: vertices further than this from "
                                         "every landmark vertex do not move (mm)", gt=0)
+    dense: bool = param("fit MediaPipe's 468 face mesh points beside dlib's 68 (fitting.dense, one fit per view, "
+                        "no colour refinement); false = dlib's 68 alone (the landmark fit)")
+    point_group_weights: list[float] = param("dense: weight of each point group in the fit: the mesh's oval, brows, "
+                                             "eyes (both), nose, lips, rest, then dlib's 68", ge=0)
+    point_spread_mm: float = param("dense: a mesh point that slides this far over the template's renders (its "
+                                   "correspondence spread) counts half", gt=0)
+    person_mask: bool = param("texels whose pixel shows the background or another face are not visible (MediaPipe's "
+                              "selfie segmentation around the face, the other faces' boxes)")
+    person_threshold: float = param("person mask: the selfie model's probability above which a pixel is the "
+                                    "person", ge=0, le=1)
 
 
 @dataclass
@@ -112,6 +122,7 @@ class Fit:
     landmark_ids: np.ndarray | None = None  # 68 vertex ids the landmarks were matched to (jaw: the outline)
     landmark_weights: np.ndarray | None = None  # 68 weights the fit gave them (contour `drop`: 0 far-side jaw)
     offsets: np.ndarray | None = None  # V,3 mm (head frame): the non-rigid correction of every vertex; None = none
+    point_weights: np.ndarray | None = None  # dense fit (fitting.dense): the weight it gave each mesh point
 
     def vertices(self, template: Template) -> np.ndarray:
         """The fitted mesh in the head frame (mm, float32): the shaped template plus the correction."""

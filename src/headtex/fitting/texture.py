@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import numpy as np
 
 from headtex.fitting.landmarks import Fit
@@ -18,6 +19,7 @@ def partial_texture(
     fit: Fit,
     max_view_angle_degrees: float,
     depth_tolerance_mm: float,
+    person: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample the image into the template's UV layout through the fitted mesh.
 
@@ -26,12 +28,18 @@ def partial_texture(
     surface of the fitted mesh lies more than depth_tolerance_mm in front of it
     (z-buffer). Returns (paf U,U,3 uint8 with 0 where not visible, visible U,U uint8
     255/0, view_cosine U,U uint8 = cos(view angle) * 255, 0 where not visible).
-    Occluded texels stay empty: nothing is interpolated.
+    Occluded texels stay empty: nothing is interpolated. person: H,W bool, the pixels that show this person
+    (facemesh.person_mask); a texel whose pixel shows the background or someone else is not visible (the fitted
+    mesh's edge overlaps the wall behind the head, a neighbour's shirt under the chin). None = every pixel.
     """
     height, width = image.shape[:2]
     rows, cols = np.nonzero(template.texel_valid)
     points, normals, seen = _texel_view(template, fit, height, width, rows, cols, max_view_angle_degrees,
                                         depth_tolerance_mm)
+    if person is not None:
+        pixel = np.rint(points[:, :2]).astype(np.int64)
+        inside = (pixel[:, 0] >= 0) & (pixel[:, 0] < width) & (pixel[:, 1] >= 0) & (pixel[:, 1] < height)
+        seen &= inside & person[np.clip(pixel[:, 1], 0, height - 1), np.clip(pixel[:, 0], 0, width - 1)]
     towards_camera = view_direction(fit.rotation)
     rows, cols, points, normals = rows[seen], cols[seen], points[seen], normals[seen]
     size = template.texel_triangle.shape
@@ -106,11 +114,14 @@ def sampling_view(image: np.ndarray, template: Template, fit: Fit, max_side: int
 
 
 def photo_partial_texture(image: np.ndarray, template: Template, fit: Fit, max_view_angle_degrees: float,
-                          depth_tolerance_mm: float, max_side: int
+                          depth_tolerance_mm: float, max_side: int, person: np.ndarray | None = None
                           ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int], float]:
     """partial_texture of a photograph of any size, sampled from its head crop (`sampling_view`): (paf, visible,
     the crop's box in the photo, photo pixels per crop pixel). One path for reconstruct, its benchmark and
-    evaluate's real photographs."""
+    evaluate's real photographs. person: the photo's person mask (H,W bool; None = none)."""
     crop, crop_fit, box, factor = sampling_view(image, template, fit, max_side)
-    paf, visible, _ = partial_texture(crop, template, crop_fit, max_view_angle_degrees, depth_tolerance_mm)
+    if person is not None:
+        person = cv2.resize(person[box[1]:box[3], box[0]:box[2]].astype(np.uint8), crop.shape[1::-1],
+                            interpolation=cv2.INTER_NEAREST) > 0
+    paf, visible, _ = partial_texture(crop, template, crop_fit, max_view_angle_degrees, depth_tolerance_mm, person)
     return paf, visible, box, factor

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 
 from headtex.datasets import FACES, ShardWriter, iter_shards, read_index, write_index
-from headtex.fitting import JawRegion, TexelGrid, fitted_landmarks, jaw_region, landmark_nme, texel_grid
+from headtex.facemesh import load_correspondence
+from headtex.fitting import DenseAssets, JawRegion, TexelGrid, dense_assets, fitted_landmarks, jaw_region, landmark_nme, texel_grid
 from headtex.geometry.template import Template, load_template
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.masking import is_visible
@@ -29,10 +30,13 @@ OUTPUT_KEYS = ("identity", "view", "paf", "visible", "landmarks", "rotation", "p
 
 
 @functools.lru_cache(maxsize=2)
-def _assets(template_dir: str, texel_stride: int) -> tuple[Template, JawRegion, TexelGrid]:
-    """The template, its jaw region and the photometric refinement's texels, made once per worker process."""
+def _assets(template_dir: str, texel_stride: int, dense: bool) -> tuple[Template, JawRegion, TexelGrid,
+                                                                       DenseAssets | None]:
+    """The template, its jaw region, the photometric refinement's texels and (dense fit or person mask) the face
+    mesh's points on the template and its models, made once per worker process."""
     template = load_template(Path(template_dir))
-    return template, jaw_region(template), texel_grid(template, texel_stride)
+    assets = dense_assets(template, load_correspondence(Path(template_dir))) if dense else None
+    return template, jaw_region(template), texel_grid(template, texel_stride), assets
 
 
 def _face_third(size: int) -> np.ndarray:
@@ -44,21 +48,20 @@ def _face_third(size: int) -> np.ndarray:
 def _process_identity(task: tuple[str, PafsParams, dict]) -> dict:
     """All views of one identity: per-view outputs, or the views with no face; plus fidelity rows with truth."""
     template_dir, config, item = task
-    template, jaw, grid = _assets(template_dir, config.photometric_texel_stride)
-    fidelity, fidelity_other = [], []
+    template, jaw, grid, dense = _assets(template_dir, config.photometric_texel_stride,
+                                         config.dense or config.person_mask)
+    fidelity = []
     started, cpu_started = time.perf_counter(), time.process_time()
     has_truth = "lit_texture" in item
-    results, others = process_views(item["images"], template, config, jaw, compare=has_truth, grid=grid)
+    results = process_views(item["images"], template, config, jaw, grid, dense)
     found = [index for index, result in enumerate(results) if result is not None]
     missing = [index for index, result in enumerate(results) if result is None]
     views = [results[index] for index in found]
     fallbacks = sum(result.detector != config.detector for result in views)
     if has_truth:
         fidelity = [_fidelity_row(item, index, result, template) for index, result in zip(found, views)]
-        fidelity_other = [_fidelity_row(item, index, result, template) for index, result in zip(found, others)]
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    common = dict(seconds=seconds, cpu_seconds=cpu_seconds, fidelity=fidelity, fidelity_other=fidelity_other,
-                  fallbacks=fallbacks)
+    common = dict(seconds=seconds, cpu_seconds=cpu_seconds, fidelity=fidelity, fallbacks=fallbacks)
     if missing:
         return dict(missing=missing, **common)
     return dict(missing=[], arrays=_arrays(item, views), **common)
@@ -241,7 +244,7 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
     index = read_index(faces_dir, FACES)
     has_truth = _check_inputs(config, index, faces_dir, load_template(template_dir), template_dir)
 
-    views_in, yaws, rejected, no_face, fidelity, fidelity_other = 0, [], [], [], [], []
+    views_in, yaws, rejected, no_face, fidelity = 0, [], [], [], []
     work = {"seconds": 0.0, "cpu_seconds": 0.0, "fallbacks": 0}
     with atomic_dir(out) as staging:
         writer = ShardWriter(staging, config.shard_size)
@@ -255,7 +258,6 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
                 for key in work:
                     work[key] += result[key]
                 fidelity.extend(result["fidelity"])
-                fidelity_other.extend(result["fidelity_other"])
                 if result["missing"]:
                     rejected.append(item["identity"])
                     no_face.extend(_no_face_lines(item, result["missing"]))
@@ -277,9 +279,8 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
     metrics = pafs_metrics(config, views_in, writer.count, np.array(yaws, dtype=np.float64), len(kept), rejected,
                            no_face, work["fallbacks"], fidelity if has_truth else [])
     metrics["joint_fit"] = config.joint_fit
-    if has_truth and fidelity_other:
-        # The other fitting mode on the same detections, for comparison (not what data/pafs holds).
-        metrics["fidelity_single_view" if config.joint_fit else "fidelity_joint_fit"] = fidelity_metrics(fidelity_other)
+    metrics["dense"] = config.dense
+    metrics["person_mask"] = config.person_mask
     write_json(metrics_path, metrics)
     timing = {
         "workers": workers,

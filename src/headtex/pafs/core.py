@@ -4,14 +4,16 @@ The fitting itself lives in headtex.fitting (shared with reconstruct). Arrays in
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from headtex.detection import find_face
+from headtex.detection import Detection, find_face
+from headtex.facemesh import person_mask
 from headtex.fitting import (
-    LANDMARK_GROUPS, LANDMARK_LOSSES, Fit, FitParams, JawRegion, LandmarkLoss, TexelGrid, corrected, fit_views,
-    partial_texture, refine_views, texel_grid,
+    LANDMARK_GROUPS, LANDMARK_LOSSES, DenseAssets, Fit, FitParams, JawRegion, LandmarkLoss, TexelGrid, corrected,
+    corrected_dense, dense_targets, fit_dense, fit_dense_views, fit_views, partial_texture, point_weights, refine_views, texel_grid,
 )
 from headtex.geometry.template import Template
 from headtex.params import param
@@ -22,8 +24,7 @@ class PafsParams(FitParams):
     """The `pafs:` section of params.yaml: the fitting keys plus the stage's own."""
 
     upsample: int = param("times the detector upsamples the image (finds smaller faces, ~4x the cost per step)", ge=0)
-    joint_fit: bool = param("fit one shape to all views of an identity (a pose per view); false = each view alone "
-                            "(metrics/pafs.json reports both)")
+    joint_fit: bool = param("fit one shape to all views of an identity (a pose per view); false = each view alone")
     photometric_iterations: int = param("joint fit: Gauss-Newton steps per blur level of the multi-view colour "
                                         "refinement (headtex.fitting.photometric); 0 = landmarks only", ge=0)
     photometric_blur_px: list[float] = param("joint fit: Gaussian blur of the views per refinement level, coarse "
@@ -68,15 +69,36 @@ def _detect(image: np.ndarray, params: PafsParams):
     return find_face(image, attempts)
 
 
-def _sample(image: np.ndarray, template: Template, params: PafsParams, detection, fit: Fit) -> ViewResult:
+def _sample(image: np.ndarray, template: Template, params: PafsParams, detection: Detection, fit: Fit,
+            dense: DenseAssets | None) -> ViewResult:
+    person = (person_mask(image, detection.box, list(detection.others), dense.mesh.segmentation_model,
+                          params.person_threshold) if params.person_mask and dense is not None else None)
     paf, visible, cosine = partial_texture(image, template, fit, params.max_view_angle_degrees,
-                                           params.depth_tolerance_mm)
+                                           params.depth_tolerance_mm, person)
     return ViewResult(detection.landmarks.astype(np.float32), fit, paf, visible, cosine, detection.detector)
 
 
 def landmark_loss(params: PafsParams) -> LandmarkLoss:
     """The stage's landmark loss (params.landmark_*)."""
     return LandmarkLoss(params.landmark_loss, params.landmark_loss_scale, tuple(params.landmark_group_weights))
+
+
+def _fit_dense(template: Template, params: PafsParams, dense: DenseAssets, detections: list[Detection],
+               images: list[np.ndarray], joint: bool) -> list[Fit]:
+    """Dense fits for one identity's views (fitting.dense): the face mesh run in each view's dlib face, its 468 points
+    and dlib's 68 fitted with params.point_group_weights, each view alone or one shape for all; then the
+    correction towards those points, when on."""
+    targets = [dense_targets(image, detection.landmarks, dense) for image, detection in zip(images, detections)]
+    weights = point_weights(dense.points, params.point_group_weights, params.point_spread_mm)
+    arguments = (params.shape_regularisation, params.fit_iterations, params.contour == "silhouette")
+    if joint:
+        fits = fit_dense_views(template, dense.points, targets, [weights] * len(targets), *arguments)
+    else:
+        fits = [fit_dense(template, dense.points, points, weights, *arguments) for points in targets]
+    if params.correction:
+        fits = [corrected_dense(template, dense.points, fit, points, params.correction_threshold,
+                                params.correction_radius_mm) for fit, points in zip(fits, targets)]
+    return fits
 
 
 def _fit(template: Template, params: PafsParams, jaw: JawRegion | None, landmarks: list[np.ndarray],
@@ -102,35 +124,34 @@ def _fit(template: Template, params: PafsParams, jaw: JawRegion | None, landmark
 
 
 def process_views(images: np.ndarray, template: Template, params: PafsParams, jaw: JawRegion | None = None,
-                  compare: bool = False, grid: TexelGrid | None = None
-                  ) -> tuple[list[ViewResult | None], list[ViewResult] | None]:
-    """All views of one identity: (per view the result, None = no face; with `compare`, the results of the
-    other fitting mode too: single-view fits when params.joint_fit, else joint). The joint fit takes the
-    views with a face; an identity with a missing view is discarded anyway. grid: the refinement's texels
-    (texel_grid at params.photometric_texel_stride; None = made here)."""
+                  grid: TexelGrid | None = None, dense: DenseAssets | None = None) -> list[ViewResult | None]:
+    """All views of one identity: per view the result, None = no face. One fit per view: each alone, or (joint_fit)
+    one shape for the views with a face (an identity with a missing view is discarded anyway). grid: the colour
+    refinement's texels (texel_grid at params.photometric_texel_stride; None = made here). dense: the mesh
+    correspondence and models, needed for params.dense and params.person_mask."""
+    if (params.dense or params.person_mask) and dense is None:
+        raise ValueError("pafs.dense and pafs.person_mask need the face mesh assets (DenseAssets)")
     detections = [_detect(image, params) for image in images]
     found = [index for index, detection in enumerate(detections) if detection is not None]
-    landmarks = [detections[index].landmarks for index in found]
     results: list[ViewResult | None] = [None] * len(images)
     faces = [images[index] for index in found]
-    for index, fit in zip(found, _fit(template, params, jaw, landmarks, params.joint_fit, faces, grid)):
-        results[index] = _sample(images[index], template, params, detections[index], fit)
-    other = None
-    if compare and found:
-        other = [_sample(images[index], template, params, detections[index], fit)
-                 for index, fit in zip(found, _fit(template, params, jaw, landmarks, not params.joint_fit, faces, grid))]
-    return results, other
+    if params.dense:
+        fits = _fit_dense(template, params, dense, [detections[index] for index in found], faces, params.joint_fit)
+    else:
+        fits = _fit(template, params, jaw, [detections[index].landmarks for index in found], params.joint_fit,
+                    faces, grid)
+    for index, fit in zip(found, fits):
+        results[index] = _sample(images[index], template, params, detections[index], fit, dense)
+    return results
 
 
-def process_image(image: np.ndarray, template: Template, params: PafsParams,
-                  jaw: JawRegion | None = None) -> ViewResult | None:
+def process_image(image: np.ndarray, template: Template, params: PafsParams, jaw: JawRegion | None = None,
+                  dense: DenseAssets | None = None) -> ViewResult | None:
     """Choose the face, fit the template to its landmarks and extract the PAF; None = no face.
 
     The fallback detector runs only where the first finds nothing: dlib's HOG detector is
     fast but frontal (it misses ~2 % of views at |yaw| 45-50 deg), the mmod CNN finds them at
     ~15x its cost, so as a fallback it costs little.
     """
-    detection = _detect(image, params)
-    if detection is None:
-        return None
-    return _sample(image, template, params, detection, _fit(template, params, jaw, [detection.landmarks], False, [image], None)[0])
+    single = dataclasses.replace(params, joint_fit=False)
+    return process_views(image[None], template, single, jaw, None, dense)[0]

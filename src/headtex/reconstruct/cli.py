@@ -13,7 +13,10 @@ import torch
 
 from headtex.assets import find_model, find_params, find_template
 from headtex.detection import detect_faces, detection_attempts, landmarks_in_box
-from headtex.fitting import FitParams, JawRegion, fit_landmarks, fitted_landmarks, jaw_region, photo_partial_texture
+from headtex.facemesh import load_correspondence
+from headtex.fitting import (
+    DenseAssets, FitParams, JawRegion, dense_assets, fit_landmarks, fitted_landmarks, jaw_region, photo_partial_texture,
+)
 from headtex.geometry.template import Template, load_template, write_obj
 from headtex.inpaint import Generator
 from headtex.inpaint.complete import complete_texture
@@ -48,6 +51,7 @@ class Assets:
     jaw: JawRegion
     generator: Generator
     model: dict  # file, latent, ship_output, uv_size
+    dense: DenseAssets  # the face mesh's points on the template and its models (pafs.dense, pafs.person_mask)
 
 
 def load_assets(template_dir: Path, model_path: Path, uv_size: int) -> Assets:
@@ -60,7 +64,8 @@ def load_assets(template_dir: Path, model_path: Path, uv_size: int) -> Assets:
     if info["uv_size"] != size:
         raise UserError(f"{model_path}: model trained at {info['uv_size']}x{info['uv_size']} texels, the template "
                         f"has {size}x{size}; retrain it (`headtex train`) or use the matching template")
-    return Assets(template, jaw_region(template), generator, {"file": str(model_path), **info})
+    return Assets(template, jaw_region(template), generator, {"file": str(model_path), **info},
+                  dense_assets(template, load_correspondence(template_dir)))
 
 
 def find_assets(params: Path | None, model: Path | None, template_dir: Path | None) -> tuple[Path, Path, Path]:
@@ -194,8 +199,9 @@ def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: P
             failures.append({"photo": label, "face": number, "error": f"{where}: {problem}"})
             continue
         target = folder if face_choice is not None else folder / f"face-{number}"
+        others = [other.box for other in faces if other is not face]
         records.append(write_face(image, notes, label, target, assets, config, pafs, face, number, listed,
-                                  save_photo, read_seconds, timings, started))
+                                  save_photo, read_seconds, timings, started, others))
         started, read_seconds = time.perf_counter(), 0.0  # the next face's time excludes detection and reading
         timings = {"detection": 0.0}
     return records, failures
@@ -203,12 +209,14 @@ def reconstruct_photo(image: np.ndarray, notes: list[str], label: str, folder: P
 
 def write_face(image: np.ndarray, notes: list[str], label: str, folder: Path, assets: Assets,
                config: ReconstructParams, pafs: FitParams, face: Face, number: int, listed: list[dict],
-               save_photo: bool, read_seconds: float, timings: dict[str, float], started: float) -> dict:
-    """Fit, texture and write one face's folder atomically; returns its fit.json contents."""
+               save_photo: bool, read_seconds: float, timings: dict[str, float], started: float,
+               others: list[tuple[float, float, float, float]] | None = None) -> dict:
+    """Fit, texture and write one face's folder atomically; returns its fit.json contents. others: the photo's
+    other faces' boxes (the person mask leaves them out)."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder}: exists and is not a folder (output for {label})")
     result = reconstruct_face(image, face, assets.template, assets.jaw, assets.generator,
-                              assets.model["ship_output"], config, pafs, timings)
+                              assets.model["ship_output"], config, pafs, timings, assets.dense, others)
     if face.quarter_turns:
         notes = notes + [f"turned {90 * face.quarter_turns} degrees counter-clockwise: no upright face, "
                          "an upright one at this turn (the fit, landmarks and overlay are in the turned photo)"]

@@ -24,8 +24,10 @@ from headtex.detection import (
     SAME_FACE_IOU, Detection, box_side, detection_attempts, faces_found, find_oriented_face, iou, landmark_problem,
     merge_faces, refined_landmarks, turned,
 )
+from headtex.facemesh import person_mask
 from headtex.fitting import (
-    Fit, FitParams, JawRegion, fit_landmarks, fitted_landmarks, photo_partial_texture, scaled_fit,
+    DenseAssets, Fit, FitParams, JawRegion, corrected_dense, dense_targets, fit_dense, fit_landmarks,
+    fitted_landmarks, photo_partial_texture, point_weights, scaled_fit,
 )
 from headtex.geometry import project, render_textured
 from headtex.geometry.template import Template, render_view
@@ -276,7 +278,7 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator: Generator, ship_output: str,
-                config: ReconstructParams, pafs: FitParams) -> Reconstruction | None:
+                config: ReconstructParams, pafs: FitParams, dense: DenseAssets | None = None) -> Reconstruction | None:
     """Photo (uint8 RGB, any size) -> the most prominent face, fit, partial and completed texture; None = no face.
     A face that cannot be fitted (`face_problem`: implausible landmarks, too small, cut off) raises FaceRejected."""
     timings: dict[str, float] = {}
@@ -286,23 +288,44 @@ def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator
     problem = face_problem(faces[0], image.shape, config)
     if problem:
         raise FaceRejected(problem)
-    return reconstruct_face(image, faces[0], template, jaw, generator, ship_output, config, pafs, timings)
+    return reconstruct_face(image, faces[0], template, jaw, generator, ship_output, config, pafs, timings, dense,
+                            [face.box for face in faces[1:]])
 
 
 def reconstruct_face(image: np.ndarray, face: Face, template: Template, jaw: JawRegion, generator: Generator,
                      ship_output: str, config: ReconstructParams, pafs: FitParams,
-                     timings: dict[str, float] | None = None) -> Reconstruction:
+                     timings: dict[str, float] | None = None, dense: DenseAssets | None = None,
+                     others: list[tuple[float, float, float, float]] | None = None) -> Reconstruction:
     """One found face -> fit (with the photo's correction threshold), partial texture, completed texture;
-    a face found on the photo turned is fitted on the photo turned the same way."""
+    a face found on the photo turned is fitted on the photo turned the same way.
+    dense: the face mesh assets (pafs.dense: the dense fit; pafs.person_mask: the texels that show the background
+    or another face, whose boxes are `others`, are not visible)."""
     timings = {} if timings is None else dict(timings)
     image = turned(image, face.quarter_turns)
+    if (pafs.dense or pafs.person_mask) and dense is None:
+        raise ValueError("pafs.dense and pafs.person_mask need the face mesh assets (DenseAssets)")
     tick = time.perf_counter()
-    fit = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour, jaw,
-                        pafs.correction, config.correction_threshold, pafs.correction_radius_mm)
+    if pafs.dense:
+        targets = dense_targets(image, face.landmarks, dense)
+        fit = fit_dense(template, dense.points, targets,
+                        point_weights(dense.points, pafs.point_group_weights, pafs.point_spread_mm),
+                        pafs.shape_regularisation, pafs.fit_iterations, pafs.contour == "silhouette")
+        if pafs.correction:
+            fit = corrected_dense(template, dense.points, fit, targets, config.correction_threshold,
+                                  pafs.correction_radius_mm)
+    else:
+        fit = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour,
+                            jaw, pafs.correction, config.correction_threshold, pafs.correction_radius_mm)
     timings["fit"] = time.perf_counter() - tick
     tick = time.perf_counter()
+    person = None
+    if pafs.person_mask:  # a face found turned is the only one: there are no other boxes to turn with it
+        person = person_mask(image, face.box, list(others or []) if face.quarter_turns == 0 else [],
+                             dense.mesh.segmentation_model, pafs.person_threshold)
+    timings["person_mask"] = time.perf_counter() - tick
+    tick = time.perf_counter()
     paf, visible, box, factor = photo_partial_texture(image, template, fit, pafs.max_view_angle_degrees,
-                                                      pafs.depth_tolerance_mm, config.sample_max_side)
+                                                      pafs.depth_tolerance_mm, config.sample_max_side, person)
     timings["sampling"] = time.perf_counter() - tick
     tick = time.perf_counter()
     texture = complete_texture(generator, paf, visible, template.texel_valid, ship_output)

