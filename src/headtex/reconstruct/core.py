@@ -292,6 +292,37 @@ def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator
                             [face.box for face in faces[1:]])
 
 
+def fit_face(image: np.ndarray, face: Face, template: Template, jaw: JawRegion, config: ReconstructParams,
+             pafs: FitParams, dense: DenseAssets | None) -> Fit:
+    """The template fitted to one face of the (upright) photo: the dense fit (pafs.dense: the face mesh's points and
+    dlib's 68) or the landmark fit, each with the photo's correction threshold."""
+    if not pafs.dense:
+        return fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour,
+                             jaw, pafs.correction, config.correction_threshold, pafs.correction_radius_mm)
+    if dense is None:
+        raise ValueError("pafs.dense needs the face mesh assets (DenseAssets)")
+    targets = dense_targets(image, face.landmarks, dense)
+    fit = fit_dense(template, dense.points, targets,
+                    point_weights(dense.points, pafs.point_group_weights, pafs.point_spread_mm),
+                    pafs.shape_regularisation, pafs.fit_iterations, pafs.contour == "silhouette")
+    if pafs.correction:
+        fit = corrected_dense(template, dense.points, fit, targets, config.correction_threshold,
+                              pafs.correction_radius_mm)
+    return fit
+
+
+def person_of(image: np.ndarray, face: Face, others: list[tuple[float, float, float, float]], pafs: FitParams,
+              dense: DenseAssets | None) -> np.ndarray | None:
+    """The pixels of the (upright) photo that show this face's person (pafs.person_mask; None = off): the selfie
+    model around it, less the other faces' boxes (a face found turned is the only one: no boxes to turn)."""
+    if not pafs.person_mask:
+        return None
+    if dense is None:
+        raise ValueError("pafs.person_mask needs the face mesh assets (DenseAssets)")
+    return person_mask(image, face.box, others if face.quarter_turns == 0 else [], dense.mesh.segmentation_model,
+                       pafs.person_threshold)
+
+
 def reconstruct_face(image: np.ndarray, face: Face, template: Template, jaw: JawRegion, generator: Generator,
                      ship_output: str, config: ReconstructParams, pafs: FitParams,
                      timings: dict[str, float] | None = None, dense: DenseAssets | None = None,
@@ -302,26 +333,11 @@ def reconstruct_face(image: np.ndarray, face: Face, template: Template, jaw: Jaw
     or another face, whose boxes are `others`, are not visible)."""
     timings = {} if timings is None else dict(timings)
     image = turned(image, face.quarter_turns)
-    if (pafs.dense or pafs.person_mask) and dense is None:
-        raise ValueError("pafs.dense and pafs.person_mask need the face mesh assets (DenseAssets)")
     tick = time.perf_counter()
-    if pafs.dense:
-        targets = dense_targets(image, face.landmarks, dense)
-        fit = fit_dense(template, dense.points, targets,
-                        point_weights(dense.points, pafs.point_group_weights, pafs.point_spread_mm),
-                        pafs.shape_regularisation, pafs.fit_iterations, pafs.contour == "silhouette")
-        if pafs.correction:
-            fit = corrected_dense(template, dense.points, fit, targets, config.correction_threshold,
-                                  pafs.correction_radius_mm)
-    else:
-        fit = fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour,
-                            jaw, pafs.correction, config.correction_threshold, pafs.correction_radius_mm)
+    fit = fit_face(image, face, template, jaw, config, pafs, dense)
     timings["fit"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    person = None
-    if pafs.person_mask:  # a face found turned is the only one: there are no other boxes to turn with it
-        person = person_mask(image, face.box, list(others or []) if face.quarter_turns == 0 else [],
-                             dense.mesh.segmentation_model, pafs.person_threshold)
+    person = person_of(image, face, others or [], pafs, dense)
     timings["person_mask"] = time.perf_counter() - tick
     tick = time.perf_counter()
     paf, visible, box, factor = photo_partial_texture(image, template, fit, pafs.max_view_angle_degrees,
