@@ -55,6 +55,15 @@ def template(template_dir):
     return load_template(template_dir)
 
 
+@pytest.fixture(scope="session")
+def dense(template, template_dir):
+    """The face mesh's points on the template and its models (pafs.dense, pafs.person_mask)."""
+    from headtex.facemesh import load_correspondence
+    from headtex.fitting import dense_assets
+
+    return dense_assets(template, load_correspondence(template_dir))
+
+
 def params_for(cls, name: str, partial: bool = False, **overrides):
     """Section `name` of the repository's params.yaml as `cls`, some values replaced, through the real checks
     (types, ranges, shared keys): tests use the values a user gets, never a second set of defaults."""

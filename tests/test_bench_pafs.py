@@ -44,9 +44,9 @@ def test_bench_partial_texture(benchmark, template, view):
     assert (visible > 0).mean() > 0.2
 
 
-def test_bench_process_image(benchmark, template, view):
+def test_bench_process_image(benchmark, template, view, dense):
     jaw = jaw_region(template)
-    result = benchmark(process_image, view[0], template, params_for(PafsParams, "pafs"), jaw)
+    result = benchmark(process_image, view[0], template, params_for(PafsParams, "pafs"), jaw, dense)
     assert result is not None
 
 

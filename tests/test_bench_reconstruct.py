@@ -42,7 +42,8 @@ def setup(tmp_path_factory, template_dir):
     with torch_threads(config.threads):  # as `headtex reconstruct` runs (reconstruct.threads)
         warm_up(assets, pafs)
         image, _ = read_photo(photo, (128, 128, 128))
-        result = reconstruct(image, assets.template, assets.jaw, assets.generator, "coarse", config, pafs)
+        result = reconstruct(image, assets.template, assets.jaw, assets.generator, "coarse", config, pafs,
+                             assets.dense)
         assert result is not None and result.face.detector == "hog"
         yield dict(folder=folder, photo=photo, image=image, assets=assets, config=config, pafs=pafs, result=result)
 

@@ -425,8 +425,9 @@ def test_large_photo_detects_on_a_copy_and_samples_the_original(
     margin = 20 * zoom  # the crown reaches a little above the pasted region
     assert left - margin <= x0 and x1 <= left + 300 * zoom + margin and top - margin <= y0 and y1 <= top + 300 * zoom
     # The texture matches the one from the 300 px original where both see the head.
-    reference = reconstruct(np.ascontiguousarray(head), template, jaw_region(template),
-                            load_assets(template_dir, model, UV_SIZE).generator, "coarse", config, pafs)
+    assets = load_assets(template_dir, model, UV_SIZE)
+    reference = reconstruct(np.ascontiguousarray(head), template, jaw_region(template), assets.generator, "coarse",
+                            config, pafs, assets.dense)
     partial, mask = read_png(tmp_path / "out" / "huge" / "partial.png"), read_png(tmp_path / "out" / "huge" / "mask.png")
     both = (mask > 0) & (reference.visible > 0)
     assert both.sum() > 0.8 * (reference.visible > 0).sum()

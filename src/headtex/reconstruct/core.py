@@ -58,6 +58,8 @@ class ReconstructParams:
     preview_size: int = param("tile size of preview.png", ge=64)
     correction_threshold: float = param("pafs.correction_threshold for photographs: residuals up to this share of "
                                         "the eye-corner distance are left alone", ge=0, le=1)
+    dense: bool = param("pafs.dense for photographs: fit the face mesh's points beside dlib's 68 (false: dlib's 68, "
+                        "which place the annotated real photos' landmarks better)")
     second_look_share: float = param("the CNN also looks (for a larger face HOG missed) when HOG's largest face is "
                                      "narrower than this share of the photo's shorter side ...", ge=0, le=1)
     second_look_confident_score: float = param("... unless that small face is frontal and HOG is this sure of it (SVM "
@@ -294,13 +296,13 @@ def reconstruct(image: np.ndarray, template: Template, jaw: JawRegion, generator
 
 def fit_face(image: np.ndarray, face: Face, template: Template, jaw: JawRegion, config: ReconstructParams,
              pafs: FitParams, dense: DenseAssets | None) -> Fit:
-    """The template fitted to one face of the (upright) photo: the dense fit (pafs.dense: the face mesh's points and
-    dlib's 68) or the landmark fit, each with the photo's correction threshold."""
-    if not pafs.dense:
+    """The template fitted to one face of the (upright) photo: the dense fit (reconstruct.dense: the face mesh's points
+    and dlib's 68) or the landmark fit, each with the photo's correction threshold."""
+    if not config.dense:
         return fit_landmarks(template, face.landmarks, pafs.shape_regularisation, pafs.fit_iterations, pafs.contour,
                              jaw, pafs.correction, config.correction_threshold, pafs.correction_radius_mm)
     if dense is None:
-        raise ValueError("pafs.dense needs the face mesh assets (DenseAssets)")
+        raise ValueError("reconstruct.dense needs the face mesh assets (DenseAssets)")
     targets = dense_targets(image, face.landmarks, dense)
     fit = fit_dense(template, dense.points, targets,
                     point_weights(dense.points, pafs.point_group_weights, pafs.point_spread_mm),
@@ -329,8 +331,8 @@ def reconstruct_face(image: np.ndarray, face: Face, template: Template, jaw: Jaw
                      others: list[tuple[float, float, float, float]] | None = None) -> Reconstruction:
     """One found face -> fit (with the photo's correction threshold), partial texture, completed texture;
     a face found on the photo turned is fitted on the photo turned the same way.
-    dense: the face mesh assets (pafs.dense: the dense fit; pafs.person_mask: the texels that show the background
-    or another face, whose boxes are `others`, are not visible)."""
+    dense: the face mesh assets (reconstruct.dense: the dense fit; pafs.person_mask: the texels that show the
+    background or another face, whose boxes are `others`, are not visible)."""
     timings = {} if timings is None else dict(timings)
     image = turned(image, face.quarter_turns)
     tick = time.perf_counter()
