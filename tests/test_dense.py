@@ -120,6 +120,10 @@ def test_point_groups_cover_both_eyes(points):
     x = points.positions[eyes, 0]
     assert (x < -15).sum() == (x > 15).sum() == 16
     assert POINT_GROUPS.index("eyes") == 2 and points.groups[eyes].tolist() == [2] * 32
+    # The landmark fit's "eyes" group too: ibug 36-41 (the subject's right eye) and 42-47 (the left).
+    from headtex.fitting import LANDMARK_GROUPS, LandmarkLoss
+    weights = LandmarkLoss("l2", 0.0, tuple(3.0 if name == "eyes" else 1.0 for name in LANDMARK_GROUPS)).prior()
+    assert np.flatnonzero(weights == 3.0).tolist() == list(range(36, 48))
 
 
 def test_dense_fit_recovers_known_pose_and_shape(template, points):

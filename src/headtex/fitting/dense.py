@@ -134,8 +134,11 @@ def fit_dense_views(template: Template, points: DensePoints, meshes: list[np.nda
         residual = float(np.sqrt(np.average(np.sum((predicted - q) ** 2, axis=1), weights=w)))
         # The 68 vertices dlib's landmarks were matched to (far-side jaw: the outline), as the landmark fit reports.
         matched = np.where(slid[MESH_POINTS:] >= 0, slid[MESH_POINTS:], ibug)
+        # landmark_weights: dlib's 68 as this fit weighed them, for what follows it (the colour refinement's
+        # landmark term, the correction).
         fits.append(Fit(rotation=rotation, scale=scale, translation=offset * np.array([1.0, -1.0]),
-                        shape=shape.copy(), residual=residual, landmark_ids=matched, point_weights=w_given.copy()))
+                        shape=shape.copy(), residual=residual, landmark_ids=matched,
+                        landmark_weights=w_given[MESH_POINTS:].copy(), point_weights=w_given.copy()))
     return fits
 
 
