@@ -12,7 +12,11 @@ Arrays in, arrays out; the interpreters are made once per process.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,9 +106,24 @@ def _interpreter(path: str):
         raise UserError("ai-edge-litert is not installed: `pip install 'ai-edge-litert>=2.0'`") from None
     if not Path(path).is_file():
         raise UserError(f"{path}: model file missing; rebuild the template (`headtex template`)")
-    interpreter = Interpreter(model_path=path, num_threads=1)
-    interpreter.allocate_tensors()
+    with _quiet_stderr():  # the runtime prints "INFO: Created TensorFlow Lite XNNPACK delegate" on stderr, where
+        interpreter = Interpreter(model_path=path, num_threads=1)  # a user error must be the only line
+        interpreter.allocate_tensors()
     return interpreter
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C++ code writes there, below Python's sys.stderr) for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _run(path: Path, batch: np.ndarray) -> list[np.ndarray]:

@@ -111,6 +111,8 @@ def fit_dense_views(template: Template, points: DensePoints, meshes: list[np.nda
     once per view; each view's weights are normalised to sum to 68, so the value means what the 68-landmark fit's
     does. slide_contour: match the oval points on the side turned away to the fitted head's outline each alternation.
     """
+    if not meshes:
+        return []  # no view with a face: nothing to fit (and no system to solve)
     views = [np.asarray(m, dtype=np.float64)[:, :2] * np.array([1.0, -1.0]) for m in meshes]  # y up
     given = [np.asarray(w, dtype=np.float64) for w in weights]
     for q, w in zip(views, given):

@@ -12,8 +12,9 @@ import numpy as np
 from headtex.detection import Detection, find_face
 from headtex.facemesh import person_mask
 from headtex.fitting import (
-    LANDMARK_GROUPS, LANDMARK_LOSSES, POINT_GROUPS, DenseAssets, Fit, FitParams, JawRegion, LandmarkLoss, TexelGrid, corrected,
-    corrected_dense, dense_targets, fit_dense, fit_dense_views, fit_views, partial_texture, point_weights, refine_views, texel_grid,
+    LANDMARK_GROUPS, LANDMARK_LOSSES, POINT_GROUPS, DenseAssets, Fit, FitParams, JawRegion, LandmarkLoss, TexelGrid,
+    corrected, corrected_dense, dense_targets, fit_dense, fit_dense_views, fit_views, partial_texture, point_weights,
+    refine_views, texel_grid,
 )
 from headtex.geometry.template import Template
 from headtex.params import param
@@ -72,7 +73,7 @@ def _detect(image: np.ndarray, params: PafsParams):
 def _sample(image: np.ndarray, template: Template, params: PafsParams, detection: Detection, fit: Fit,
             dense: DenseAssets | None) -> ViewResult:
     person = (person_mask(image, detection.box, list(detection.others), dense.mesh.segmentation_model,
-                          params.person_threshold) if params.person_mask and dense is not None else None)
+                          params.person_threshold) if params.person_mask else None)
     paf, visible, cosine = partial_texture(image, template, fit, params.max_view_angle_degrees,
                                            params.depth_tolerance_mm, person)
     return ViewResult(detection.landmarks.astype(np.float32), fit, paf, visible, cosine, detection.detector)

@@ -74,8 +74,8 @@ def run(params_path: Path | None, source: Path | None, out: Path, metrics_path: 
         for name, blob in models.items():
             (Path(scratch) / name).write_bytes(blob)
         casts = _mesh_casts(template, lit, Path(scratch) / MESH_MODEL)
-    mesh_corners, mesh_barycentrics, mesh_spread, mesh_casts = mesh_correspondence(template.vertices, template.faces, casts,
-                                                            CORRESPONDENCE_SIZE, CORRESPONDENCE_SIZE)
+    mesh_corners, mesh_barycentrics, mesh_spread, mesh_casts = mesh_correspondence(
+        template.vertices, template.faces, casts, CORRESPONDENCE_SIZE, CORRESPONDENCE_SIZE)
     views = [render_view(template, template.vertices, lit, yaw, 256)[0] for yaw in PREVIEW_YAWS]
     render_seconds = []
     for _ in range(5):

