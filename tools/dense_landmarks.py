@@ -26,7 +26,8 @@ from headtex.facemesh import face_mesh, load_correspondence
 from headtex.faces.cli import _synthetic_identity
 from headtex.faces.core import FacesParams
 from headtex.fitting import (
-    FitParams, dense_assets, dense_targets, fit_dense, fit_landmarks, fitted_landmarks, jaw_region, landmark_nme, point_weights,
+    FitParams, dense_assets, dense_targets, fit_dense, fit_landmarks, fitted_landmarks, jaw_region, landmark_nme,
+    point_weights,
 )
 from headtex.geometry.template import load_template
 from headtex.pafs.core import PafsParams
