@@ -97,9 +97,15 @@ def group_of_points() -> np.ndarray:
     return groups
 
 
-@functools.cache
 def _interpreter(path: str):
-    """One TFLite interpreter per model file and process (one thread: the pools parallelise over images)."""
+    """One TFLite interpreter per model file and process (one thread: the pools parallelise over images). Keyed by
+    the process id: a pool worker forked from a process that already ran a model must not use the parent's copy
+    (the runtime's state does not survive a fork: the worker's first invoke hangs)."""
+    return _process_interpreter(path, os.getpid())
+
+
+@functools.cache
+def _process_interpreter(path: str, pid: int):
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
