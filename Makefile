@@ -8,8 +8,10 @@ LOCK := requirements/lock-py$(PYTHON_VERSION).txt
 # Where `make lock` finds torch's CPU build: pip's find-links where this machine keeps the wheel, else
 # PyTorch's CPU index (PyPI's Linux torch is the CUDA build).
 TORCH_SOURCE ?= $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index-url https://download.pytorch.org/whl/cpu)
-# `make lock UPGRADE="--upgrade-package numpy"` moves one package; `UPGRADE=--upgrade` moves everything.
+# `make lock UPGRADE="--upgrade-package numpy"` moves one package; `UPGRADE=--upgrade` moves everything;
+# `make lock LOCK_PYTHON=3.12` writes another Python's lock (resolved for it; this venv's uv does the work).
 UPGRADE ?=
+LOCK_PYTHON ?= $(PYTHON_VERSION)
 
 # `dvc plots show` without internet: vega, vega-lite and vega-embed from the npm registry (the versions DVC's
 # own page loads from a CDN), inlined into one page template that .dvc/config.local points DVC at.
@@ -45,8 +47,8 @@ install: $(VENV)/.installed
 # Regenerate the lock from pyproject.toml and requirements/lock.in; pins already in it stay unless UPGRADE moves them.
 lock: $(VENV)/.locked
 	$(BIN)/uv pip compile pyproject.toml requirements/lock.in --all-extras --generate-hashes --quiet \
-	  --python-version $(PYTHON_VERSION) --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) $(UPGRADE) \
-	  --custom-compile-command "make lock" -o $(LOCK)
+	  --python-version $(LOCK_PYTHON) --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) $(UPGRADE) \
+	  --custom-compile-command "make lock" -o requirements/lock-py$(LOCK_PYTHON).txt
 
 repro: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro

@@ -35,7 +35,7 @@ def test_long_labels_wrap_onto_lines_that_fit_before_they_are_shortened():
     assert all(text_width(line, MIN_SCALE) <= 40 for line in cut)
 
 
-def test_a_wrapped_header_is_taller_and_every_header_uses_one_text_size():
+def test_a_label_too_long_for_one_line_makes_the_band_taller():
     grid = np.zeros((10, 2 * 128, 3), np.uint8)
     short = with_header(grid, ["masked", "model"])
     wrapped = with_header(grid, ["masked", "best classical (navier_stokes) fill"])

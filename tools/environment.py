@@ -1,8 +1,8 @@
 """The locked environment: does the lock hold what pyproject.toml asks for, and does the venv hold the lock?
 
-    python tools/environment.py check LOCK   # every requirement of pyproject.toml (dependencies, every extra,
-                                             # build-system) and of requirements/lock.in is pinned in LOCK
-    python tools/environment.py sync LOCK    # uninstall what LOCK does not hold; then the venv must equal it
+    python tools/environment.py check LOCK [REPOSITORY]  # every requirement of pyproject.toml (dependencies, every
+                                                         # extra, build-system) and requirements/lock.in is in LOCK
+    python tools/environment.py sync LOCK                # uninstall what LOCK does not hold; the venv must equal it
 
 `make install` runs both (check before installing the project, sync after), so a dependency added to
 pyproject.toml without `make lock` fails there, one line per requirement, exit status 1. Run with the
@@ -68,8 +68,8 @@ def installed_versions() -> dict[str, str]:
     return {canonicalize_name(dist.metadata["Name"]): dist.version for dist in metadata.distributions()}
 
 
-def check(lock: Path) -> int:
-    problems = unheld(project_requirements(REPOSITORY / "pyproject.toml", REPOSITORY / "requirements" / "lock.in"),
+def check(lock: Path, repository: Path = REPOSITORY) -> int:
+    problems = unheld(project_requirements(repository / "pyproject.toml", repository / "requirements" / "lock.in"),
                       locked_versions(lock))
     for problem in problems:
         print(f"error: {problem} ({lock}): run `make lock` and commit it", file=sys.stderr)
@@ -92,14 +92,17 @@ def sync(lock: Path) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) != 3 or sys.argv[1] not in ("check", "sync"):
+    command, arguments = sys.argv[1:2], sys.argv[2:]
+    if command not in (["check"], ["sync"]) or not 1 <= len(arguments) <= (2 if command == ["check"] else 1):
         print(__doc__, file=sys.stderr)
         return 2
-    lock = Path(sys.argv[2])
+    lock = Path(arguments[0])
     if not lock.is_file():
         print(f"error: no lock file {lock}", file=sys.stderr)
         return 1
-    return check(lock) if sys.argv[1] == "check" else sync(lock)
+    if command == ["sync"]:
+        return sync(lock)
+    return check(lock, Path(arguments[1]) if len(arguments) > 1 else REPOSITORY)
 
 
 if __name__ == "__main__":
