@@ -192,6 +192,8 @@ class _Windowed(Executor):
     def _failure(self, error: BaseException, index: int, total: int, description: str) -> UserError:
         if isinstance(error, UserError):
             return error  # a worker's own one-line error (a bad input file): as it would be in-process
+        if isinstance(error, StaleWorker):
+            return TaskFailed(f"{description or 'stage'}: {error}")
         name = type(error).__name__
         return TaskFailed(f"{description or 'stage'}: task {index + 1} of {total} failed on {self.describe()}: "
                           f"{name}: {str(error).splitlines()[0] if str(error) else ''}{_where(error)}")
@@ -300,7 +302,8 @@ class DaskCluster(_Windowed):
     def _wait(self, futures: Iterable[Any]) -> set:
         from distributed import wait as dask_wait
 
-        return dask_wait(list(futures), return_when="FIRST_COMPLETED").done
+        with self._client.as_current():  # distributed.wait asks for the current client (ours is not the default)
+            return dask_wait(list(futures), return_when="FIRST_COMPLETED").done
 
     def describe(self) -> str:
         return f"Dask {self.address} ({self.workers} worker thread{'s' if self.workers != 1 else ''})"
