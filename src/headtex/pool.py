@@ -14,6 +14,7 @@ import hashlib
 import multiprocessing
 import os
 import re
+import sysconfig
 import traceback
 import uuid
 from collections import deque
@@ -121,12 +122,14 @@ def _run_chunk(function: Callable[[Item], Result], chunk: Sequence[Item], finger
 
 
 def _where(error: BaseException) -> str:
-    """file:line where a worker's exception was raised (innermost headtex frame), for the one error line."""
+    """file:line where a worker's exception was raised (the innermost frame outside Python's and the installed
+    libraries' code), for the one error line."""
     frames = [(frame.filename, frame.lineno) for frame in traceback.extract_tb(error.__traceback__)]
     remote = getattr(error.__cause__, "tb", None)  # concurrent.futures' _RemoteTraceback: the worker's text
     if isinstance(remote, str):
         frames = [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', remote)]
-    ours = [(name, line) for name, line in frames if "headtex" in name] or frames
+    libraries = (sysconfig.get_paths()["stdlib"], "site-packages", "dist-packages")
+    ours = [(name, line) for name, line in frames if not any(part in name for part in libraries)] or frames
     if not ours:
         return ""
     name, line = ours[-1]
