@@ -274,3 +274,15 @@ def test_a_dask_worker_killed_mid_stage_changes_no_byte(local_project, cluster, 
     for name in written:
         assert hashlib.md5((out / name.removeprefix("data/pafs/")).read_bytes()).hexdigest() == local[name], name
     assert (tmp_path / "pafs.json").read_bytes() == (local_project / "metrics" / "pafs.json").read_bytes()
+
+
+def test_cluster_run_gives_its_command_the_scheduler_and_its_exit_status():
+    """`python -m headtex.cluster run --local 1 -- command`: the command sees HEADTEX_DASK_SCHEDULER, a worker is
+    up, and its exit status is the launcher's."""
+    script = ("import os, sys; from headtex.pool import open_executor\n"
+              "with open_executor() as executor: print(executor.facts()['scheduler'] == os.environ['"
+              + SCHEDULER_ENV + "'], executor.workers)\nsys.exit(3)\n")
+    result = subprocess.run([sys.executable, "-m", "headtex.cluster", "run", "--local", "1", "--", sys.executable,
+                             "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.strip() == "True 1"
