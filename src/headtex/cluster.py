@@ -9,17 +9,17 @@ module starts clusters and is no stage's dependency, so nothing here can change 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any, Callable, Iterator
 
 import typer
 import yaml
@@ -28,6 +28,18 @@ from headtex.io import UserError
 from headtex.pool import SCHEDULER_ENV, Executor, LocalPool, open_executor
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
+
+
+def one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """A command whose user errors print `error: ...` and exit 1, as `headtex` does (headtex.cli.main)."""
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except UserError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+    return checked
 
 
 @contextmanager
@@ -66,6 +78,7 @@ def scheduler_env(address: str | None) -> Iterator[None]:
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@one_line_errors
 def run(
     context: typer.Context,
     jobs: Annotated[int, typer.Option(help="Slurm jobs (dask-jobqueue, config jobqueue.slurm)")] = 0,
@@ -120,6 +133,7 @@ def bytes_per_image(params_path: Path, template_dir: Path, faces_dir: Path) -> d
 
 
 @app.command()
+@one_line_errors
 def bench(
     params: Annotated[Path, typer.Option(help="params.yaml (its faces.identities are rendered and fitted)")] = Path("params.yaml"),
     template: Annotated[Path, typer.Option(help="template folder")] = Path("models/template"),
@@ -168,13 +182,5 @@ def bench(
         out.write_text(json.dumps(figures, indent=1) + "\n")
 
 
-def main() -> None:
-    try:
-        app()
-    except UserError as error:
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(1)
-
-
 if __name__ == "__main__":
-    main()
+    app()
