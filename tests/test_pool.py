@@ -31,7 +31,7 @@ FAILING_ITEM = 1  # the second task: it fails while the first still runs
 
 
 def slow_square(item: int) -> int:
-    time.sleep(0.2)
+    time.sleep(0.4 if item % 3 == 0 else 0.02)  # later tasks finish first: results must still come in input order
     return item * item
 
 
