@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import functools
 import hashlib
+import itertools
 import multiprocessing
 import os
 import re
@@ -146,18 +147,24 @@ class Executor:
         self.workers = workers
 
     def map(self, function: Callable[[Item], Result], items: Iterable[Item], description: str = "",
-            chunksize: int = 1) -> Iterator[Result]:
+            chunksize: int = 1, total: int | None = None) -> Iterator[Result]:
         """Yield function(item) for every item, in input order; a task is `chunksize` items.
 
-        `function` must be a module-level function (it is pickled to the workers). At most IN_FLIGHT_PER_WORKER
-        tasks per worker are out at a time, so this process holds O(those results) whatever the number of items.
+        `function` must be a module-level function (it is pickled to the workers). Items are drawn as tasks are
+        submitted and at most IN_FLIGHT_PER_WORKER tasks per worker are out at a time, so a generator of items
+        (with `total` given) keeps this process at O(those tasks and results) whatever the number of items.
         A task that raises or a worker that dies ends the stage with one line (TaskFailed); never a hang.
         """
-        items = list(items)
-        chunks = [items[k:k + chunksize] for k in range(0, len(items), max(1, chunksize))]
-        yield from progress(self._results(function, chunks, description), description, total=len(items))
+        if total is None:
+            items = list(items)
+            total = len(items)
+        chunksize = max(1, chunksize)
+        source = iter(items)
+        chunks = iter(lambda: list(itertools.islice(source, chunksize)), [])
+        tasks = -(-total // chunksize)
+        yield from progress(self._results(function, chunks, tasks, description), description, total=total)
 
-    def _results(self, function: Callable, chunks: list[list], description: str) -> Iterator:
+    def _results(self, function: Callable, chunks: Iterator[list], tasks: int, description: str) -> Iterator:
         for chunk in chunks:  # here, in this process (one worker, or a single task)
             yield from _run_chunk(function, chunk)
 
@@ -201,15 +208,15 @@ class _Windowed(Executor):
         return TaskFailed(f"{description or 'stage'}: task {index + 1} of {total} failed on {self.describe()}: "
                           f"{name}: {str(error).splitlines()[0] if str(error) else ''}{_where(error)}")
 
-    def _results(self, function: Callable, chunks: list[list], description: str) -> Iterator:
+    def _results(self, function: Callable, chunks: Iterator[list], tasks: int, description: str) -> Iterator:
         window = max(1, IN_FLIGHT_PER_WORKER * self.workers)
         pending: deque = deque()
         for index, chunk in enumerate(chunks):
             if len(pending) >= window:
-                yield from self._take(pending, len(chunks), description)
+                yield from self._take(pending, tasks, description)
             pending.append((index, self._submit(function, chunk)))
         while pending:
-            yield from self._take(pending, len(chunks), description)
+            yield from self._take(pending, tasks, description)
 
     def _take(self, pending: deque, total: int, description: str) -> list:
         """The oldest task's results, waiting for it; any task that failed meanwhile ends the stage at once."""
@@ -236,10 +243,10 @@ class LocalPool(_Windowed):
         super().__init__(workers)
         self._pool: ProcessPoolExecutor | None = None
 
-    def _results(self, function: Callable, chunks: list[list], description: str) -> Iterator:
-        if self.workers <= 1 or len(chunks) <= 1:  # no pool to start for one worker or one task
-            return Executor._results(self, function, chunks, description)
-        return super()._results(function, chunks, description)
+    def _results(self, function: Callable, chunks: Iterator[list], tasks: int, description: str) -> Iterator:
+        if self.workers <= 1 or tasks <= 1:  # no pool to start for one worker or one task
+            return Executor._results(self, function, chunks, tasks, description)
+        return super()._results(function, chunks, tasks, description)
 
     def _submit(self, function: Callable, chunk: list) -> Any:
         if self._pool is None:  # started at the first task: a stage that runs everything in-process starts none

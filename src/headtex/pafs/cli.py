@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -250,26 +252,35 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
     with open_executor(workers, "pafs") as executor, atomic_dir(out) as staging:
         writer = ShardWriter(staging, config.shard_size)
         previews = 0
-        for _, arrays in iter_shards(faces_dir, FACES, FACES_TRUTH_KEYS if has_truth else FACES_KEYS):
-            items = _identity_items(arrays, has_truth)
-            tasks = [(str(Path(template_dir).resolve()), config, item) for item in items]
-            for item, result in zip(items, executor.map(_process_identity, tasks, "pafs")):
-                views_in += len(item["view"])
-                yaws.extend(item["yaw"].tolist())
-                for key in work:
-                    work[key] += result[key]
-                fidelity.extend(result["fidelity"])
-                fidelity_other.extend(result["fidelity_other"])
-                if result["missing"]:
-                    rejected.append(item["identity"])
-                    no_face.extend(_no_face_lines(item, result["missing"]))
-                    continue
-                writer.add({key: result["arrays"][key] for key in OUTPUT_KEYS})
-                if previews < config.preview_identities:
-                    truth = item["landmarks"] if has_truth else None
-                    write_png(staging / "preview" / f"identity-{item['identity']:05d}.png",
-                              preview(item["images"], result["arrays"], truth))
-                    previews += 1
+        # One stream of tasks across the faces shards, so that a cluster stays busy at shard boundaries; the items
+        # in flight wait here (a shard read at a time, then only the executor's window).
+        in_flight: deque[dict] = deque()
+
+        def tasks() -> Iterator[tuple[str, PafsParams, dict]]:
+            for _, arrays in iter_shards(faces_dir, FACES, FACES_TRUTH_KEYS if has_truth else FACES_KEYS):
+                for item in _identity_items(arrays, has_truth):
+                    in_flight.append(item)
+                    yield str(Path(template_dir).resolve()), config, item
+
+        identities = sum(len(entry["identities"]) for entry in index["shards"])
+        for result in executor.map(_process_identity, tasks(), "pafs", total=identities):
+            item = in_flight.popleft()
+            views_in += len(item["view"])
+            yaws.extend(item["yaw"].tolist())
+            for key in work:
+                work[key] += result[key]
+            fidelity.extend(result["fidelity"])
+            fidelity_other.extend(result["fidelity_other"])
+            if result["missing"]:
+                rejected.append(item["identity"])
+                no_face.extend(_no_face_lines(item, result["missing"]))
+                continue
+            writer.add({key: result["arrays"][key] for key in OUTPUT_KEYS})
+            if previews < config.preview_identities:
+                truth = item["landmarks"] if has_truth else None
+                write_png(staging / "preview" / f"identity-{item['identity']:05d}.png",
+                          preview(item["images"], result["arrays"], truth))
+                previews += 1
         writer.flush()
         stage_seconds = time.perf_counter() - started
         kept = [i for entry in writer.entries for i in entry["identities"]]
