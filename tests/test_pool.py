@@ -312,3 +312,20 @@ def test_cluster_run_gives_its_command_the_scheduler_and_its_exit_status():
                              "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 3, result.stderr
     assert result.stdout.strip() == "True 1"
+
+
+def test_the_readmes_slurm_recipe_starts_one_single_threaded_worker_per_core():
+    """The jobqueue config in README "Scale out", as dask-jobqueue turns it into a job script (nothing submitted)."""
+    pytest.importorskip("dask_jobqueue")
+    import dask.config
+    import yaml
+    from dask_jobqueue import SLURMCluster
+
+    readme = (TESTS.parent / "README.md").read_text()
+    block = readme.split("```yaml\n  jobqueue:", 1)[1].split("```", 1)[0]
+    config = yaml.safe_load("jobqueue:" + "\n".join(line[2:] for line in block.splitlines()))
+    keys = {f"jobqueue.slurm.{key}": value for key, value in config["jobqueue"]["slurm"].items()}
+    with dask.config.set(keys), SLURMCluster(dashboard_address=None) as cluster:
+        script = cluster.job_script()
+    assert "--nworkers 64" in script and "--nthreads 1" in script and "#SBATCH -n 1" in script
+    assert "/shared/headtex/.venv/bin/python -m distributed.cli.dask_worker" in script
