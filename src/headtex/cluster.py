@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import pickle
 import platform
@@ -58,7 +59,9 @@ def start_cluster(jobs: int, local: int) -> Iterator[Any]:
     else:
         from distributed import LocalCluster
 
-        cluster = LocalCluster(n_workers=local, threads_per_worker=1, processes=True, dashboard_address=None)
+        # Its workers' complaints when the cluster closes under them are not the user's business.
+        cluster = LocalCluster(n_workers=local, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.CRITICAL)
     with cluster:
         yield cluster
 
