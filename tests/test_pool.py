@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from headtex import pool
 from headtex.io import UserError
 from headtex.pool import (
     SCHEDULER_ENV, TIMEOUT_ENV, LocalPool, StaleWorker, TaskFailed, _run_chunk, code_fingerprint, open_executor,
@@ -212,6 +213,20 @@ def test_dask_task_that_raises_ends_the_map_with_one_line_in_seconds(on_cluster)
     assert (f"task {FAILING_ITEM + 1} of 12 failed on Dask {on_cluster.address} (2 worker threads): ValueError: "
             "item 1 is off by one at test_pool.py:") in message and "\n" not in message
     assert time.perf_counter() - tick < 5.0
+
+
+def test_a_dask_stage_widens_its_window_as_workers_join(on_cluster, monkeypatch):
+    """Batch jobs start one by one: tasks out at once follow the workers present, not those at the stage's start."""
+    monkeypatch.setattr(pool, "WORKERS_RECOUNT_SECONDS", 0.0)
+    with open_executor(0) as executor:
+        assert executor._window() == 2 * 2
+        extra = on_cluster.add_worker()
+        try:
+            on_cluster.wait_for_workers(3)
+            assert executor._window() == 2 * 3 and executor.facts()["workers"] == 3
+        finally:
+            extra.terminate()
+            extra.wait(timeout=30)
 
 
 def test_unreachable_scheduler_is_one_line_and_nothing_is_written(template_dir, tmp_path):

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import re
 import sysconfig
+import time
 import traceback
 import uuid
 from collections import deque
@@ -42,6 +43,7 @@ DEFAULT_TIMEOUT = 10.0  # a typo'd address fails in seconds, not after Dask's ow
 # stage's memory, including the state of thread pools whose threads it does not copy. docs/ARCHITECTURE.md, "Pool".
 START_METHOD = "forkserver"
 IN_FLIGHT_PER_WORKER = 2  # tasks submitted ahead per worker: keeps each busy, bounds the results held here
+WORKERS_RECOUNT_SECONDS = 5.0  # how often a cluster's workers are counted again while a stage runs
 
 
 def default_workers() -> int:
@@ -208,11 +210,14 @@ class _Windowed(Executor):
         return TaskFailed(f"{description or 'stage'}: task {index + 1} of {total} failed on {self.describe()}: "
                           f"{name}: {str(error).splitlines()[0] if str(error) else ''}{_where(error)}")
 
+    def _window(self) -> int:
+        """How many tasks may be out at once."""
+        return max(1, IN_FLIGHT_PER_WORKER * self.workers)
+
     def _results(self, function: Callable, chunks: Iterator[list], tasks: int, description: str) -> Iterator:
-        window = max(1, IN_FLIGHT_PER_WORKER * self.workers)
         pending: deque = deque()
         for index, chunk in enumerate(chunks):
-            if len(pending) >= window:
+            if len(pending) >= self._window():
                 yield from self._take(pending, tasks, description)
             pending.append((index, self._submit(function, chunk)))
         while pending:
@@ -262,7 +267,7 @@ class LocalPool(_Windowed):
     def _failure(self, error: BaseException, index: int, total: int, description: str) -> UserError:
         if isinstance(error, BrokenProcessPool):
             return TaskFailed(f"{description or 'stage'}: a worker process died during task {index + 1} of {total} "
-                              "(killed, or out of memory: try fewer --workers)")
+                              "(killed, out of memory, or it could not start: a script that runs a stage needs `if __name__ == \"__main__\":`)")
         return super()._failure(error, index, total, description)
 
     def close(self, failed: bool = False) -> None:
@@ -303,6 +308,16 @@ class DaskCluster(_Windowed):
         self.address = self._client.scheduler.address
         self._token, self._submitted = uuid.uuid4().hex[:8], 0
         self._fingerprint = code_fingerprint()
+        self._counted = time.monotonic()
+
+    def _window(self) -> int:
+        # Batch jobs start one by one: a stage that began on the first node's workers widens its window as the
+        # others join (asked every few seconds; `workers` in the timing file is the most seen).
+        if time.monotonic() - self._counted > WORKERS_RECOUNT_SECONDS:
+            self._counted = time.monotonic()
+            threads = self._client.nthreads()
+            self.workers, self.processes = max(self.workers, sum(threads.values())), max(self.processes, len(threads))
+        return super()._window()
 
     def _submit(self, function: Callable, chunk: list) -> Any:
         self._submitted += 1  # keys name the function on Dask's dashboard, unique per stage run
