@@ -267,7 +267,8 @@ class LocalPool(_Windowed):
     def _failure(self, error: BaseException, index: int, total: int, description: str) -> UserError:
         if isinstance(error, BrokenProcessPool):
             return TaskFailed(f"{description or 'stage'}: a worker process died during task {index + 1} of {total} "
-                              "(killed, out of memory, or it could not start: a script that runs a stage needs `if __name__ == \"__main__\":`)")
+                              "(killed, out of memory, or it could not start: a script that runs a stage "
+                              "needs `if __name__ == '__main__':`)")
         return super()._failure(error, index, total, description)
 
     def close(self, failed: bool = False) -> None:
