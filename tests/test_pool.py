@@ -340,7 +340,7 @@ def test_the_readmes_slurm_recipe_starts_one_single_threaded_worker_per_core():
     block = readme.split("```yaml\n  jobqueue:", 1)[1].split("```", 1)[0]
     config = yaml.safe_load("jobqueue:" + "\n".join(line[2:] for line in block.splitlines()))
     keys = {f"jobqueue.slurm.{key}": value for key, value in config["jobqueue"]["slurm"].items()}
-    with dask.config.set(keys), SLURMCluster(dashboard_address=None) as cluster:
+    with dask.config.set(keys), SLURMCluster(scheduler_options={"dashboard_address": ":0"}) as cluster:
         script = cluster.job_script()
     assert "--nworkers 64" in script and "--nthreads 1" in script and "#SBATCH -n 1" in script
     assert "/shared/headtex/.venv/bin/python -m distributed.cli.dask_worker" in script
