@@ -138,7 +138,7 @@ def bytes_per_image(params_path: Path, template_dir: Path, faces_dir: Path) -> d
 @app.command()
 @one_line_errors
 def bench(
-    params: Annotated[Path, typer.Option(help="params.yaml (its faces.identities are rendered and fitted)")] = Path("params.yaml"),
+    params: Annotated[Path, typer.Option(help="params.yaml (its faces.identities)")] = Path("params.yaml"),
     template: Annotated[Path, typer.Option(help="template folder")] = Path("models/template"),
     workers: Annotated[str, typer.Option(help="worker counts to compare, comma-separated")] = "1,2",
     tasks: Annotated[int, typer.Option(help="empty tasks for the per-task overhead")] = 400,
@@ -174,7 +174,8 @@ def bench(
                        "pafs_images_per_second": round(pafs["views_in"] / pafs_seconds, 2),
                        "faces_seconds": round(faces_seconds, 1), "pafs_seconds": round(pafs_seconds, 1)}
                 figures["runs"].append(row)
-                typer.echo(f"{backend} x{count}: {overhead:.2f} ms per empty task; faces {row['faces_images_per_second']} "
+                typer.echo(f"{backend} x{count}: {overhead:.2f} ms per empty task; "
+                           f"faces {row['faces_images_per_second']} "
                            f"images/s ({faces_seconds:.1f} s), pafs {row['pafs_images_per_second']} images/s "
                            f"({pafs_seconds:.1f} s), whole stage runs")
         figures["bytes_per_image"] = bytes_per_image(params, template, folder / "faces")

@@ -115,7 +115,8 @@ class StaleWorker(Exception):
     """A cluster worker whose code differs from the client's."""
 
 
-def _run_chunk(function: Callable[[Item], Result], chunk: Sequence[Item], fingerprint: str | None = None) -> list[Result]:
+def _run_chunk(function: Callable[[Item], Result], chunk: Sequence[Item],
+               fingerprint: str | None = None) -> list[Result]:
     """A task, in a worker: function over a few items. Cluster workers are checked and tuned here, once each."""
     if fingerprint is not None and code_fingerprint() != fingerprint:
         raise StaleWorker("a Dask worker runs other headtex code or libraries than this checkout "
@@ -322,7 +323,8 @@ class DaskCluster(_Windowed):
 
     def _submit(self, function: Callable, chunk: list) -> Any:
         self._submitted += 1  # keys name the function on Dask's dashboard, unique per stage run
-        key = f"headtex-{function.__module__}.{function.__name__}-{self._token}-{self._submitted}"
+        name = getattr(function, "__name__", type(function).__name__)  # a functools.partial has none
+        key = f"headtex-{name}-{self._token}-{self._submitted}"
         return self._client.submit(_run_chunk, function, chunk, self._fingerprint, key=key, pure=False)
 
     def _wait(self, futures: Iterable[Any]) -> set:

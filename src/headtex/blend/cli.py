@@ -111,7 +111,8 @@ def _tasks(pafs: Path, index: dict, keep: set[int], truth: dict[int, tuple[Path,
         for k in range(0, len(ids), chunk):
             part = ids[k:k + chunk]
             shards = {truth[i][1]["file"]: truth[i] for i in part if i in truth}
-            tasks.append(Task(Path(pafs).resolve(), entry, part, [shards[name] for name in sorted(shards)], preview, valid, config))
+            tasks.append(Task(Path(pafs).resolve(), entry, part, [shards[name] for name in sorted(shards)], preview,
+                              valid, config))
     return tasks
 
 
