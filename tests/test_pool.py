@@ -77,9 +77,17 @@ def test_local_workers_do_not_inherit_the_stages_dlib_thread_pool():
     script = ("from test_pool import dlib_cnn_faces; from headtex.pool import LocalPool\n"
               "dlib_cnn_faces(0)  # the stage uses dlib's CNN before the pool starts\n"
               "with LocalPool(2) as pool: print(list(pool.map(dlib_cnn_faces, range(4))))\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=TESTS, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[0, 0, 0, 0]"
+    # Its own process group: a regression leaves hung workers, which must not outlive the test.
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=TESTS, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError("the workers hung (60 s)") from None
+    assert process.returncode == 0, stderr
+    assert stdout.strip() == "[0, 0, 0, 0]"
 
 
 @pytest.mark.parametrize("function, expected", [
