@@ -2,15 +2,14 @@
 for, a dependency added without `make lock` fails with one line, and the venv the tests run in is the lock."""
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
-from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
 TOOL = REPO / "tools" / "environment.py"
@@ -24,13 +23,16 @@ def check(lock: Path, repository: Path) -> subprocess.CompletedProcess:
                           text=True)
 
 
+def tool_module():
+    """tools/environment.py as a module (tools/ is no package): its lock reader and installed-versions reader."""
+    spec = importlib.util.spec_from_file_location("environment_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def locked() -> dict[str, str]:
-    pins = {}
-    for line in LOCK.read_text().splitlines():
-        if "==" in line and not line.startswith((" ", "#")):
-            name, version = line.split(" ")[0].split("==")
-            pins[canonicalize_name(name)] = version
-    return pins
+    return tool_module().locked_versions(LOCK)
 
 
 def copy_of_project(root: Path) -> Path:
@@ -67,7 +69,7 @@ def test_a_range_the_locked_version_misses_fails(tmp_path):
 
 def test_the_environment_the_tests_run_in_is_the_lock():
     """`make install` installs exactly the lock: every locked version is the installed one, nothing else is there."""
-    installed = {canonicalize_name(dist.metadata["Name"]): dist.version for dist in metadata.distributions()}
+    installed = tool_module().installed_versions()
     installed.pop("headtex", None)
     assert installed == locked()
 

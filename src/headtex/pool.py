@@ -92,13 +92,26 @@ def code_fingerprint() -> str:
 
 
 def folder_stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
-    """(name, size, mtime) of every file under folder: the key of a per-process cache of what it holds.
+    """(name, size, mtime) of every file under folder: the key of a per-process cache of what it holds."""
+    return tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                 for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def cached_per_folder(load: Callable[..., Result]) -> Callable[..., Result]:
+    """load(folder, *args), made once per process and per version of the folder's files.
 
     A cluster worker serves many stages and runs; a cache keyed by the path alone would keep an old template after
     `dvc repro` rebuilt it in place.
     """
-    return tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                 for p in sorted(folder.rglob("*")) if p.is_file())
+    @functools.lru_cache(maxsize=2)
+    def made(folder: str, stamp: tuple, *args: Any) -> Result:
+        return load(folder, *args)
+
+    @functools.wraps(load)
+    def cached(folder: str, *args: Any) -> Result:
+        return made(folder, folder_stamp(Path(folder)), *args)
+
+    return cached
 
 
 _TUNED = False  # this process ran tune_worker_process
@@ -369,8 +382,7 @@ def open_executor(workers: int | None = None, stage: str = "") -> Executor:
         timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT))
         executor: Executor = DaskCluster(address, timeout)
     else:
-        tune_worker_process()  # this process too: it runs the tasks itself when there is one worker or one task
-        executor = LocalPool(default_workers() if workers is None or workers <= 0 else workers)
+        executor = _local_pool(workers)
     if stage:
         report(f"{stage}: tasks run on {executor.describe()}")
     return executor
@@ -384,6 +396,12 @@ def parallel_map(
 
     For work that stays on this machine (evaluate's classical fills); the data stages use open_executor.
     """
-    tune_worker_process()  # this process too: it runs the tasks itself when workers <= 1
-    with LocalPool(default_workers() if workers is None or workers <= 0 else workers) as pool:
+    with _local_pool(workers) as pool:
         yield from pool.map(function, items, description, chunksize)
+
+
+def _local_pool(workers: int | None) -> LocalPool:
+    """`workers` local processes (None or <= 0: every core), this process tuned too: it runs the tasks itself
+    when there is one worker or one task."""
+    tune_worker_process()
+    return LocalPool(default_workers() if workers is None or workers <= 0 else workers)

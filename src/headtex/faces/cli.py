@@ -2,7 +2,6 @@
 metrics/faces.json."""
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from headtex.identity import DESCRIPTOR_SIZE, face_descriptor, identity_report
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.params import load_params, section
 from headtex.photos import make_square, read_photo
-from headtex.pool import Executor, folder_stamp, open_executor
+from headtex.pool import Executor, cached_per_folder, open_executor
 
 PREVIEW_IDENTITIES = 8
 PREVIEW_TILE = 128
@@ -31,13 +30,9 @@ EIGENGAN_CHUNK = 32  # eigengan identities generated, then checked, at a time (b
 IDENTITY_SIDE_YAWS = (-35.0, 35.0)  # issue 14: each identity's yaw-0 view against its views nearest these
 
 
+@cached_per_folder
 def _assets(template_dir: str) -> tuple[Template, Regions, Regions]:
     """The template and its appearance regions, loaded once per process and per version of its files."""
-    return _load_assets(template_dir, folder_stamp(Path(template_dir)))
-
-
-@functools.lru_cache(maxsize=2)
-def _load_assets(template_dir: str, stamp: tuple) -> tuple[Template, Regions, Regions]:
     template = load_template(Path(template_dir))
     regions = appearance_regions(template.albedo_render, template.render_texel_triangle >= 0,
                                  template.vertex_uv[template.landmark_ids])
@@ -163,7 +158,8 @@ def _generate_synthetic(config: FacesParams, template_dir: Path, writer: ShardWr
     """Render every identity into shards; returns the preview identities' views and lit textures, the counts of
     hog_resample_attempts, and the workers' dlib checks (`verdicts` for detection_report, `frontal` / `sides`
     descriptors for the identity check, summed worker seconds)."""
-    tasks = [(str(Path(template_dir).resolve()), config, identity) for identity in range(config.identities)]
+    template = str(Path(template_dir).resolve())  # absolute: a cluster worker runs elsewhere
+    tasks = [(template, config, identity) for identity in range(config.identities)]
     preview_views, preview_textures = [], []
     resample = dict(attempts=config.hog_resample_attempts, resampled_identities=0, redraws=0, unresolved_identities=[])
     checks = dict(verdicts=[], frontal=[], sides=[], render_seconds=0.0, check_seconds=0.0)

@@ -1,7 +1,6 @@
 """`headtex pafs`: data/faces -> per view PAF + visibility + landmarks + fit -> data/pafs/, metrics/pafs.json."""
 from __future__ import annotations
 
-import functools
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from headtex.masking import is_visible
 from headtex.metrics import region_psnr
 from headtex.pafs.core import PafsParams, process_views
 from headtex.params import load_params, section
-from headtex.pool import folder_stamp, open_executor
+from headtex.pool import cached_per_folder, open_executor
 
 YAW_BUCKETS = (15.0, 35.0, 50.0)  # fidelity figures for |yaw| <= each bucket (cumulative)
 REJECTION_MAX_ABS_YAW = 45.0  # the issue's rejection target covers |yaw| <= 45 deg
@@ -30,14 +29,10 @@ OUTPUT_KEYS = ("identity", "view", "paf", "visible", "landmarks", "rotation", "p
                "view_cosine")
 
 
+@cached_per_folder
 def _assets(template_dir: str, texel_stride: int) -> tuple[Template, JawRegion, TexelGrid]:
     """The template, its jaw region and the photometric refinement's texels, made once per worker process and
     per version of the template's files."""
-    return _load_assets(template_dir, texel_stride, folder_stamp(Path(template_dir)))
-
-
-@functools.lru_cache(maxsize=2)
-def _load_assets(template_dir: str, texel_stride: int, stamp: tuple) -> tuple[Template, JawRegion, TexelGrid]:
     template = load_template(Path(template_dir))
     return template, jaw_region(template), texel_grid(template, texel_stride)
 
@@ -256,11 +251,13 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
         # in flight wait here (a shard read at a time, then only the executor's window).
         in_flight: deque[dict] = deque()
 
+        template = str(Path(template_dir).resolve())  # absolute: a cluster worker runs elsewhere
+
         def tasks() -> Iterator[tuple[str, PafsParams, dict]]:
             for _, arrays in iter_shards(faces_dir, FACES, FACES_TRUTH_KEYS if has_truth else FACES_KEYS):
                 for item in _identity_items(arrays, has_truth):
                     in_flight.append(item)
-                    yield str(Path(template_dir).resolve()), config, item
+                    yield template, config, item
 
         identities = sum(len(entry["identities"]) for entry in index["shards"])
         for result in executor.map(_process_identity, tasks(), "pafs", total=identities):
