@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from headtex.faces.cli import _assets, run, tune_worker_process
+from headtex.faces.cli import _assets, run
+from headtex.pool import tune_worker_process
 from headtex.faces.core import FacesParams, identity_vertices, render_identity, sample_identity
 from headtex.geometry import project, render_textured, rotation_matrix
 from headtex.geometry.template import default_camera

@@ -196,3 +196,22 @@ def test_shards_unfit_for_row_reads_are_rejected(tmp_path, problem, expected):
     write_index(tmp_path, [entry])
     with pytest.raises(UserError, match=expected):
         open_textures(tmp_path)
+
+
+def test_row_reads_check_each_arrays_rows_against_the_index(tmp_path):
+    """open_rows checks the streamed array's own row count against index.json: a shard whose textures hold a row
+    more than its identities and index say is rejected when opened (one line naming the shard and the stage),
+    never streamed as 3 textures beside 2 identities (train would pair rows with the wrong identity's masks)."""
+    from headtex.datasets import TEXTURES, open_rows
+
+    textures = np.arange(3 * SIZE * SIZE * 3, dtype=np.uint8).reshape(3, SIZE, SIZE, 3)
+    entry = {"file": "shard-00000.npz", "identities": [1, 2], "count": 2}
+    save_npz(tmp_path / entry["file"], textures=textures, identity=np.array([1, 2], np.int64))
+    write_index(tmp_path, [entry])
+    assert read_shard(tmp_path, entry, TEXTURES, ("identity",))["identity"].tolist() == [1, 2]  # identities agree
+    message = f"{tmp_path / entry['file']}: array 'textures' has 3 rows, index.json says 2; rerun the blend stage"
+    with pytest.raises(UserError, match=message.replace(".", r"\.")) as error:
+        open_textures(tmp_path)
+    assert "\n" not in str(error.value)
+    with pytest.raises(UserError, match="array 'textures' has 3 rows, index.json says 2"):
+        open_rows(tmp_path, TEXTURES, "textures")

@@ -275,19 +275,43 @@ def test_lock_check_names_the_stale_stage(tmp_path):
     assert "make repro" in lines[-1]
 
 
+def check_reproduced(repository: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / ".ci" / "check_reproduced.py"), str(repository)],
+                          capture_output=True, text=True)
+
+
+def test_reproduction_check_names_the_stage_whose_outputs_differ(tmp_path):
+    """.ci/check_reproduced.py (after `make repro` in CI): the committed lock passes against itself; a data stage's
+    output whose hash changed fails with one line naming the stage and the output."""
+    clone = committed_clone(tmp_path / "clone")
+    assert check_reproduced(clone).returncode == 0
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())
+    lock["stages"]["pafs"]["outs"][0]["md5"] = "0" * 32 + ".dir"
+    lock["stages"]["train"]["outs"][0]["md5"] = "0" * 32  # training is not compared (CPU rounding differs)
+    (clone / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    result = check_reproduced(clone)
+    assert result.returncode == 1
+    path = lock["stages"]["pafs"]["outs"][0]["path"]
+    assert result.stderr.strip().splitlines() == [f"stage 'pafs' did not reproduce the committed dvc.lock: {path} differ"]
+
+
 PLOTS_PAGE = REPO / "build" / "plots" / "offline.html"  # `make plots-page` (npm)
 
 
 def test_plots_page_draws_every_chart_offline_in_a_headless_browser(project, tmp_path):
-    """`dvc plots show` with the offline page (`make plots-page`): no CDN reference, and Debian's chromium,
-    with every network request sent to a dead proxy, draws one canvas per chart and loads every image."""
+    """A plain `dvc plots show` after `make install` uses the offline page (make install builds it where npm is
+    present and points .dvc/config.local at it): no CDN reference, and Debian's chromium, with every network
+    request sent to a dead proxy, draws one canvas per chart and loads every image."""
     if not PLOTS_PAGE.is_file():
-        pytest.skip("no offline plots page: run `make plots-page` (needs npm)")
+        pytest.skip("no offline plots page: `make install` builds it where npm is present (`make plots-page`)")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("no chromium: `apt-get install chromium` (Debian)")
+    local_config = REPO / ".dvc" / "config.local"  # git-ignored, so the project copy lacks it: bring it along
+    assert local_config.is_file() and str(PLOTS_PAGE) in local_config.read_text(), "make install did not set the page"
+    shutil.copy(local_config, project / ".dvc" / "config.local")
     out = tmp_path / "plots"
-    dvc(project, "plots", "show", "--html-template", str(PLOTS_PAGE), "-o", str(out))
+    dvc(project, "plots", "show", "-o", str(out))
     page = (out / "index.html").read_text()
     assert "<script src=" not in page, page[page.find("<script src="):][:300]  # nothing to fetch
     charts = page.count("vegaEmbed('#")

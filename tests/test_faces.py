@@ -18,6 +18,7 @@ from headtex.geometry import project, render_textured, rotation_matrix
 from headtex.datasets import FACES, iter_shards, read_index
 from headtex.io import UserError
 from headtex.photos import make_square, to_rgb8
+from headtex.pool import Executor
 from headtex.geometry.template import default_camera
 from conftest import params_for, write_params_file
 
@@ -284,7 +285,7 @@ def test_the_workers_checks_are_dlibs_verdicts_on_the_written_views(template_dir
               if find_face(image, [("hog", 1)]) is not None]
     assert metrics["dlib_vs_true_inner_landmarks_px_yaw0"]["views"] == len(errors) > 0
     assert metrics["dlib_vs_true_inner_landmarks_px_yaw0"]["mean"] == round(float(np.mean(errors)), 2)
-    from_shards = identity_check(tmp_path / "faces", read_index(tmp_path / "faces", FACES)["shards"], 3, None, 1)
+    from_shards = identity_check(tmp_path / "faces", read_index(tmp_path / "faces", FACES)["shards"], 3, None, Executor(1))
     assert metrics["identity_check"] == from_shards and from_shards["identities"] == 3
 
 

@@ -18,7 +18,7 @@ from headtex.io import UserError, save_npz, write_png
 from headtex.inpaint.model import inpaint
 from headtex.masking import hole_from_visible
 from headtex.train.core import (
-    TextureDataset, Trainer, TrainParams, learning_rate_factor, sample_grid, training_example,
+    TextureDataset, Trainer, TrainParams, learning_rate_factor, sample_examples, sample_grid, training_example,
 )
 from headtex.inpaint.model import ModelParams, load_inpainter
 from headtex.train.files import CHECKPOINT_NAME
@@ -234,6 +234,63 @@ def test_sample_grid_and_inpaint_keep_known_texels(data):
     assert not np.array_equal(completed, texture.numpy())
 
 
+def test_sample_grid_shows_holes_where_its_fixed_masks_are_missing(data):
+    """The epoch sample grid (sample_examples + sample_grid): the four lowest identities, each with its fixed mask's
+    hole; with p_real 1 that hole is a bank mask's missing texels on the head (never its kept ones), and the
+    grid's masked column is white there and the texture everywhere else."""
+    from headtex.inpaint.model import to_image
+
+    config = params_for(TrainParams, "train", p_real=1.0, seed=5)
+    valid = valid_region(SIZE)
+    order = np.array([4, 1, 5, 0, 3, 2])  # identities not sorted: the grid takes the lowest
+    textures, identities = data["texture_array"][order], np.arange(10, 10 + IDENTITIES)[order]
+    grid_textures, holes = sample_examples(textures, identities, data["bank"], valid, config)
+    np.testing.assert_array_equal(grid_textures, data["texture_array"][:4])  # identities 10-13, in order
+    assert holes.shape == (4, SIZE, SIZE) and set(np.unique(holes).tolist()) == {0.0, 1.0}
+    bank_holes = [(mask < 128) & valid for mask in data["bank"]]
+    for hole in holes:
+        assert any(np.array_equal(hole == 1, missing) for missing in bank_holes)
+    again = sample_examples(textures, identities, data["bank"], valid, config)[1]
+    np.testing.assert_array_equal(again, holes)  # the same masks every epoch
+    image = to_image(torch.from_numpy(grid_textures))
+    grid = sample_grid(image, torch.from_numpy(holes), image, image)
+    for row, (texture, hole) in enumerate(zip(grid_textures, holes == 1)):
+        masked = grid[row * SIZE:(row + 1) * SIZE, SIZE:2 * SIZE]
+        assert (masked[hole] == 255).all() and hole.any()
+        np.testing.assert_array_equal(masked[~hole], texture[~hole])
+
+
+def test_l1_weighting_sets_the_l1_term_the_generator_steps_on(data):
+    """train.l1_weighting: `pixels` (the thesis) makes the step's L1 term the mean over every pixel-channel of the
+    batch, `hole` the mean over samples of each one's L1 over its own hole. A batch with a small and a large hole:
+    the step's generator loss (L1 terms only: params.yaml's perceptual and GAN weights are 0) is lambda_l1 times
+    the term the setting names, recomputed here from the generator's output; the logged L1 parts are the same
+    either way, and the two settings move the generator differently."""
+    texture = torch.from_numpy(data["texture_array"][:2])
+    hole = torch.zeros(2, SIZE, SIZE)
+    hole[0, 4:8, 4:8] = 1  # 16 texels
+    hole[1, 4:28, 2:30] = 1  # 672 texels
+    steps, weights, vgg = {}, {}, VGG16Features()  # unused (perceptual weight 0): built once
+    for weighting in ("pixels", "hole"):
+        config = params_for(TrainParams, "train", seed=0, lambda_perceptual=0.0, lambda_gan=0.0,
+                            l1_weighting=weighting)
+        trainer = Trainer(4, config, vgg, torch.device("cpu"))
+        image, coarse, refined = trainer.predict(texture, hole)  # the weights the step computes with
+        error = [((out - image).abs() * hole[:, None]).double() for out in (coarse, refined)]
+        if weighting == "pixels":
+            term = sum(e.mean() for e in error)
+        else:
+            term = sum((e.sum(dim=(1, 2, 3)) / (3 * hole.sum(dim=(1, 2)))).mean() for e in error)
+        steps[weighting] = trainer.train_step(texture, hole)
+        assert steps[weighting]["g_total"] == pytest.approx(config.lambda_l1 * float(term), rel=1e-4), weighting
+        weights[weighting] = torch.cat([p.detach().flatten() for p in trainer.generator.parameters()])
+    # the small hole weighs 672/16 times more under `hole` than under `pixels`: a larger loss here
+    assert steps["hole"]["g_total"] > 1.5 * steps["pixels"]["g_total"]
+    for name in ("first_mask_l1", "second_mask_l1", "first_mask_l1_missing", "second_mask_l1_missing"):
+        assert steps["hole"][name] == pytest.approx(steps["pixels"][name], rel=1e-6), name
+    assert not torch.equal(weights["hole"], weights["pixels"])
+
+
 # ---- the stage ----
 
 def test_train_stage_writes_model_checkpoint_and_dvclive_logs(data, tmp_path):
@@ -414,6 +471,37 @@ def test_init_from_starts_from_the_checkpoint_and_the_model_records_the_arch(dat
     assert result["arch"] == arch
     _, info = load_inpainter(data["root"] / "init" / "inpainter.pt")
     assert info["arch"] == arch
+
+
+def test_a_run_with_init_from_trains_the_checkpoints_networks(data, tmp_path):
+    """train.init_from: the networks the run trains (and ships) start from the model file's weights, not from
+    train.seed's initialisation. Learning rates too small to move any weight (1e-30; 0 is out of range) make the
+    shipped generator and critic the file's (an fp16 file: its half-precision values)."""
+    from headtex.inpaint import Critic, build_generator
+    from headtex.inpaint.model import save_inpainter
+    from headtex.train.core import build_networks
+
+    arch = params_for(ModelParams, "model").arch
+    torch.manual_seed(7)
+    start, critic = build_generator(arch, 4, SIZE), Critic(4)
+    with torch.no_grad():  # a trained model: no zero-initialised layer left (symres2's head starts at 0)
+        for parameter in [*start.parameters(), *critic.parameters()]:
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    save_inpainter(tmp_path / "pretrained.pt", start, 4, "coarse", SIZE, critic=critic, half=True)
+    params = write_params(tmp_path / "params.yaml", epochs=1, lr_g=1e-30, lr_d=1e-30,
+                          init_from=str(tmp_path / "pretrained.pt"))
+    result = run_train(data, params, "init")
+    assert result["steps"] == 3
+    shipped = torch.load(data["root"] / "init" / "inpainter.pt", weights_only=True)
+    seeded = build_networks(4, params_for(TrainParams, "train", seed=3), arch, SIZE)
+    for name, network, initialised in (("generator", start, seeded[0]), ("critic", critic, seeded[1])):
+        trained = dict(network.named_parameters())  # parameters: symres' prior and spectral norm's u, v are buffers
+        assert trained
+        for key, value in trained.items():
+            torch.testing.assert_close(shipped[name][key].float(), value.detach().half().float(), rtol=0, atol=1e-12,
+                                       msg=f"{name}.{key}")
+        assert any(not torch.allclose(shipped[name][key].float(), value, atol=1e-3)
+                   for key, value in initialised.named_parameters())  # train.seed's networks are others
 
 
 def test_init_from_mismatch_is_one_line_naming_what_differs(data, tmp_path, monkeypatch, capsys):

@@ -20,7 +20,7 @@ from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.masking import is_visible
 from headtex.metrics import region_psnr, region_ssim
 from headtex.params import load_params, section
-from headtex.pool import default_workers, parallel_map
+from headtex.pool import open_executor
 
 PAF_KEYS = ("identity", "view", "paf", "visible", "view_cosine")
 SPLITS = ("train", "test")
@@ -97,7 +97,7 @@ def _truth_shards(faces: Path | None) -> dict[int, tuple[Path, dict]]:
     index = read_index(faces, FACES)
     if not index.get("has_truth", False):
         return {}
-    return {int(i): (Path(faces), entry) for entry in index["shards"] for i in entry["identities"]}
+    return {int(i): (Path(faces).resolve(), entry) for entry in index["shards"] for i in entry["identities"]}
 
 
 def _tasks(pafs: Path, index: dict, keep: set[int], truth: dict[int, tuple[Path, dict]], preview: set[int],
@@ -111,7 +111,8 @@ def _tasks(pafs: Path, index: dict, keep: set[int], truth: dict[int, tuple[Path,
         for k in range(0, len(ids), chunk):
             part = ids[k:k + chunk]
             shards = {truth[i][1]["file"]: truth[i] for i in part if i in truth}
-            tasks.append(Task(Path(pafs), entry, part, [shards[name] for name in sorted(shards)], preview, valid, config))
+            tasks.append(Task(Path(pafs).resolve(), entry, part, [shards[name] for name in sorted(shards)], preview,
+                              valid, config))
     return tasks
 
 
@@ -164,14 +165,13 @@ def run(params_path: Path, pafs: Path, faces: Path | None, template: Path, out: 
     split_of, held_out = _split(pafs, index, config)
     truth = _truth_shards(faces)
     preview = set(sorted(i for i, split in split_of.items() if split == "test")[:config.preview_identities])
-    workers = workers if workers > 0 else default_workers()
-    tasks = _tasks(pafs, index, set(split_of), truth, preview, valid, config, workers)
 
-    with atomic_dir(out) as staging:
+    with open_executor(workers, "blend") as executor, atomic_dir(out) as staging:
+        tasks = _tasks(pafs, index, set(split_of), truth, preview, valid, config, executor.workers)
         pending = staging / "pending"  # textures wait here until the dataset-wide colour statistics are known
         writers = {split: ShardWriter(pending / split, config.shard_size) for split in SPLITS}
         records, previews = [], []
-        for results in parallel_map(_blend_task, tasks, workers, description="blend"):
+        for results in executor.map(_blend_task, tasks, "blend"):
             for result in results:
                 split = split_of[result["identity"]]
                 if "texture" in result:
@@ -202,7 +202,7 @@ def run(params_path: Path, pafs: Path, faces: Path | None, template: Path, out: 
     seconds = time.perf_counter() - started
     write_json(metrics_path, metrics)
     if timing_path is not None:
-        write_json(timing_path, {"seconds": round(seconds, 2), "workers": workers,
+        write_json(timing_path, {**executor.facts(), "seconds": round(seconds, 2),
                                  "identities_per_second": round(len(records) / max(seconds, 1e-9), 2)})
     return metrics
 

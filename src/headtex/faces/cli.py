@@ -2,7 +2,6 @@
 metrics/faces.json."""
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from headtex.identity import DESCRIPTOR_SIZE, face_descriptor, identity_report
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.params import load_params, section
 from headtex.photos import make_square, read_photo
-from headtex.pool import default_workers, parallel_map, tune_worker_process
+from headtex.pool import Executor, cached_per_folder, open_executor
 
 PREVIEW_IDENTITIES = 8
 PREVIEW_TILE = 128
@@ -31,9 +30,9 @@ EIGENGAN_CHUNK = 32  # eigengan identities generated, then checked, at a time (b
 IDENTITY_SIDE_YAWS = (-35.0, 35.0)  # issue 14: each identity's yaw-0 view against its views nearest these
 
 
-@functools.lru_cache(maxsize=2)
+@cached_per_folder
 def _assets(template_dir: str) -> tuple[Template, Regions, Regions]:
-    """The template and its appearance regions, loaded once per process (pool workers are tuned by parallel_map)."""
+    """The template and its appearance regions, loaded once per process and per version of its files."""
     template = load_template(Path(template_dir))
     regions = appearance_regions(template.albedo_render, template.render_texel_triangle >= 0,
                                  template.vertex_uv[template.landmark_ids])
@@ -155,15 +154,16 @@ def _record(identity: int, images: np.ndarray, yaw: np.ndarray, pitch: np.ndarra
 
 
 def _generate_synthetic(config: FacesParams, template_dir: Path, writer: ShardWriter,
-                        workers: int) -> tuple[list[np.ndarray], list[np.ndarray], dict, dict]:
+                        executor: Executor) -> tuple[list[np.ndarray], list[np.ndarray], dict, dict]:
     """Render every identity into shards; returns the preview identities' views and lit textures, the counts of
     hog_resample_attempts, and the workers' dlib checks (`verdicts` for detection_report, `frontal` / `sides`
     descriptors for the identity check, summed worker seconds)."""
-    tasks = [(str(template_dir), config, identity) for identity in range(config.identities)]
+    template = str(Path(template_dir).resolve())  # absolute: a cluster worker runs elsewhere
+    tasks = [(template, config, identity) for identity in range(config.identities)]
     preview_views, preview_textures = [], []
     resample = dict(attempts=config.hog_resample_attempts, resampled_identities=0, redraws=0, unresolved_identities=[])
     checks = dict(verdicts=[], frontal=[], sides=[], render_seconds=0.0, check_seconds=0.0)
-    for identity, result in enumerate(parallel_map(_synthetic_identity, tasks, workers, "faces")):
+    for identity, result in enumerate(executor.map(_synthetic_identity, tasks, "faces")):
         rendered = result.rendered
         resample["resampled_identities"] += result.redraws > 0
         resample["redraws"] += result.redraws
@@ -200,12 +200,12 @@ def list_directory(root: Path) -> tuple[list[tuple[Path, list[str]]], list[str]]
     return [(folder, sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))) for folder in folders], stray
 
 
-def _ingest_directory(config: FacesParams, writer: ShardWriter, workers: int) -> dict:
+def _ingest_directory(config: FacesParams, writer: ShardWriter, executor: Executor) -> dict:
     """Read every identity folder into shards; returns names, problems, conversions and the preview views."""
     listing, problems = list_directory(Path(config.dir))
-    tasks = [(str(folder), names, config) for folder, names in listing]
+    tasks = [(str(folder.resolve()), names, config) for folder, names in listing]
     names, conversions, preview_views, view_counts = {}, [], [], []
-    for (folder, _), ingested in zip(listing, parallel_map(_ingest_identity, tasks, workers, "faces")):
+    for (folder, _), ingested in zip(listing, executor.map(_ingest_identity, tasks, "faces")):
         problems += ingested.problems
         conversions += ingested.conversions
         if not ingested.images:
@@ -232,7 +232,7 @@ def _check_eigengan_identity(task: tuple[np.ndarray, int]) -> object:
     return eigengan.check_identity(*task)
 
 
-def eigengan_source(config: FacesParams, writer: ShardWriter, workers: int) -> dict:
+def eigengan_source(config: FacesParams, writer: ShardWriter, executor: Executor) -> dict:
     """EigenGAN identities into shards: one latent each, its views along the pose dimension; identities that dlib
     does not find in every view or sees turn into another person are dropped (no ground truth, NaN pose)."""
     from headtex.faces import eigengan  # torch is imported only by this source
@@ -249,7 +249,7 @@ def eigengan_source(config: FacesParams, writer: ShardWriter, workers: int) -> d
         batch = [eigengan.generate_views(generator, eigengan.identity_latents(generator.arch, config.seed, i,
                                                                                config.eigengan_truncation),
                                          pose, positions, config.image_size) for i in ids]
-        checks = parallel_map(_check_eigengan_identity, [(images, centre) for images in batch], workers, "faces: eigengan")
+        checks = executor.map(_check_eigengan_identity, [(images, centre) for images in batch], "faces: eigengan")
         for latent_id, images, checked in zip(ids, batch, checks):
             distances += checked.distances
             if not checked.kept:
@@ -273,7 +273,7 @@ def eigengan_source(config: FacesParams, writer: ShardWriter, workers: int) -> d
                      f"without a face in every view, {other} turning into another person)"] + dropped)
 
 
-def detection_check(folder: Path, entries: list[dict], check_identities: int, workers: int) -> dict:
+def detection_check(folder: Path, entries: list[dict], check_identities: int, executor: Executor) -> dict:
     """dlib HOG face-found rate over every view of the first identities, read back from the shards (photos and
     EigenGAN's people: no pose, no truth; the synthetic source's workers check their own views instead)."""
     verdicts = []
@@ -282,10 +282,8 @@ def detection_check(folder: Path, entries: list[dict], check_identities: int, wo
             continue
         shard = read_shard(folder, entry, FACES, ("images", "identity", "view", "yaw"))
         rows = np.flatnonzero(shard["identity"] < check_identities)
-        if not verdicts and len(rows):
-            detect_faces(shard["images"][rows[0]], "hog", 1)  # load dlib's model here: forked workers share it
         chunks = [shard["images"][rows[i:i + DETECTION_CHUNK]] for i in range(0, len(rows), DETECTION_CHUNK)]
-        results = [found for chunk in parallel_map(_detect_chunk, chunks, workers, "faces: dlib check") for found in chunk]
+        results = [found for chunk in executor.map(_detect_chunk, chunks, "faces: dlib check") for found in chunk]
         verdicts += [(int(shard["identity"][row]), int(shard["view"][row]), float(shard["yaw"][row]), found, None)
                      for row, found in zip(rows, results)]
     return detection_report(verdicts)
@@ -318,7 +316,7 @@ def _describe(images: np.ndarray) -> np.ndarray:
 
 
 def identity_check(folder: Path, entries: list[dict], check_identities: int, max_pairs: int | None,
-                   workers: int) -> dict:
+                   executor: Executor) -> dict:
     """Issue 14's measure: are the identities different people to dlib's face recogniser, and each one person?
 
     Synthetic: the yaw-0 view (the one nearest 0) of each of the first identities against the other identities'
@@ -342,7 +340,7 @@ def identity_check(folder: Path, entries: list[dict], check_identities: int, max
         return {"identities": 0}
     images = np.stack(frontal_rows + [image for sides in side_rows for image in sides])
     chunks = [images[i:i + DETECTION_CHUNK] for i in range(0, len(images), DETECTION_CHUNK)]
-    descriptors = np.concatenate(list(parallel_map(_describe, chunks, workers, "faces: identity check")))
+    descriptors = np.concatenate(list(executor.map(_describe, chunks, "faces: identity check")))
     count = len(frontal_rows)
     sides = descriptors[count:].reshape(len(side_rows), len(IDENTITY_SIDE_YAWS), DESCRIPTOR_SIZE) if side_rows else None
     return identity_figures(descriptors[:count], sides, max_pairs)
@@ -363,7 +361,7 @@ def identity_figures(frontal: np.ndarray, sides: np.ndarray | None, max_pairs: i
 
 
 def _checked_template(template_dir: Path, config: FacesParams) -> Template:
-    """The template, loaded before the pool forks (workers inherit it), checked against the params."""
+    """The template, checked against the params before any task starts."""
     template = _assets(str(template_dir))[0]
     if template.albedo.shape[0] != config.uv_size:
         raise UserError(f"{template_dir}: template built for uv.size {template.albedo.shape[0]}, params.yaml "
@@ -406,27 +404,25 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
     """
     started = time.perf_counter()
     config = section(load_params(params_path), "faces", FacesParams)
-    workers = workers if workers and workers > 0 else default_workers()
-    tune_worker_process()  # before any OpenCV work here: its thread pool must not exist when the pool forks
     synthetic = config.source == "synthetic"
     template = _checked_template(template_dir, config) if synthetic else None
 
-    with atomic_dir(out) as staging:
+    with open_executor(workers, "faces") as executor, atomic_dir(out) as staging:
         writer = ShardWriter(staging, config.shard_size, per_identity=("lit_texture", "shape"))
         tick = time.perf_counter()
         if synthetic:
             preview_views, preview_textures, resample, worker_checks = _generate_synthetic(config, template_dir, writer,
-                                                                                            workers)
+                                                                                            executor)
             views = len(config.yaw_degrees)
             facts = dict(source="synthetic", yaw_degrees=[float(y) for y in config.yaw_degrees], views_per_identity=views,
                          has_truth=True, shape_names=template.basis_names, identities=config.identities)
             ingest = dict(problems=[], conversions=[], hog_resample=resample)
         elif config.source == "eigengan":
-            ingest = eigengan_source(config, writer, workers)
+            ingest = eigengan_source(config, writer, executor)
             preview_views, preview_textures = ingest["preview_views"], None
             facts = ingest["facts"]
         else:
-            ingest = _ingest_directory(config, writer, workers)
+            ingest = _ingest_directory(config, writer, executor)
             preview_views, preview_textures = ingest["preview_views"], None
             counts = ingest["view_counts"]
             facts = dict(source="directory", views_per_identity=counts[0] if len(set(counts)) == 1 else None,
@@ -440,7 +436,7 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
         if synthetic:
             detection = detection_report(worker_checks["verdicts"])
         else:
-            detection = detection_check(staging, writer.entries, check, workers)
+            detection = detection_check(staging, writer.entries, check, executor)
         detection_seconds = time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -452,7 +448,7 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
             identity = identity_figures(np.array(worker_checks["frontal"]).reshape(-1, DESCRIPTOR_SIZE), sides,
                                         config.identity_max_pairs)
         else:
-            identity = identity_check(staging, writer.entries, cap, config.identity_max_pairs, workers)
+            identity = identity_check(staging, writer.entries, cap, config.identity_max_pairs, executor)
         identity_seconds = time.perf_counter() - tick
 
         if preview_views:  # none when the eigengan check kept no identity
@@ -466,13 +462,13 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
         metrics["hog_resample"] = {**ingest["hog_resample"],
                                    "unresolved_identities": ingest["hog_resample"]["unresolved_identities"][:MAX_LISTED]}
     write_json(metrics_path, metrics)
-    timing = {"workers": workers, "seconds": round(time.perf_counter() - started, 2),
+    timing = {**executor.facts(), "seconds": round(time.perf_counter() - started, 2),
               "generate_seconds": round(generate_seconds, 2), "images_per_second": round(images / generate_seconds, 2),
               "detection_seconds": round(detection_seconds, 2), "identity_check_seconds": round(identity_seconds, 2)}
     if synthetic:  # the workers rendered and checked their views: their summed seconds, split
         timing.update(worker_render_seconds=round(worker_checks["render_seconds"], 2),
                       worker_check_seconds=round(worker_checks["check_seconds"], 2),
-                      render_images_per_second=round(images * workers / worker_checks["render_seconds"], 2))
+                      render_images_per_second=round(images * executor.workers / worker_checks["render_seconds"], 2))
     if timing_path is not None:
         write_json(timing_path, timing)
     return {**metrics, **timing, "log_lines": ingest.get("log", []) + ingest["problems"] + ingest["conversions"]}

@@ -13,28 +13,41 @@ from headtex.masking import free_form_mask, is_visible, missing_share
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.masks.core import HISTOGRAM_PURPOSE, MasksParams, coverage_histogram, mask_grid, pick_bank
 from headtex.params import load_params, section
+from headtex.pool import Executor, open_executor
 
 PREVIEW_MASKS = 16  # per kind (real, free-form) in preview/masks.png
+FREE_FORM_CHUNK = 100  # free-form draws per task
 
 
-def _held_out_records(pafs: Path, index: dict, held_out: set[int], uv_size: int) -> dict[str, np.ndarray]:
+def _held_out_rows(task: tuple[Path, dict, list[int]]) -> dict[str, np.ndarray]:
+    """A worker: identity, view and visible of the held-out identities' records in one pafs shard."""
+    pafs, entry, held_out = task
+    arrays = read_shard(pafs, entry, PAFS, ("identity", "view", "visible"))
+    rows = np.flatnonzero(np.isin(arrays["identity"], held_out))
+    return {key: arrays[key][rows] for key in ("identity", "view", "visible")}
+
+
+def _free_form_draws(task: tuple[int, range, int, int]) -> np.ndarray:
+    """A worker: the histogram's free-form masks number k in draws, each from its own seeded generator."""
+    seed, draws, size, max_strokes = task
+    return np.stack([free_form_mask(np.random.default_rng([seed, k, HISTOGRAM_PURPOSE]), size, max_strokes)
+                     for k in draws])
+
+
+def _held_out_records(pafs: Path, index: dict, held_out: set[int], uv_size: int,
+                      executor: Executor) -> dict[str, np.ndarray]:
     """identity, view and visible of every record of the held-out identities (only their shards are read)."""
-    parts = {"identity": [], "view": [], "visible": []}
-    for entry in index["shards"]:
-        if not held_out & {int(i) for i in entry["identities"]}:
-            continue
-        arrays = read_shard(pafs, entry, PAFS, ("identity", "view", "visible"))
-        rows = np.flatnonzero(np.isin(arrays["identity"], list(held_out)))
-        for key in parts:
-            parts[key].append(arrays[key][rows])
-    records = {key: np.concatenate(value) for key, value in parts.items()}
+    tasks = [(Path(pafs).resolve(), entry, sorted(held_out)) for entry in index["shards"]
+             if held_out & {int(i) for i in entry["identities"]}]
+    parts = list(executor.map(_held_out_rows, tasks, "masks"))
+    records = {key: np.concatenate([part[key] for part in parts]) for key in ("identity", "view", "visible")}
     if records["visible"].shape[1:] != (uv_size, uv_size):
         raise UserError(f"{pafs}: visibility masks are {records['visible'].shape[1]} texels, uv.size is {uv_size}; rerun pafs")
     return records
 
 
 def run(params_path: Path, pafs: Path, template: Path, out: Path, metrics_path: Path,
-        timing_path: Path | None = None) -> dict:
+        timing_path: Path | None = None, workers: int = 0) -> dict:
     started = time.perf_counter()
     config = section(load_params(params_path), "masks", MasksParams)
     valid = read_valid(Path(template) / "valid.png", config.uv_size)
@@ -43,7 +56,11 @@ def run(params_path: Path, pafs: Path, template: Path, out: Path, metrics_path: 
         held_out = held_out_identities(present_identities(index), config.identities)
     except ValueError as error:
         raise UserError(f"{pafs}: {error}; lower masks.identities or add identities") from None
-    records = _held_out_records(pafs, index, set(int(i) for i in held_out), config.uv_size)
+    with open_executor(workers, "masks") as executor:
+        records = _held_out_records(pafs, index, set(int(i) for i in held_out), config.uv_size, executor)
+        chunks = [(config.seed, range(k, min(k + FREE_FORM_CHUNK, config.histogram_samples)), config.uv_size,
+                   config.max_strokes) for k in range(0, config.histogram_samples, FREE_FORM_CHUNK)]
+        free_form = np.concatenate(list(executor.map(_free_form_draws, chunks, "masks: free-form")))
     try:
         chosen = pick_bank(records["identity"], records["view"], config.count, config.seed)
     except ValueError as error:
@@ -51,10 +68,6 @@ def run(params_path: Path, pafs: Path, template: Path, out: Path, metrics_path: 
     bank = np.where(is_visible(records["visible"][chosen]), 255, 0).astype(np.uint8)
     identity, view = records["identity"][chosen].astype(np.int64), records["view"][chosen].astype(np.int16)
 
-    free_form = np.stack([
-        free_form_mask(np.random.default_rng([config.seed, k, HISTOGRAM_PURPOSE]), config.uv_size, config.max_strokes)
-        for k in range(config.histogram_samples)
-    ])
     real_share, free_share = missing_share(bank, valid), missing_share(free_form, valid)
 
     with atomic_dir(out) as staging:
@@ -81,5 +94,5 @@ def run(params_path: Path, pafs: Path, template: Path, out: Path, metrics_path: 
     }
     write_json(metrics_path, metrics)
     if timing_path is not None:
-        write_json(timing_path, {"seconds": round(time.perf_counter() - started, 2)})
+        write_json(timing_path, {**executor.facts(), "seconds": round(time.perf_counter() - started, 2)})
     return metrics

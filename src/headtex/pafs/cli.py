@@ -1,8 +1,9 @@
 """`headtex pafs`: data/faces -> per view PAF + visibility + landmarks + fit -> data/pafs/, metrics/pafs.json."""
 from __future__ import annotations
 
-import functools
 import time
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,7 @@ from headtex.masking import is_visible
 from headtex.metrics import region_psnr
 from headtex.pafs.core import PafsParams, process_views
 from headtex.params import load_params, section
-from headtex.pool import default_workers, parallel_map, tune_worker_process
+from headtex.pool import cached_per_folder, open_executor
 
 YAW_BUCKETS = (15.0, 35.0, 50.0)  # fidelity figures for |yaw| <= each bucket (cumulative)
 REJECTION_MAX_ABS_YAW = 45.0  # the issue's rejection target covers |yaw| <= 45 deg
@@ -29,11 +30,12 @@ OUTPUT_KEYS = ("identity", "view", "paf", "visible", "landmarks", "rotation", "p
                "view_cosine")
 
 
-@functools.lru_cache(maxsize=2)
+@cached_per_folder
 def _assets(template_dir: str, texel_stride: int, dense: bool) -> tuple[Template, JawRegion, TexelGrid,
                                                                        DenseAssets | None]:
     """The template, its jaw region, the photometric refinement's texels and (dense fit or person mask) the face
-    mesh's points on the template and its models, made once per worker process."""
+    mesh's points on the template and its models, made once per worker process and per version of the template's
+    files."""
     template = load_template(Path(template_dir))
     assets = dense_assets(template, load_correspondence(Path(template_dir))) if dense else None
     return template, jaw_region(template), texel_grid(template, texel_stride), assets
@@ -238,36 +240,46 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
     """The pafs stage: writes out/ (shards, index.json, preview/) and metrics_path; returns the metrics
     plus `log_lines` (one line per view with no face, for the log)."""
     started = time.perf_counter()
-    tune_worker_process()  # before any OpenCV work here: its thread pool must not exist when the pool forks
     config = section(load_params(params_path), "pafs", PafsParams)
-    workers = workers if workers and workers > 0 else (config.workers if config.workers > 0 else default_workers())
+    workers = workers if workers and workers > 0 else config.workers
     index = read_index(faces_dir, FACES)
     has_truth = _check_inputs(config, index, faces_dir, load_template(template_dir), template_dir)
 
     views_in, yaws, rejected, no_face, fidelity = 0, [], [], [], []
     work = {"seconds": 0.0, "cpu_seconds": 0.0, "fallbacks": 0}
-    with atomic_dir(out) as staging:
+    with open_executor(workers, "pafs") as executor, atomic_dir(out) as staging:
         writer = ShardWriter(staging, config.shard_size)
         previews = 0
-        for _, arrays in iter_shards(faces_dir, FACES, FACES_TRUTH_KEYS if has_truth else FACES_KEYS):
-            items = _identity_items(arrays, has_truth)
-            tasks = [(str(template_dir), config, item) for item in items]
-            for item, result in zip(items, parallel_map(_process_identity, tasks, workers, "pafs")):
-                views_in += len(item["view"])
-                yaws.extend(item["yaw"].tolist())
-                for key in work:
-                    work[key] += result[key]
-                fidelity.extend(result["fidelity"])
-                if result["missing"]:
-                    rejected.append(item["identity"])
-                    no_face.extend(_no_face_lines(item, result["missing"]))
-                    continue
-                writer.add({key: result["arrays"][key] for key in OUTPUT_KEYS})
-                if previews < config.preview_identities:
-                    truth = item["landmarks"] if has_truth else None
-                    write_png(staging / "preview" / f"identity-{item['identity']:05d}.png",
-                              preview(item["images"], result["arrays"], truth))
-                    previews += 1
+        # One stream of tasks across the faces shards, so that a cluster stays busy at shard boundaries; the items
+        # in flight wait here (a shard read at a time, then only the executor's window).
+        in_flight: deque[dict] = deque()
+
+        template = str(Path(template_dir).resolve())  # absolute: a cluster worker runs elsewhere
+
+        def tasks() -> Iterator[tuple[str, PafsParams, dict]]:
+            for _, arrays in iter_shards(faces_dir, FACES, FACES_TRUTH_KEYS if has_truth else FACES_KEYS):
+                for item in _identity_items(arrays, has_truth):
+                    in_flight.append(item)
+                    yield template, config, item
+
+        identities = sum(len(entry["identities"]) for entry in index["shards"])
+        for result in executor.map(_process_identity, tasks(), "pafs", total=identities):
+            item = in_flight.popleft()
+            views_in += len(item["view"])
+            yaws.extend(item["yaw"].tolist())
+            for key in work:
+                work[key] += result[key]
+            fidelity.extend(result["fidelity"])
+            if result["missing"]:
+                rejected.append(item["identity"])
+                no_face.extend(_no_face_lines(item, result["missing"]))
+                continue
+            writer.add({key: result["arrays"][key] for key in OUTPUT_KEYS})
+            if previews < config.preview_identities:
+                truth = item["landmarks"] if has_truth else None
+                write_png(staging / "preview" / f"identity-{item['identity']:05d}.png",
+                          preview(item["images"], result["arrays"], truth))
+                previews += 1
         writer.flush()
         stage_seconds = time.perf_counter() - started
         kept = [i for entry in writer.entries for i in entry["identities"]]
@@ -283,7 +295,7 @@ def run(params_path: Path, faces_dir: Path, template_dir: Path, out: Path, metri
     metrics["person_mask"] = config.person_mask
     write_json(metrics_path, metrics)
     timing = {
-        "workers": workers,
+        **executor.facts(),
         "seconds": round(time.perf_counter() - started, 2),
         "images_per_second": round(views_in / max(stage_seconds, 1e-9), 2),
         # CPU time too: on a shared machine the wall time measures the neighbours as much as this stage.
