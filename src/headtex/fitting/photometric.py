@@ -19,6 +19,8 @@ On the 36-mode template (64 identities, 5 steps per level, weight 128): PAF PSNR
 On issue 14's wider people (128 identities; texel stride 2, 8 steps, weight 768): PAF PSNR 21.5 -> 28.3 dB, yaw
 2.5 -> 0.15 deg, landmark NME |yaw| <= 35 6.8 -> 3.8 %. A stride of 4 (~1000 texels a view) aliases: above weight
 ~256 it registers exact-landmark texels worse than the landmarks alone.
+The views are compared in luminance, not in colour: a third of the rows for every product that the refinement's
+cost is made of, for 0.2-0.3 % of NME (docs/RESULTS.md, "Dense landmarks").
 Arrays in, arrays out: no I/O.
 """
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _image_stack(image: np.ndarray, sigma: float) -> np.ndarray:
         values = cv2.GaussianBlur(values, (0, 0), sigma)
     gx = cv2.Sobel(values, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8, borderType=cv2.BORDER_REPLICATE)
     gy = cv2.Sobel(values, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8, borderType=cv2.BORDER_REPLICATE)
-    return np.concatenate([values, gx, gy], axis=2)
+    return np.concatenate([np.atleast_3d(values), np.atleast_3d(gx), np.atleast_3d(gy)], axis=2)
 
 
 def _sample(stack: np.ndarray, screen: np.ndarray) -> np.ndarray:
@@ -103,6 +105,22 @@ def _screen_jacobian(camera_points: np.ndarray, camera_basis: np.ndarray, scales
     return dx, dy
 
 
+def _texel_jacobian(camera: np.ndarray, basis_by_axis: list[np.ndarray], rotations: np.ndarray, scales: np.ndarray,
+                    view_of: np.ndarray, gradient_x: np.ndarray, gradient_y: np.ndarray) -> np.ndarray:
+    """d(sampled value) / d(pose, shape) per texel and channel: M,C,6+K, the image gradient times
+    _screen_jacobian, without rotating the shape basis: the shape columns are sum_d a_d B_d with
+    a = scale (g_x R[0] - g_y R[1]) (basis_by_axis: the texels' basis, one M,K array per axis)."""
+    x, y, z = (scales[:, None] * camera).T
+    zeros, ones = np.zeros_like(x), np.ones_like(x)
+    pose_x = np.stack([zeros, z, -y, x, ones, zeros], axis=1)  # M,6
+    pose_y = np.stack([z, zeros, -x, -y, zeros, ones], axis=1)
+    pose = gradient_x[:, :, None] * pose_x[:, None] + gradient_y[:, :, None] * pose_y[:, None]  # M,C,6
+    rotation = rotations[view_of]  # M,3,3
+    a = scales[:, None, None] * (gradient_x[:, :, None] * rotation[:, None, 0] - gradient_y[:, :, None] * rotation[:, None, 1])
+    shape = sum(a[:, :, d, None] * basis_by_axis[d][:, None] for d in range(3))  # M,C,K
+    return np.concatenate([pose, shape], axis=2)
+
+
 def _rodrigues(omega: np.ndarray) -> np.ndarray:
     return cv2.Rodrigues(omega.reshape(3, 1))[0]
 
@@ -126,6 +144,8 @@ def refine_views(images: list[np.ndarray], template: Template, fits: list[Fit], 
     """
     if len(fits) < 2:
         return list(fits)
+    images = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None] if image.ndim == 3 and image.shape[2] == 3
+              else np.atleast_3d(image) for image in images]
     views, count = len(fits), template.basis.shape[0]
     size = POSE_PARAMETERS * views + count
     height, width, channels = images[0].shape
@@ -154,7 +174,7 @@ def refine_views(images: list[np.ndarray], template: Template, fits: list[Fit], 
             view_of, texel_of = np.nonzero(seen)  # grouped by view
             bounds = np.searchsorted(view_of, np.arange(views + 1))
             per_view = np.diff(bounds)
-            texel_basis = grid.basis[:, texel_of]  # K,M,3
+            basis_by_axis = [np.ascontiguousarray(grid.basis[:, texel_of, d].T) for d in range(3)]  # 3 x M,K
             shared, shared_of = np.unique(texel_of, return_inverse=True)  # texel_of numbered over the shared texels
             shared_count = len(shared)
         gains, biases = np.ones((views, channels)), np.zeros((views, channels))
@@ -171,9 +191,8 @@ def refine_views(images: list[np.ndarray], template: Template, fits: list[Fit], 
             residual = colour - reference[texel_of]  # M,C
             robust = _huber(residual, HUBER_GREY_LEVELS) * (
                 photometric_weight * ids.shape[1] / (np.maximum(per_view, 1) * PHOTOMETRIC_NOISE ** 2))[view_of, None]
-            dx, dy = _screen_jacobian(camera, _rotated(texel_basis, rotations, bounds), scales[view_of])
-            g_x, g_y = gx * gains[view_of], gy * gains[view_of]
-            jacobian = g_x[:, :, None] * dx[:, None] + g_y[:, :, None] * dy[:, None]  # M,C,P
+            jacobian = _texel_jacobian(camera, basis_by_axis, rotations, scales[view_of], view_of,
+                                       gx * gains[view_of], gy * gains[view_of])  # M,C,P
             normal, right = np.zeros((size, size)), np.zeros(size)
             _accumulate(normal, right, jacobian.reshape(-1, jacobian.shape[2]), residual.ravel(), robust.ravel(),
                         bounds * channels, views)
