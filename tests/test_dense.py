@@ -209,7 +209,7 @@ def test_colour_refinement_uses_the_landmark_weights(template):
     for fit in fits:
         assert np.all(fit.landmark_weights[36:48] == 0) and np.all(fit.landmark_weights[:17] > 0)
     pafs = params_for(PafsParams, "pafs")
-    arguments = (texel_grid(template, 4), [2.0], 2, 256.0, pafs.shape_regularisation, 60.0, 3.0)
+    arguments = ([texel_grid(template, 4)], [2.0], [2], 256.0, pafs.shape_regularisation, 60.0, 3.0)
     refined = refine_views(images, template, fits, landmarks, *arguments)
     moved = [points.copy() for points in landmarks]
     for points in moved:

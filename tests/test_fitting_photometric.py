@@ -7,7 +7,7 @@ import pytest
 from headtex.fitting import fit_views, partial_texture, refine_views, texel_grid, visible_texels
 from headtex.geometry import Light, project, rotation_matrix
 from headtex.geometry.template import default_camera, lit_texture, render_view
-from headtex.pafs.core import PafsParams
+from headtex.pafs.core import PafsParams, refinement_grids
 from conftest import fit_arguments, params_for, texture_arguments
 
 SIZE = 256
@@ -52,9 +52,8 @@ def registration_px(template, fits, sweep, grid) -> float:
 
 def refine(template, sweep, fits, weight: float):
     pafs = params_for(PafsParams, "pafs")
-    return refine_views(sweep["images"], template, fits, sweep["landmarks"],
-                        texel_grid(template, pafs.photometric_texel_stride), pafs.photometric_blur_px,
-                        pafs.photometric_iterations, weight, pafs.shape_regularisation,
+    return refine_views(sweep["images"], template, fits, sweep["landmarks"], refinement_grids(template, pafs),
+                        pafs.photometric_blur_px, pafs.photometric_iterations, weight, pafs.shape_regularisation,
                         pafs.photometric_max_view_angle_degrees, pafs.depth_tolerance_mm)
 
 
@@ -123,3 +122,23 @@ def test_visible_texels_matches_partial_texture(template, sweep):
     half = visible_texels(template, fit, SIZE, SIZE, rows, cols, pafs.max_view_angle_degrees,
                           pafs.depth_tolerance_mm, 2)
     assert np.mean(half != full) < 0.02
+
+
+def test_texel_jacobian_is_the_image_gradient_through_the_screen_jacobian():
+    """The texels' Jacobian (shape columns from the unrotated basis) equals the image gradient times the screen
+    Jacobian of the rotated basis, for every view's rows and every channel."""
+    from headtex.fitting.photometric import _rotated, _screen_jacobian, _texel_jacobian
+    rng = np.random.default_rng(3)
+    views, count, rows, channels = 3, 5, 40, 2
+    view_of = np.sort(rng.integers(0, views, rows))
+    bounds = np.searchsorted(view_of, np.arange(views + 1))
+    rotations = np.stack([rotation_matrix(*rng.uniform(-40, 40, 3)) for _ in range(views)])
+    scales = rng.uniform(0.5, 2.0, views)[view_of]
+    camera = rng.normal(size=(rows, 3))
+    basis = rng.normal(size=(count, rows, 3))
+    gradient_x, gradient_y = rng.normal(size=(rows, channels)), rng.normal(size=(rows, channels))
+    dx, dy = _screen_jacobian(camera, _rotated(basis, rotations, bounds), scales)
+    expected = gradient_x[:, :, None] * dx[:, None] + gradient_y[:, :, None] * dy[:, None]
+    texel_basis = basis.transpose(1, 2, 0).astype(np.float32)
+    got = _texel_jacobian(camera, texel_basis, rotations, scales, view_of, gradient_x, gradient_y)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)  # float32

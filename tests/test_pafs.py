@@ -320,9 +320,10 @@ def test_cnn_fallback_finds_a_face_hog_misses(template, template_dir, dense):
     18 views at yaw +-50 only the CNN finds among identities 0-63, dlib's predictor misplaces most landmarks, see
     the next test; this one fits.)"""
     image, truth, yaw = faces_stage_view(template_dir, 0, 0)
-    assert process_image(image, template, params_for(PafsParams, "pafs", fallback_detector=None),
+    # HOG upsampled once, where it misses this view (without upsampling, pafs' default, it finds it).
+    assert process_image(image, template, params_for(PafsParams, "pafs", upsample=1, fallback_detector=None),
                          dense=dense) is None, "HOG finds this view now"
-    result = process_image(image, template, params_for(PafsParams, "pafs"), dense=dense)
+    result = process_image(image, template, params_for(PafsParams, "pafs", upsample=1), dense=dense)
     assert result is not None and result.detector == "cnn"
     assert landmark_nme(fitted_landmarks(template, result.fit), truth) < 0.15  # measured 0.059
     assert abs(result.fit.pose[0] - yaw) < 5.0  # measured 0.4 deg
@@ -336,10 +337,10 @@ def test_cnn_fallback_landmarks_are_as_good_as_hogs(template, template_dir, dens
     on every such view: of the 18 views at yaw +-50 only the CNN finds among identities 0-63, the median goes
     0.315 -> 0.134 and 12 stay above 0.10 (docs/RESULTS.md, "Dense landmarks")."""
     image, truth, yaw = faces_stage_view(template_dir, 12, 0)
-    result = process_image(image, template, params_for(PafsParams, "pafs"), dense=dense)
+    result = process_image(image, template, params_for(PafsParams, "pafs", upsample=1), dense=dense)
     assert result is not None and result.detector == "cnn"
     assert landmark_nme(fitted_landmarks(template, result.fit), truth) < 0.10  # measured 0.078
-    landmark_fit = process_image(image, template, params_for(PafsParams, "pafs", dense=False), dense=dense)
+    landmark_fit = process_image(image, template, params_for(PafsParams, "pafs", upsample=1, dense=False), dense=dense)
     assert landmark_nme(fitted_landmarks(template, landmark_fit.fit), truth) > 0.3  # the old fit: 0.489
 
 

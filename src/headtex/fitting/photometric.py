@@ -13,14 +13,18 @@ Gauss-Newton over the identity's shape coefficients and every view's rotation, s
 where T is the texture the views agree on (their per-texel mean, re-estimated every step), X_t the texel's
 point on the shaped template and the images are blurred coarse-to-fine (a wide basin first, then detail);
 each view's texels together weigh photometric_weight times its 68 landmarks. Visibility (z-buffer + view
-angle) comes from the landmark fit; texels seen by one view only have nothing to agree with and are left out.
+angle) comes from the fits at the start of each level; texels seen by one view only have nothing to agree with and
+are left out.
 Measured on 16 synthetic identities (docs/RESULTS.md): PAF PSNR 23.65 -> 25.9 dB, yaw error 2.3 -> 0.8 deg.
 On the 36-mode template (64 identities, 5 steps per level, weight 128): PAF PSNR 22.1 -> 26.4 dB, yaw 2.0 -> 0.3 deg.
 On issue 14's wider people (128 identities; texel stride 2, 8 steps, weight 768): PAF PSNR 21.5 -> 28.3 dB, yaw
 2.5 -> 0.15 deg, landmark NME |yaw| <= 35 6.8 -> 3.8 %. A stride of 4 (~1000 texels a view) aliases: above weight
 ~256 it registers exact-landmark texels worse than the landmarks alone.
-The views are compared in luminance, not in colour: a third of the rows for every product that the refinement's
-cost is made of, for 0.2-0.3 % of NME (docs/RESULTS.md, "Dense landmarks").
+Coarse to fine, each level with its own blur, texel stride and number of steps: most steps on a heavily blurred
+image at a coarse stride (cheap, a wide basin), a few at a fine one (exact registration). Dense fit, 16 identities:
+strides 5 then 3 with 10 + 3 steps, NME |yaw| <= 35 3.24 %, PSNR 28.7 dB, at ~1/3 of the cost of stride 2 with
+8 + 8 steps (3.10 %, 29.1 dB); compared in luminance instead of colour the views lose 0.5 % and 1.1 dB. The
+Jacobian is float32 and its shape columns come from the unrotated basis (one 1x3 by 3xK product per texel).
 Arrays in, arrays out: no I/O.
 """
 from __future__ import annotations
@@ -39,8 +43,8 @@ HUBER_GREY_LEVELS = 12.0  # colour residuals beyond this (8-bit levels) count li
 MIN_VIEWS_PER_TEXEL = 2  # a texel enters the agreement only where at least this many views see it
 DAMPING = 1e-3  # Levenberg-Marquardt: relative weight of the Hessian's diagonal added to it
 PHOTOMETRIC_NOISE = 5.0  # 8-bit grey levels: the colour disagreement between views that weighs like 1 mm^2
-# Visibility is decided once, from the landmark fit, on a z-buffer half the image's side: the refinement moves
-# the head by a few pixels (16 identities: recomputing it per blur level +0.03 dB, full resolution +0.07 dB).
+# Visibility is decided once per level on a z-buffer half the image's side: the refinement moves the head by a few
+# pixels (16 identities, landmark fit, one grid: per level rather than once +0.03 dB, full resolution +0.07 dB).
 VISIBILITY_DOWNSCALE = 2
 GAIN_RANGE = (0.5, 2.0)  # per-view colour gains beyond this are implausible (exposure), clipped
 
@@ -105,20 +109,20 @@ def _screen_jacobian(camera_points: np.ndarray, camera_basis: np.ndarray, scales
     return dx, dy
 
 
-def _texel_jacobian(camera: np.ndarray, basis_by_axis: list[np.ndarray], rotations: np.ndarray, scales: np.ndarray,
+def _texel_jacobian(camera: np.ndarray, basis: np.ndarray, rotations: np.ndarray, scales: np.ndarray,
                     view_of: np.ndarray, gradient_x: np.ndarray, gradient_y: np.ndarray) -> np.ndarray:
-    """d(sampled value) / d(pose, shape) per texel and channel: M,C,6+K, the image gradient times
-    _screen_jacobian, without rotating the shape basis: the shape columns are sum_d a_d B_d with
-    a = scale (g_x R[0] - g_y R[1]) (basis_by_axis: the texels' basis, one M,K array per axis)."""
+    """d(sampled value) / d(pose, shape) per texel and channel: M,C,6+K float32, the image gradient times
+    _screen_jacobian, without rotating the shape basis: the shape columns are a B with a = scale (g_x R[0] - g_y R[1])
+    (basis: the texels' shape basis, M,3,K float32), one small product per texel."""
     x, y, z = (scales[:, None] * camera).T
     zeros, ones = np.zeros_like(x), np.ones_like(x)
     pose_x = np.stack([zeros, z, -y, x, ones, zeros], axis=1)  # M,6
     pose_y = np.stack([z, zeros, -x, -y, zeros, ones], axis=1)
     pose = gradient_x[:, :, None] * pose_x[:, None] + gradient_y[:, :, None] * pose_y[:, None]  # M,C,6
     rotation = rotations[view_of]  # M,3,3
-    a = scales[:, None, None] * (gradient_x[:, :, None] * rotation[:, None, 0] - gradient_y[:, :, None] * rotation[:, None, 1])
-    shape = sum(a[:, :, d, None] * basis_by_axis[d][:, None] for d in range(3))  # M,C,K
-    return np.concatenate([pose, shape], axis=2)
+    a = scales[:, None, None] * (gradient_x[:, :, None] * rotation[:, None, 0]
+                                 - gradient_y[:, :, None] * rotation[:, None, 1])  # M,C,3
+    return np.concatenate([pose.astype(np.float32), np.matmul(a.astype(np.float32), basis)], axis=2)
 
 
 def _rodrigues(omega: np.ndarray) -> np.ndarray:
@@ -132,20 +136,22 @@ def _huber(residual: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def refine_views(images: list[np.ndarray], template: Template, fits: list[Fit], landmarks: list[np.ndarray],
-                 grid: TexelGrid, blur_sigmas: list[float], iterations: int, photometric_weight: float,
+                 grids: list[TexelGrid], blur_sigmas: list[float], iterations: list[int], photometric_weight: float,
                  shape_regularisation: float, max_view_angle_degrees: float,
                  depth_tolerance_mm: float) -> list[Fit]:
     """Refine one identity's joint landmark fit (one shape, a pose per view) by multi-view colour agreement.
 
     images: the views (H,W,C uint8, one size); fits: their landmark fits (one shape); landmarks: the
-    detections (68,2 pixels) the fits matched (Fit.landmark_ids, weights Fit.landmark_weights). Returns new
+    detections (68,2 pixels) the fits matched (Fit.landmark_ids, weights Fit.landmark_weights). Per level, coarse
+    to fine: grids (the texels compared), blur_sigmas (pixels) and iterations (Gauss-Newton steps). Returns new
     fits with the refined shape and poses (residual: RMS landmark distance after refinement; no correction).
     Fewer than two views: the fits unchanged (nothing to agree with).
     """
+    if not len(grids) == len(blur_sigmas) == len(iterations):
+        raise ValueError(f"one texel grid, blur and step count per level, not {len(grids)}, {len(blur_sigmas)}, "
+                         f"{len(iterations)}")
     if len(fits) < 2:
         return list(fits)
-    images = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None] if image.ndim == 3 and image.shape[2] == 3
-              else np.atleast_3d(image) for image in images]
     views, count = len(fits), template.basis.shape[0]
     size = POSE_PARAMETERS * views + count
     height, width, channels = images[0].shape
@@ -161,24 +167,27 @@ def refine_views(images: list[np.ndarray], template: Template, fits: list[Fit], 
     targets = np.stack(landmarks).astype(np.float64)  # V,L,2
     lm_view = np.repeat(np.arange(views), ids.shape[1])
     lm_bounds = np.searchsorted(lm_view, np.arange(views + 1))
-    for level, sigma in enumerate(blur_sigmas):
+    for grid, sigma, steps in zip(grids, blur_sigmas, iterations):
+        if steps == 0:
+            continue
         # All views' blurred images and gradients stacked vertically: one lookup samples every view.
         stack = np.concatenate([_image_stack(image, sigma) for image in images], axis=0)
-        if level == 0:
-            current = [replace(f, rotation=rotations[v], scale=float(scales[v]), translation=offsets[v],
-                               shape=shape.copy(), offsets=None) for v, f in enumerate(fits)]
-            seen = np.stack([visible_texels(template, fit, height, width, grid.rows, grid.cols,
-                                            max_view_angle_degrees, depth_tolerance_mm, VISIBILITY_DOWNSCALE)
-                             for fit in current])  # V,T
-            seen &= (seen.sum(0) >= MIN_VIEWS_PER_TEXEL)[None]
-            view_of, texel_of = np.nonzero(seen)  # grouped by view
-            bounds = np.searchsorted(view_of, np.arange(views + 1))
-            per_view = np.diff(bounds)
-            basis_by_axis = [np.ascontiguousarray(grid.basis[:, texel_of, d].T) for d in range(3)]  # 3 x M,K
-            shared, shared_of = np.unique(texel_of, return_inverse=True)  # texel_of numbered over the shared texels
-            shared_count = len(shared)
+        # The level's texels seen (z-buffer + view angle) through the fits as they are now: 16 identities, PSNR
+        # 28.67 dB against 28.38 with the visibility of the fits given for every level.
+        current = [replace(f, rotation=rotations[v], scale=float(scales[v]), translation=offsets[v],
+                           shape=shape.copy(), offsets=None) for v, f in enumerate(fits)]
+        seen = np.stack([visible_texels(template, fit, height, width, grid.rows, grid.cols,
+                                        max_view_angle_degrees, depth_tolerance_mm, VISIBILITY_DOWNSCALE)
+                         for fit in current])  # V,T
+        seen &= (seen.sum(0) >= MIN_VIEWS_PER_TEXEL)[None]
+        view_of, texel_of = np.nonzero(seen)  # grouped by view
+        bounds = np.searchsorted(view_of, np.arange(views + 1))
+        per_view = np.diff(bounds)
+        texel_basis = np.ascontiguousarray(grid.basis[:, texel_of].transpose(1, 2, 0), dtype=np.float32)  # M,3,K
+        shared, shared_of = np.unique(texel_of, return_inverse=True)  # texel_of numbered over the shared texels
+        shared_count = len(shared)
         gains, biases = np.ones((views, channels)), np.zeros((views, channels))
-        for _ in range(iterations):
+        for step_index in range(steps):
             points = (grid.points + np.tensordot(shape, grid.basis, axes=1))[texel_of]  # M,3
             camera, screen = _posed(points, rotations, scales, offsets, bounds, view_of)
             screen[:, 0] = np.clip(screen[:, 0], 0, width - 1)
@@ -191,12 +200,12 @@ def refine_views(images: list[np.ndarray], template: Template, fits: list[Fit], 
             residual = colour - reference[texel_of]  # M,C
             robust = _huber(residual, HUBER_GREY_LEVELS) * (
                 photometric_weight * ids.shape[1] / (np.maximum(per_view, 1) * PHOTOMETRIC_NOISE ** 2))[view_of, None]
-            jacobian = _texel_jacobian(camera, basis_by_axis, rotations, scales[view_of], view_of,
+            jacobian = _texel_jacobian(camera, texel_basis, rotations, scales[view_of], view_of,
                                        gx * gains[view_of], gy * gains[view_of])  # M,C,P
-            normal, right = np.zeros((size, size)), np.zeros(size)
-            _accumulate(normal, right, jacobian.reshape(-1, jacobian.shape[2]), residual.ravel(), robust.ravel(),
-                        bounds * channels, views)
-            _reference_terms(normal, right, jacobian, residual, robust, shared_of, bounds, shared_count)
+            normal = np.zeros((size, size))
+            _accumulate(normal, jacobian.reshape(-1, jacobian.shape[2]), robust.ravel(), bounds * channels, views)
+            _reference_terms(normal, jacobian, robust, shared_of, bounds, shared_count)
+            right = _photometric_gradient(jacobian, residual, robust, shared_of, bounds, shared_count, size)
             # The landmark term (errors in mm, as the landmark fit weighs them).
             lm_camera, predicted = _posed((lm_points + np.tensordot(shape, lm_basis, axes=1)).reshape(-1, 3),
                                           rotations, scales, offsets, lm_bounds, lm_view)
@@ -204,8 +213,8 @@ def refine_views(images: list[np.ndarray], template: Template, fits: list[Fit], 
                                       scales[lm_view])
             jacobian = np.stack([dx, dy], axis=1).reshape(-1, dx.shape[1])
             weight = np.repeat(lm_weights.ravel() / scales[lm_view] ** 2, 2)
-            _accumulate(normal, right, jacobian, (predicted - targets.reshape(-1, 2)).ravel(), weight,
-                        2 * lm_bounds, views)
+            _accumulate(normal, jacobian, weight, 2 * lm_bounds, views)
+            right += _gradient(jacobian, weight * (predicted - targets.reshape(-1, 2)).ravel(), 2 * lm_bounds, size)
             prior = views * shape_regularisation
             normal[-count:, -count:] += prior * np.eye(count)
             right[-count:] += prior * shape
@@ -271,14 +280,15 @@ def _photometric_normalisation(colour: np.ndarray, view_of: np.ndarray, texel_of
     return gains, biases - biases.mean(0, keepdims=True)
 
 
-def _reference_terms(normal: np.ndarray, right: np.ndarray, jacobian: np.ndarray, residual: np.ndarray,
-                     weights: np.ndarray, texel_of: np.ndarray, bounds: np.ndarray, texels: int) -> None:
-    """(texel_of: per row its texel among `texels` shared ones.) The reference texture's share of the normal equations: it is the views' mean, so it moves with every
-    view that sees the texel (d r_v = J_v - mean_w J_w). Without this term each step only pulls the views
+def _reference_terms(normal: np.ndarray, jacobian: np.ndarray, weights: np.ndarray, texel_of: np.ndarray,
+                     bounds: np.ndarray, texels: int) -> None:
+    """The reference texture's share of the normal matrix (of the gradient: _photometric_gradient): it is the views'
+    mean, so it moves with every view that sees the texel (d r_v = J_v - mean_w J_w); texel_of: per row its texel
+    among `texels` shared ones. Without this term each step only pulls the views
     towards the current, misregistered mean, and the fit creeps along the width/scale valley (measured on
     tests/test_fitting_photometric.py's sweep from a 1.5 sd head-width error, 2 x 5 steps: texels 2.0 px from
     the truth without, 0.64 px with; PAF PSNR on 16 identities 25.9 -> 26.8 dB)."""
-    views, size, channels = len(bounds) - 1, len(right), jacobian.shape[1]
+    views, size, channels = len(bounds) - 1, len(normal), jacobian.shape[1]
     # float32: these products dominate the refinement's cost, and the damped system does not need float64 here.
     total = np.zeros((texels, channels, size), dtype=np.float32)  # per texel: sum over views of J (all columns)
     weighted = np.zeros((texels, channels, size), dtype=np.float32)  # ... and of w J
@@ -296,21 +306,40 @@ def _reference_terms(normal: np.ndarray, right: np.ndarray, jacobian: np.ndarray
     mean = (total / seen[:, None, None]).reshape(-1, size)  # J-bar per texel and channel
     weight_sum = np.stack([np.bincount(texel_of, weights=weights[:, c], minlength=texels)
                            for c in range(channels)], axis=1).reshape(-1)
-    residual_sum = np.stack([np.bincount(texel_of, weights=weights[:, c] * residual[:, c], minlength=texels)
-                             for c in range(channels)], axis=1).reshape(-1)
     cross = (mean.T @ weighted.reshape(-1, size)).astype(np.float64)
     normal += ((mean * weight_sum[:, None].astype(np.float32)).T @ mean).astype(np.float64) - cross - cross.T
-    right -= mean.T.astype(np.float64) @ residual_sum
 
 
-def _accumulate(normal: np.ndarray, right: np.ndarray, jacobian: np.ndarray, residual: np.ndarray,
-                weights: np.ndarray, bounds: np.ndarray, views: int) -> None:
-    """Add weighted least-squares terms to the normal equations; rows bounds[v]:bounds[v+1] belong to view v
-    (its pose block and the shared shape block)."""
-    weighted = jacobian * weights[:, None]
+def _photometric_gradient(jacobian: np.ndarray, residual: np.ndarray, weights: np.ndarray, texel_of: np.ndarray,
+                          bounds: np.ndarray, texels: int, size: int) -> np.ndarray:
+    """The colour term's gradient (the normal equations' right side), the reference's share included: per row J^T
+    (w r - the mean of w r over the views at its texel); J: M,C,P, texel_of: per row its texel among `texels`."""
+    channels = residual.shape[1]
+    weighted = weights * residual
+    seen = np.maximum(np.bincount(texel_of, minlength=texels), 1)
+    mean = np.stack([np.bincount(texel_of, weights=weighted[:, c], minlength=texels) for c in range(channels)],
+                    axis=1) / seen[:, None]
+    return _gradient(jacobian.reshape(-1, jacobian.shape[2]), (weighted - mean[texel_of]).ravel(), bounds * channels,
+                     size)
+
+
+def _gradient(jacobian: np.ndarray, multiplier: np.ndarray, bounds: np.ndarray, size: int) -> np.ndarray:
+    """sum over rows of J^T m, each view's rows (bounds[v]:bounds[v+1]) into its pose block and the shared shape."""
+    right, views = np.zeros(size), len(bounds) - 1
+    multiplier = multiplier.astype(jacobian.dtype)
     for v in range(views):
         rows = slice(bounds[v], bounds[v + 1])
-        columns = np.r_[POSE_PARAMETERS * v: POSE_PARAMETERS * (v + 1), POSE_PARAMETERS * views: len(right)]
-        block = weighted[rows].T @ jacobian[rows]
-        normal[np.ix_(columns, columns)] += block
-        right[columns] += weighted[rows].T @ residual[rows]
+        columns = np.r_[POSE_PARAMETERS * v: POSE_PARAMETERS * (v + 1), POSE_PARAMETERS * views: size]
+        right[columns] += jacobian[rows].T @ multiplier[rows]
+    return right
+
+
+def _accumulate(normal: np.ndarray, jacobian: np.ndarray, weights: np.ndarray, bounds: np.ndarray, views: int
+                ) -> None:
+    """Add weighted least-squares terms J^T W J to the normal matrix; rows bounds[v]:bounds[v+1] belong to view v
+    (its pose block and the shared shape block)."""
+    weighted = jacobian * weights[:, None].astype(jacobian.dtype)
+    for v in range(views):
+        rows = slice(bounds[v], bounds[v + 1])
+        columns = np.r_[POSE_PARAMETERS * v: POSE_PARAMETERS * (v + 1), POSE_PARAMETERS * views: len(normal)]
+        normal[np.ix_(columns, columns)] += weighted[rows].T @ jacobian[rows]

@@ -11,7 +11,8 @@ import numpy as np
 
 from headtex.datasets import FACES, ShardWriter, iter_shards, read_index, write_index
 from headtex.facemesh import load_correspondence
-from headtex.fitting import DenseAssets, JawRegion, TexelGrid, dense_assets, fitted_landmarks, jaw_region, landmark_nme, texel_grid
+from headtex.fitting import (DenseAssets, JawRegion, TexelGrid, dense_assets, fitted_landmarks, jaw_region, landmark_nme,
+                             texel_grid)
 from headtex.geometry.template import Template, load_template
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.masking import is_visible
@@ -31,14 +32,14 @@ OUTPUT_KEYS = ("identity", "view", "paf", "visible", "landmarks", "rotation", "p
 
 
 @cached_per_folder
-def _assets(template_dir: str, texel_stride: int, dense: bool) -> tuple[Template, JawRegion, TexelGrid,
-                                                                       DenseAssets | None]:
-    """The template, its jaw region, the photometric refinement's texels and (dense fit or person mask) the face
+def _assets(template_dir: str, texel_strides: tuple[int, ...], dense: bool
+            ) -> tuple[Template, JawRegion, list[TexelGrid], DenseAssets | None]:
+    """The template, its jaw region, the photometric refinement's texels per level and (dense fit or person mask) the face
     mesh's points on the template and its models, made once per worker process and per version of the template's
     files."""
     template = load_template(Path(template_dir))
     assets = dense_assets(template, load_correspondence(Path(template_dir))) if dense else None
-    return template, jaw_region(template), texel_grid(template, texel_stride), assets
+    return template, jaw_region(template), [texel_grid(template, stride) for stride in texel_strides], assets
 
 
 def _face_third(size: int) -> np.ndarray:
@@ -50,12 +51,12 @@ def _face_third(size: int) -> np.ndarray:
 def _process_identity(task: tuple[str, PafsParams, dict]) -> dict:
     """All views of one identity: per-view outputs, or the views with no face; plus fidelity rows with truth."""
     template_dir, config, item = task
-    template, jaw, grid, dense = _assets(template_dir, config.photometric_texel_stride,
-                                         config.dense or config.person_mask)
+    template, jaw, grids, dense = _assets(template_dir, tuple(config.photometric_texel_strides),
+                                          config.dense or config.person_mask)
     fidelity = []
     started, cpu_started = time.perf_counter(), time.process_time()
     has_truth = "lit_texture" in item
-    results = process_views(item["images"], template, config, jaw, grid, dense)
+    results = process_views(item["images"], template, config, jaw, grids, dense)
     found = [index for index, result in enumerate(results) if result is not None]
     missing = [index for index, result in enumerate(results) if result is None]
     views = [results[index] for index in found]

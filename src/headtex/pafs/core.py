@@ -26,13 +26,15 @@ class PafsParams(FitParams):
 
     upsample: int = param("times the detector upsamples the image (finds smaller faces, ~4x the cost per step)", ge=0)
     joint_fit: bool = param("fit one shape to all views of an identity (a pose per view); false = each view alone")
-    photometric_iterations: int = param("joint fit: Gauss-Newton steps per blur level of the multi-view colour "
-                                        "refinement (headtex.fitting.photometric); 0 = landmarks only", ge=0)
-    photometric_blur_px: list[float] = param("joint fit: Gaussian blur of the views per refinement level, coarse "
-                                             "to fine (pixels)", ge=0)
+    photometric_iterations: list[int] = param("joint fit: Gauss-Newton steps of the multi-view colour refinement "
+                                              "(headtex.fitting.photometric) per level, coarse to fine; all 0 = "
+                                              "landmarks only", ge=0)
+    photometric_blur_px: list[float] = param("joint fit: Gaussian blur of the views per refinement level (pixels)",
+                                             ge=0)
     photometric_weight: float = param("joint fit: weight of the views' colour agreement against their landmarks "
                                       "(1 = a view's texels weigh as much as its 68 landmarks)", ge=0)
-    photometric_texel_stride: int = param("joint fit: the refinement compares every n-th texel in u and v", ge=1)
+    photometric_texel_strides: list[int] = param("joint fit: per refinement level, the texels compared: every n-th "
+                                                 "in u and v", ge=1)
     photometric_max_view_angle_degrees: float = param("joint fit: texels seen more obliquely than this take no "
                                                       "part in the refinement", gt=0, le=90)
     landmark_loss: str = param("the fit's loss on the landmark errors: l2 | huber | cauchy (robust, by iteratively "
@@ -49,6 +51,15 @@ class PafsParams(FitParams):
 
     def __post_init__(self) -> None:
         landmark_loss(self)  # one group weight per landmark group (a ValueError: params reports it in one line)
+        levels = (len(self.photometric_iterations), len(self.photometric_blur_px), len(self.photometric_texel_strides))
+        if len(set(levels)) != 1:
+            raise ValueError("photometric_iterations, photometric_blur_px and photometric_texel_strides: one entry per "
+                             f"refinement level each, not {levels[0]}, {levels[1]} and {levels[2]}")
+
+    @property
+    def refines(self) -> bool:
+        """Whether the joint fit is refined by the views' colour agreement."""
+        return self.joint_fit and sum(self.photometric_iterations) > 0
 
 
 @dataclass
@@ -79,13 +90,18 @@ def _sample(image: np.ndarray, template: Template, params: PafsParams, detection
     return ViewResult(detection.landmarks.astype(np.float32), fit, paf, visible, cosine, detection.detector)
 
 
+def refinement_grids(template: Template, params: PafsParams) -> list[TexelGrid]:
+    """The colour refinement's texels, one grid per level (params.photometric_texel_strides)."""
+    return [texel_grid(template, stride) for stride in params.photometric_texel_strides]
+
+
 def landmark_loss(params: PafsParams) -> LandmarkLoss:
     """The stage's landmark loss (params.landmark_*)."""
     return LandmarkLoss(params.landmark_loss, params.landmark_loss_scale, tuple(params.landmark_group_weights))
 
 
 def _fit_dense(template: Template, params: PafsParams, dense: DenseAssets, detections: list[Detection],
-               images: list[np.ndarray], joint: bool, grid: TexelGrid | None) -> list[Fit]:
+               images: list[np.ndarray], joint: bool, grids: list[TexelGrid] | None) -> list[Fit]:
     """Dense fits for one identity's views (fitting.dense): the face mesh run in each view's dlib face, its 468 points
     and dlib's 68 fitted with params.point_group_weights, each view alone or one shape for all (then refined by the
     views' colour agreement, as the landmark fit, when photometric_iterations > 0); then the correction towards
@@ -96,9 +112,9 @@ def _fit_dense(template: Template, params: PafsParams, dense: DenseAssets, detec
     arguments = (params.shape_regularisation, params.fit_iterations, params.contour == "silhouette")
     if joint:
         fits = fit_dense_views(template, dense.points, targets, weights, *arguments)
-        if params.photometric_iterations > 0 and len(fits) > 1:
-            grid = grid if grid is not None else texel_grid(template, params.photometric_texel_stride)
-            fits = refine_views(images, template, fits, [d.landmarks for d in detections], grid,
+        if params.refines and len(fits) > 1:
+            grids = grids if grids is not None else refinement_grids(template, params)
+            fits = refine_views(images, template, fits, [d.landmarks for d in detections], grids,
                                 params.photometric_blur_px, params.photometric_iterations, params.photometric_weight,
                                 params.shape_regularisation, params.photometric_max_view_angle_degrees,
                                 params.depth_tolerance_mm)
@@ -123,7 +139,7 @@ def _group_weights(params: PafsParams, detection: Detection) -> list[float]:
 
 
 def _fit(template: Template, params: PafsParams, jaw: JawRegion | None, landmarks: list[np.ndarray],
-         joint: bool, images: list[np.ndarray], grid: TexelGrid | None) -> list[Fit]:
+         joint: bool, images: list[np.ndarray], grids: list[TexelGrid] | None) -> list[Fit]:
     """Fits for one identity's views: each alone, or jointly (one shape) refined by the views' colour agreement;
     the non-rigid correction, when on, last (it follows each view's own detections)."""
     arguments = (params.shape_regularisation, params.fit_iterations, params.contour, jaw)
@@ -133,9 +149,9 @@ def _fit(template: Template, params: PafsParams, jaw: JawRegion | None, landmark
                           params.correction_radius_mm, loss)[0] for points in landmarks]
     fits = fit_views(template, landmarks, *arguments, False, params.correction_threshold,
                      params.correction_radius_mm, loss)
-    if params.photometric_iterations > 0 and len(fits) > 1:
-        grid = grid if grid is not None else texel_grid(template, params.photometric_texel_stride)
-        fits = refine_views(images, template, fits, landmarks, grid, params.photometric_blur_px,
+    if params.refines and len(fits) > 1:
+        grids = grids if grids is not None else refinement_grids(template, params)
+        fits = refine_views(images, template, fits, landmarks, grids, params.photometric_blur_px,
                             params.photometric_iterations, params.photometric_weight, params.shape_regularisation,
                             params.photometric_max_view_angle_degrees, params.depth_tolerance_mm)
     if params.correction:
@@ -145,10 +161,10 @@ def _fit(template: Template, params: PafsParams, jaw: JawRegion | None, landmark
 
 
 def process_views(images: np.ndarray, template: Template, params: PafsParams, jaw: JawRegion | None = None,
-                  grid: TexelGrid | None = None, dense: DenseAssets | None = None) -> list[ViewResult | None]:
+                  grids: list[TexelGrid] | None = None, dense: DenseAssets | None = None) -> list[ViewResult | None]:
     """All views of one identity: per view the result, None = no face. One fit per view: each alone, or (joint_fit)
-    one shape for the views with a face (an identity with a missing view is discarded anyway). grid: the colour
-    refinement's texels (texel_grid at params.photometric_texel_stride; None = made here). dense: the mesh
+    one shape for the views with a face (an identity with a missing view is discarded anyway). grids: the colour
+    refinement's texels per level (refinement_grids; None = made here). dense: the mesh
     correspondence and models, needed for params.dense and params.person_mask."""
     if (params.dense or params.person_mask) and dense is None:
         raise ValueError("pafs.dense and pafs.person_mask need the face mesh assets (DenseAssets)")
@@ -158,10 +174,10 @@ def process_views(images: np.ndarray, template: Template, params: PafsParams, ja
     faces = [images[index] for index in found]
     if params.dense:
         fits = _fit_dense(template, params, dense, [detections[index] for index in found], faces, params.joint_fit,
-                          grid)
+                          grids)
     else:
         fits = _fit(template, params, jaw, [detections[index].landmarks for index in found], params.joint_fit,
-                    faces, grid)
+                    faces, grids)
     for index, fit in zip(found, fits):
         results[index] = _sample(images[index], template, params, detections[index], fit, dense)
     return results
