@@ -142,3 +142,31 @@ def test_texel_jacobian_is_the_image_gradient_through_the_screen_jacobian():
     texel_basis = basis.transpose(1, 2, 0).astype(np.float32)
     got = _texel_jacobian(camera, texel_basis, rotations, scales, view_of, gradient_x, gradient_y)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)  # float32
+
+
+def test_normal_equations_are_those_of_the_residual_against_the_views_mean():
+    """The colour term's normal matrix (per-view blocks + the reference's share) and gradient equal the dense
+    (J_v - mean J)^T W (J_v - mean J) and (J_v - mean J)^T W r of residuals taken against the views' mean texture."""
+    from headtex.fitting.photometric import POSE_PARAMETERS, _accumulate, _photometric_gradient, _reference_terms
+    rng = np.random.default_rng(5)
+    views, texels, count, channels = 4, 30, 3, 2
+    seen = rng.random((views, texels)) < 0.6
+    view_of, texel_of = np.nonzero(seen)
+    bounds = np.searchsorted(view_of, np.arange(views + 1))
+    size = POSE_PARAMETERS * views + count
+    local = rng.normal(size=(len(view_of), channels, POSE_PARAMETERS + count)).astype(np.float32)
+    residual, weights = rng.normal(size=(len(view_of), channels)), rng.uniform(0.5, 2.0, (len(view_of), channels))
+    full = np.zeros((len(view_of), channels, size))  # each row's Jacobian in the whole parameter vector
+    for row, v in enumerate(view_of):
+        full[row, :, POSE_PARAMETERS * v: POSE_PARAMETERS * (v + 1)] = local[row, :, :POSE_PARAMETERS]
+        full[row, :, POSE_PARAMETERS * views:] = local[row, :, POSE_PARAMETERS:]
+    counts = np.bincount(texel_of, minlength=texels)
+    mean = np.stack([full[texel_of == t].sum(0) for t in range(texels)]) / np.maximum(counts, 1)[:, None, None]
+    centred = (full - mean[texel_of]).reshape(-1, size)
+    normal = np.zeros((size, size))
+    _accumulate(normal, local.reshape(-1, local.shape[2]), weights.ravel(), bounds * channels, views)
+    _reference_terms(normal, local, weights, texel_of, bounds, texels)
+    np.testing.assert_allclose(normal, centred.T @ (weights.ravel()[:, None] * centred), rtol=1e-4, atol=1e-3)
+    # The residual is against the mean, so its gradient is the centred Jacobian's.
+    gradient = _photometric_gradient(local, residual, weights, texel_of, bounds, texels, size)
+    np.testing.assert_allclose(gradient, centred.T @ (weights * residual).ravel(), rtol=1e-4, atol=1e-3)
