@@ -498,7 +498,7 @@ def test_stage_scores_every_method_on_a_real_photo(photo_stage, template):
     assert photo["telea"]["psnr"] > photo["mean_texture"]["psnr"]  # the face's own neighbours beat another texture
 
 
-def test_real_photo_partial_is_the_one_reconstruct_builds(photo_stage, template):
+def test_real_photo_partial_is_the_one_reconstruct_builds(photo_stage, template, dense):
     """evaluate scores a photo on the partial texture `headtex reconstruct` makes of it (photo_partial's
     promise): the same seen texels and the same colours, so the texture fitted with reconstruct's correction
     threshold (reconstruct.correction_threshold: 0 for photos), not pafs' (0.3, for renders)."""
@@ -513,7 +513,7 @@ def test_real_photo_partial_is_the_one_reconstruct_builds(photo_stage, template)
     assert config.correction_threshold != fitting.correction_threshold  # else this test could not tell them apart
     image = np.ascontiguousarray(skimage.data.astronaut()[..., :3])
     torch.manual_seed(0)
-    result = reconstruct(image, template, jaw_region(template), Generator(4), "coarse", config, fitting)
+    result = reconstruct(image, template, jaw_region(template), Generator(4), "coarse", config, fitting, dense)
     assert result.face.quarter_turns == 0
     np.testing.assert_array_equal(photo_stage["seen"], result.visible)
     np.testing.assert_array_equal(photo_stage["partial"], result.paf)

@@ -13,6 +13,7 @@ from headtex.evaluate.core import (
     scored_on_seen,
 )
 from headtex.datasets import mean_texture, open_textures, read_mask_bank, read_textures, read_valid
+from headtex.facemesh import load_correspondence
 from headtex.fitting import FitParams, jaw_region
 from headtex.geometry.template import load_template
 from headtex.inpaint.fills import fill_mean, fill_mirror, fill_opencv, fill_poisson_mirror, masked_input
@@ -296,11 +297,12 @@ def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: 
     if not len(bank):
         raise UserError("evaluate.real_photos needs the real mask bank (data/masks is empty)")
     jaw = jaw_region(template)
+    segmentation_model = load_correspondence(template_dir).segmentation_model if fitting.person_mask else None
     face = face_texels(template)
     per_photo, pooled = {}, []
     for number, name in enumerate(config.real_photos):
         built = photo_partial(photo_image(name), template, jaw, fitting, config.photo_upsample,
-                              config.photo_correction_threshold, config.photo_sample_max_side)
+                              config.photo_correction_threshold, config.photo_sample_max_side, segmentation_model)
         if isinstance(built, str):
             raise UserError(f"evaluate.real_photos: {name}: {built}")
         paf, seen = built

@@ -1,10 +1,13 @@
 """Evaluation core: region metrics, baselines and a stratified, deterministic mask assignment (no I/O)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
 from headtex.detection import detection_attempts, find_face, landmark_problem
+from headtex.facemesh import person_mask
 from headtex.fitting import FitParams, JawRegion, fit_landmarks, photo_partial_texture
 from headtex.geometry.template import Template
 from headtex.masking import is_visible, missing_region
@@ -97,12 +100,14 @@ PHOTO_MASK_PURPOSE = 73  # rng purpose of the bank masks drawn per real photo
 
 
 def photo_partial(image: np.ndarray, template: Template, jaw: JawRegion, fitting: FitParams, upsample: int,
-                  correction_threshold: float, sample_max_side: int) -> tuple[np.ndarray, np.ndarray] | str:
+                  correction_threshold: float, sample_max_side: int, segmentation_model: Path | None = None
+                  ) -> tuple[np.ndarray, np.ndarray] | str:
     """A photo's partial UV texture and its visibility (255 = seen), as reconstruct builds them: dlib face (HOG at
     `upsample`, then one step more, then pafs' fallback detector; one face per photo, so not reconstruct's
     multi-face search), the template fitted to its 68 landmarks with the photos' correction threshold, texels
-    sampled through the fitted mesh from the head crop (fitting.photo_partial_texture, reconstruct's own path).
-    A phrase saying why not, when not."""
+    sampled through the fitted mesh from the head crop (fitting.photo_partial_texture, reconstruct's own path), and
+    with fitting.person_mask only the pixels of the person (facemesh.person_mask with the selfie model
+    `segmentation_model`, less the other confident faces' boxes). A phrase saying why not, when not."""
     face = find_face(image, detection_attempts(fitting.detector, upsample, fitting.fallback_detector,
                                                fitting.fallback_upsample))
     if face is None:
@@ -112,8 +117,13 @@ def photo_partial(image: np.ndarray, template: Template, jaw: JawRegion, fitting
         return f"face rejected: {problem}"
     fit = fit_landmarks(template, face.landmarks, fitting.shape_regularisation, fitting.fit_iterations,
                         fitting.contour, jaw, fitting.correction, correction_threshold, fitting.correction_radius_mm)
+    person = None
+    if fitting.person_mask:
+        if segmentation_model is None:
+            raise ValueError("pafs.person_mask needs the selfie segmentation model (the template's face mesh files)")
+        person = person_mask(image, face.box, list(face.others), segmentation_model, fitting.person_threshold)
     paf, visible, _, _ = photo_partial_texture(image, template, fit, fitting.max_view_angle_degrees,
-                                               fitting.depth_tolerance_mm, sample_max_side)
+                                               fitting.depth_tolerance_mm, sample_max_side, person)
     return paf, visible
 
 
