@@ -127,11 +127,11 @@ def test_a_workers_template_cache_follows_the_files(template_dir, tmp_path):
     from headtex.pafs.cli import _assets as pafs_assets
 
     copy = shutil.copytree(template_dir, tmp_path / "template")
-    first = faces_assets(str(copy)), pafs_assets(str(copy), 4)
-    assert (faces_assets(str(copy)), pafs_assets(str(copy), 4)) == first  # cached: the same objects
+    first = faces_assets(str(copy)), pafs_assets(str(copy), (4,), False)
+    assert (faces_assets(str(copy)), pafs_assets(str(copy), (4,), False)) == first  # cached: the same objects
     rebuilt = copy / "template.json"
     os.utime(rebuilt, ns=(rebuilt.stat().st_atime_ns, rebuilt.stat().st_mtime_ns + 1))
-    assert faces_assets(str(copy))[0] is not first[0][0] and pafs_assets(str(copy), 4)[0] is not first[1][0]
+    assert faces_assets(str(copy))[0] is not first[0][0] and pafs_assets(str(copy), (4,), False)[0] is not first[1][0]
 
 
 def free_port() -> int:
