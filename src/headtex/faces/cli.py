@@ -14,7 +14,7 @@ from headtex.faces.core import (
     PERSON, PERSON_CORRECTION, RENDERED, FacesParams, PersonFace, RenderedIdentity, Regions, appearance_regions, person_from_fit,
     preview_grid, render_identity, sample_identity, with_person,
 )
-from headtex.fitting import image_fit
+from headtex.fitting import Fit, image_fit
 from headtex.generator import Generator, PoseDirection, check_stylegan_folder, latent, load_stylegan, truncate
 from headtex.geometry.template import Template, load_template
 from headtex.identity import DESCRIPTOR_SIZE, SAME_PERSON, face_descriptor, identity_report
@@ -52,8 +52,8 @@ def _stylegan(folder: str) -> tuple[Generator, np.ndarray, PoseDirection]:
 
 
 def _person(stylegan_dir: str, template: Template, regions: Regions, config: FacesParams, identity: int, attempt: int
-            ) -> tuple[np.ndarray, PersonFace, int] | None:
-    """(shape, face, latents tried) of the identity's generated person for this draw: the first of PERSON_TRIES
+            ) -> tuple[Fit, PersonFace, int] | None:
+    """(the template's fit to it, face, latents tried) of the identity's generated person for this draw: the first of PERSON_TRIES
     latents [seed, identity, PERSON, attempt, k] that dlib finds turned at most PERSON_MAX_ABS_YAW; None: none."""
     generator, mean, _ = _stylegan(stylegan_dir)
     for k in range(PERSON_TRIES):
