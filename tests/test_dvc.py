@@ -25,6 +25,7 @@ BIN = Path(sys.executable).parent
 TINY_PARAMS: dict[str, dict] = {
     "uv": {"size": 64},
     "template": {"render_uv_size": 256},
+    "stylegan": {"mean_samples": 256, "pose_samples": 16},
     "faces": {"identities": 8, "detection_check_identities": 2},
     "masks": {"identities": 2},
     "blend": {"test_identities": 2},
@@ -73,7 +74,7 @@ def output_digests(root: Path) -> dict[str, str]:
     return digests
 
 
-def make_project(root: Path, sdist: Path, storage: Path) -> Path:
+def make_project(root: Path, sdist: Path, storage: Path, generator_wheel: Path) -> Path:
     """A git repository holding the working tree's files (as a fresh clone would), with tiny params."""
     files = git(REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
     for name in filter(None, files):
@@ -88,6 +89,7 @@ def make_project(root: Path, sdist: Path, storage: Path) -> Path:
         if section in params:
             params[section].update(values)
     params["template"]["source"] = str(sdist)  # no download per test run
+    params["stylegan"]["source"] = str(generator_wheel)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "dvc.lock").unlink(missing_ok=True)
     git(root, "init", "-q")
@@ -100,13 +102,13 @@ def make_project(root: Path, sdist: Path, storage: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, sdist) -> Path:
+def project(tmp_path_factory, sdist, generator_wheel) -> Path:
     """The tiny pipeline, reproduced once and committed: the end-to-end run.
 
     Afterwards it prints how long each DVC command took (`pytest -s tests/test_dvc.py`, for docs/RESULTS.md).
     """
     base = tmp_path_factory.mktemp("dvc")
-    root = make_project(base / "repo", sdist, base / "storage")
+    root = make_project(base / "repo", sdist, base / "storage", generator_wheel)
     result = dvc(root, "repro")
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     assert stages_run(result.stdout) == set(pipeline)

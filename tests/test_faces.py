@@ -93,7 +93,7 @@ def test_local_shape_detail_is_a_few_mm_on_the_face_mirror_symmetric_without_asy
 def test_identities_hog_misses_are_redrawn_and_counted(template_dir, template, tmp_path):
     # At 32 px dlib's HOG finds no face at all (its window is 80 px; upsampled once the image is 64 px),
     # so every identity is redrawn the full number of times, kept at its last draw, and reported unresolved.
-    params = write_params(tmp_path, identities=2, image_size=32, supersample=1, hog_resample_attempts=2,
+    params = write_params(tmp_path, source="synthetic", identities=2, image_size=32, supersample=1, hog_resample_attempts=2,
                           detection_check_identities=0, identity_check_identities=0)
     for workers in (1, 2):  # the redraws happen in the workers: same shards either way
         run(params, template_dir, tmp_path / f"faces{workers}", tmp_path / f"faces{workers}.json", workers)
@@ -103,7 +103,7 @@ def test_identities_hog_misses_are_redrawn_and_counted(template_dir, template, t
     assert one["images"].tobytes() == two["images"].tobytes() and one["shape"].tobytes() == two["shape"].tobytes()
     config = params_for(FacesParams, "faces", image_size=32, supersample=1)
     np.testing.assert_array_equal(one["shape"][1], sample_identity(config, 1, template.basis_names, 2).shape)
-    params = write_params(tmp_path, identities=2, image_size=32, supersample=1, hog_resample_attempts=0,
+    params = write_params(tmp_path, source="synthetic", identities=2, image_size=32, supersample=1, hog_resample_attempts=0,
                           detection_check_identities=0, identity_check_identities=0)
     run(params, template_dir, tmp_path / "faces0", tmp_path / "faces0.json", 1)
     assert json.loads((tmp_path / "faces0.json").read_text())["hog_resample"]["redraws"] == 0
@@ -234,7 +234,8 @@ def shards_of(folder: Path) -> dict[str, np.ndarray]:
 
 def test_same_shards_with_one_or_two_workers(template_dir, template, tmp_path):
     # 5 identities x 11 views in shards of <= 24 views: 2 identities (22 views) per shard, never split.
-    params = write_params(tmp_path, identities=5, image_size=64, shard_size=24, detection_check_identities=0)
+    params = write_params(tmp_path, source="synthetic", identities=5, image_size=64, shard_size=24,
+                          detection_check_identities=0)
     outputs = {}
     for workers in (1, 2):
         out = tmp_path / f"faces{workers}"
@@ -269,7 +270,7 @@ def test_the_workers_checks_are_dlibs_verdicts_on_the_written_views(template_dir
     from headtex.detection import detect_faces
     from headtex.faces.cli import identity_check
 
-    params = write_params(tmp_path, identities=3, image_size=160, supersample=1, hog_resample_attempts=1,
+    params = write_params(tmp_path, source="synthetic", identities=3, image_size=160, supersample=1, hog_resample_attempts=1,
                           detection_check_identities=2, identity_check_identities=None)
     metrics = run(params, template_dir, tmp_path / "faces", tmp_path / "faces.json", 1)
     data = shards_of(tmp_path / "faces")
@@ -352,4 +353,70 @@ def test_bad_params_are_one_line_errors(tmp_path, template_dir):
                             capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "nowhere" in result.stderr
+    assert not (tmp_path / "faces").exists()
+
+
+# --- generated people (the stylegan stage's generator) ---
+
+def test_generated_identities_are_different_people_with_ground_truth_and_worker_independent(
+        template_dir, stylegan_dir, tmp_path):
+    """The default source: each identity renders a generated person's face on its fitted shape, with the truth."""
+    from headtex.identity import SAME_PERSON, face_descriptor, pair_distances
+
+    params = write_params(tmp_path, identities=3, shard_size=11, identity_check_identities=None)
+    for workers in (1, 2):
+        metrics = run(params, template_dir, tmp_path / f"faces{workers}", tmp_path / f"faces{workers}.json", workers,
+                      stylegan_dir=stylegan_dir)
+    one, two = shards_of(tmp_path / "faces1"), shards_of(tmp_path / "faces2")
+    for key in one:
+        assert one[key].tobytes() == two[key].tobytes(), key  # byte-identical whatever the worker count
+    index = read_index(tmp_path / "faces1", FACES)
+    assert index["source"] == "generated" and index["has_truth"] and one["lit_texture"].shape[0] == 3
+    assert metrics["hog_detection_rate_abs_yaw_le_45"] == 1.0
+    assert metrics["identity_check"]["share_identities_consistent"] == 1.0  # one person from -35 to +35 degrees
+    frontal = [face_descriptor(image) for image in one["images"][one["yaw"] == 0]]
+    assert min(pair_distances(np.stack(frontal))) >= SAME_PERSON  # three people
+    assert metrics["hog_resample"]["person_latents"] >= 3 and metrics["hog_resample"]["identities_without_person"] == []
+
+
+def test_a_generated_face_lies_where_the_template_is_seen_and_the_rest_takes_its_colours(template, regions):
+    """person_face: the face region of the layout comes from the person, the rest keeps the re-toned albedo."""
+    from headtex.faces.core import face_region, person_face
+
+    render_regions = regions[0]
+    size = template.albedo_render.shape[0]
+    texture = np.zeros((size, size, 3), np.uint8)
+    texture[...] = (40, 160, 90)  # a green person, seen head-on on the left half of the layout only
+    cosine = np.zeros((size, size), np.float32)
+    cosine[:, : size // 2] = 1.0
+    face = person_face(texture, cosine, render_regions, yaw=-20.0)
+    region = face_region(render_regions, size)
+    assert np.allclose(face.weight, region, atol=1e-5)  # the mirror fills the unseen right half
+    assert np.all(face.texture[region > 0.5] == (40, 160, 90))
+    over = face.over(template.albedo)  # any layout size
+    small = cv2.resize(region, over.shape[:2][::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(over[small > 0.99].astype(int) - (40, 160, 90)).max() <= 1
+    np.testing.assert_array_equal(over[small == 0], template.albedo[small == 0])
+    assert abs(to_lab(np.array([[[40, 160, 90]]], np.uint8))[0, 0, 1] - face.skin_lab[1]) < 1.0  # its skin tone
+
+
+def test_stylegan_views_turn_and_drifting_views_are_dropped_and_counted(template_dir, stylegan_dir, tmp_path):
+    params = write_params(tmp_path, source="stylegan", identities=2, image_size=128, truncation=0.7)
+    metrics = run(params, template_dir, tmp_path / "faces", tmp_path / "faces.json", 1, stylegan_dir=stylegan_dir)
+    check = metrics["stylegan_check"]
+    views = len(params_for(FacesParams, "faces").yaw_degrees)
+    assert check["views_kept"] + check["views_dropped_another_person"] + check["views_dropped_no_face"] \
+        + views * check["dropped_no_centre_face"] == 2 * views
+    reached = [view["fitted_yaw_median"] for view in check["per_view"]]
+    left, right = reached[1], reached[7]  # the views at -35 and +35 degrees
+    assert left is not None and right is not None and right - left > 20.0  # the direction turns the face
+    index = read_index(tmp_path / "faces", FACES)
+    assert index["source"] == "stylegan" and not index["has_truth"] and index["images"] == check["views_kept"]
+    assert metrics["images"] == check["views_kept"]
+
+
+def test_generated_without_the_stylegan_stage_is_one_line(template_dir, tmp_path):
+    params = write_params(tmp_path, source="generated")
+    with pytest.raises(UserError, match="run `dvc repro stylegan`"):
+        run(params, template_dir, tmp_path / "faces", tmp_path / "faces.json", 1, stylegan_dir=tmp_path / "none")
     assert not (tmp_path / "faces").exists()

@@ -310,7 +310,8 @@ def faces_stage_view(template_dir, identity: int, view: int) -> tuple[np.ndarray
     from headtex.faces.cli import _synthetic_identity
     from headtex.faces.core import FacesParams
 
-    rendered = _synthetic_identity((str(template_dir), params_for(FacesParams, "faces"), identity)).rendered
+    config = params_for(FacesParams, "faces", source="synthetic")  # pinned views of the template's own face
+    rendered = _synthetic_identity((str(template_dir), config, identity, "")).rendered
     return rendered.images[view], rendered.landmarks[view], float(rendered.yaw[view])
 
 

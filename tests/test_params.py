@@ -20,12 +20,14 @@ from headtex.pafs.core import PafsParams
 from headtex.params import load_params, section
 from headtex.photos import PhotosParams
 from headtex.reconstruct.core import ReconstructParams
+from headtex.stylegan.core import StyleganParams
 from headtex.template.cli import TemplateParams
 from headtex.train.core import TrainParams
 
 # What each stage reads: (section, declaration, whole section?). reconstruct reads only the fitting keys of pafs.
 READS = {
     "template": [("uv", UVParams, True), ("template", TemplateParams, True)],
+    "stylegan": [("stylegan", StyleganParams, True)],
     "faces": [("faces", FacesParams, True)],
     "pafs": [("pafs", PafsParams, True)],
     "masks": [("masks", MasksParams, True)],
@@ -76,8 +78,8 @@ def test_every_key_says_what_it_means():
                                                 "identities (the thesis: 100,000)), got 'abc'"),
     ("faces", {"faces": {"identitys": 3}}, "params.yaml: unknown key faces.identitys"),
     ("faces", {"faces": {"identities": 0}}, "params.yaml: faces.identities must be >= 1, got 0"),
-    ("faces", {"faces": {"source": "web"}}, "params.yaml: faces.source must be one of 'synthetic', 'directory', "
-                                            "'eigengan', got 'web'"),
+    ("faces", {"faces": {"source": "web"}}, "params.yaml: faces.source must be one of 'generated', 'synthetic', 'stylegan', "
+                                            "'directory', 'eigengan', got 'web'"),
     ("faces", {"photos": {"alpha_background": [1, 2]}}, "photos.alpha_background must be [R, G, B]"),
     ("template", {"uv": {"size": 190}}, "params.yaml: [uv] size must be divisible by 4"),
     ("masks", {"masks": {"p_real": 1.5}}, "params.yaml: masks.p_real must be <= 1, got 1.5"),

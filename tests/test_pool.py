@@ -266,10 +266,10 @@ def stage_digests(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def local_project(tmp_path_factory, sdist) -> Path:
+def local_project(tmp_path_factory, sdist, generator_wheel) -> Path:
     """The tiny pipeline up to blend, reproduced on the local pool and committed."""
     base = tmp_path_factory.mktemp("dvc-dask")
-    root = make_project(base / "repo", sdist, base / "storage")
+    root = make_project(base / "repo", sdist, base / "storage", generator_wheel)
     dvc(root, "repro", "blend")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "reproduced locally")

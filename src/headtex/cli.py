@@ -38,9 +38,29 @@ def template(
 
 
 @app.command()
+def stylegan(
+    params: ParamsOption = Path("params.yaml"),
+    template_dir: Annotated[Path, typer.Option("--template", help="head template (fits the pose samples)")] = Path("models/template"),
+    source: Annotated[Optional[Path], typer.Option(help="random_face-2021.7.21.1-py3-none-any.whl (else params' stylegan.source, else pip)")] = None,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("models/stylegan"),
+    metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/stylegan.json"),
+    timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/stylegan.json"),
+    workers: Annotated[int, typer.Option(help="processes (0 = all cores)")] = 0,
+) -> None:
+    """MobileStyleGAN from the random-face wheel: its IR files, mean style and a yaw direction in its style space."""
+    from headtex.stylegan.cli import run
+
+    result = run(params, template_dir, out, metrics, workers, timing_path=timing, source=source)
+    typer.echo(f"stylegan: yaw direction from {result['faces_found']} of {result['pose_samples']} people "
+               f"(R^2 {result['r2']}, cross-validated {result['r2_cross_validated']}; "
+               f"{result['predicted_degrees_per_sigma']} degrees per sigma) -> {out}")
+
+
+@app.command()
 def faces(
     params: ParamsOption = Path("params.yaml"),
     template_dir: Annotated[Path, typer.Option("--template", help="head template (template stage)")] = Path("models/template"),
+    stylegan_dir: Annotated[Path, typer.Option("--stylegan", help="the generator (stylegan stage)")] = Path("models/stylegan"),
     out: Annotated[Path, typer.Option(help="output folder")] = Path("data/faces"),
     metrics: Annotated[Path, typer.Option(help="metrics file")] = Path("metrics/faces.json"),
     timing: Annotated[Path, typer.Option(help="run facts: times, throughput (DVC-cached, not in git)")] = Path("metrics/timing/faces.json"),
@@ -49,7 +69,7 @@ def faces(
     """Multi-view identities: synthetic renders of the template with ground truth, or a folder of real photos."""
     from headtex.faces.cli import run
 
-    result = run(params, template_dir, out, metrics, workers, timing_path=timing)
+    result = run(params, template_dir, out, metrics, workers, timing_path=timing, stylegan_dir=stylegan_dir)
     for line in result["log_lines"]:
         typer.echo(line, err=True)
     rate = result.get("hog_detection_rate_abs_yaw_le_45", result.get("hog_detection_rate_all_views"))

@@ -11,10 +11,13 @@ import numpy as np
 from headtex.datasets import FACES, ShardWriter, read_shard, write_index
 from headtex.detection import detect_faces, find_face
 from headtex.faces.core import (
-    FacesParams, RenderedIdentity, Regions, appearance_regions, preview_grid, render_identity, sample_identity,
+    PERSON, PERSON_CORRECTION, RENDERED, FacesParams, PersonFace, RenderedIdentity, Regions, appearance_regions, person_from_fit,
+    preview_grid, render_identity, sample_identity, with_person,
 )
+from headtex.fitting import Fit, image_fit
+from headtex.generator import Generator, PoseDirection, check_stylegan_folder, latent, load_stylegan, truncate
 from headtex.geometry.template import Template, load_template
-from headtex.identity import DESCRIPTOR_SIZE, face_descriptor, identity_report
+from headtex.identity import DESCRIPTOR_SIZE, SAME_PERSON, face_descriptor, identity_report
 from headtex.io import UserError, atomic_dir, write_json, write_png
 from headtex.params import load_params, section
 from headtex.photos import make_square, read_photo
@@ -28,6 +31,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_LISTED = 50  # problem lines kept in metrics/faces.json (all of them go to the log)
 EIGENGAN_CHUNK = 32  # eigengan identities generated, then checked, at a time (bounds memory)
 IDENTITY_SIDE_YAWS = (-35.0, 35.0)  # issue 14: each identity's yaw-0 view against its views nearest these
+PERSON_SIZE = 512  # generated people are fitted and sampled at this size (their face ~250 px: the render layout's detail)
+PERSON_TRIES = 6  # latents tried per draw for a person dlib finds, turned at most PERSON_MAX_ABS_YAW
+PERSON_MAX_ABS_YAW = 25.0  # a person turned further shows one side too obliquely (the mirror fills what is missing)
 
 
 @cached_per_folder
@@ -37,6 +43,27 @@ def _assets(template_dir: str) -> tuple[Template, Regions, Regions]:
     regions = appearance_regions(template.albedo_render, template.render_texel_triangle >= 0,
                                  template.vertex_uv[template.landmark_ids])
     return template, regions, regions.resized(template.albedo.shape[0])
+
+
+@cached_per_folder
+def _stylegan(folder: str) -> tuple[Generator, np.ndarray, PoseDirection]:
+    """The generator (one inference thread: a worker per core), its mean style and yaw direction, once per process."""
+    return load_stylegan(Path(folder), threads=1)
+
+
+def _person(stylegan_dir: str, template: Template, regions: Regions, config: FacesParams, identity: int, attempt: int
+            ) -> tuple[Fit, PersonFace, int] | None:
+    """(the template's fit to it, face, latents tried) of the identity's generated person for this draw: the first of PERSON_TRIES
+    latents [seed, identity, PERSON, attempt, k] that dlib finds turned at most PERSON_MAX_ABS_YAW; None: none."""
+    generator, mean, _ = _stylegan(stylegan_dir)
+    for k in range(PERSON_TRIES):
+        style = truncate(generator.styles(latent(config.seed, identity, PERSON, attempt, k)[None]), mean,
+                         config.truncation)
+        image = generator.images(style, PERSON_SIZE)[0]
+        fitted = image_fit(template, image, **PERSON_CORRECTION)
+        if fitted is not None and abs(fitted[0].pose[0]) <= PERSON_MAX_ABS_YAW:
+            return (*person_from_fit(template, regions, image, fitted[0]), k + 1)
+    return None
 
 
 @dataclass
@@ -52,16 +79,19 @@ class SyntheticIdentity:
     descriptors: np.ndarray | None  # (1 + len(IDENTITY_SIDE_YAWS), 128): yaw-0 view, then the sides; NaN: no face
     render_seconds: float = 0.0
     check_seconds: float = 0.0
+    person_latents: int = 0  # generated: latents tried for its person (all draws)
+    person_missing: bool = False  # generated: no latent gave a usable person; the template's own face was rendered
 
 
 def _nearest_view(yaw_degrees: list[float], target: float) -> int:
     return int(np.argmin(np.abs(np.asarray(yaw_degrees) - target)))
 
 
-def _synthetic_identity(task: tuple[str, FacesParams, int]) -> SyntheticIdentity:
-    """Render one identity, redrawing its shape and light (up to hog_resample_attempts) while HOG misses a view at
+def _synthetic_identity(task: tuple[str, FacesParams, int, str]) -> SyntheticIdentity:
+    """Render one identity (source generated: with its generated person's face and shape), redrawing it (shape and
+    light; generated: the person too) up to hog_resample_attempts times while HOG misses a view at
     |yaw| <= DETECTION_MAX_ABS_YAW, and run the stage's dlib checks on the kept draw's views."""
-    template_dir, config, identity = task
+    template_dir, config, identity, stylegan_dir = task
     template, render_regions, uv_regions = _assets(template_dir)
     yaws = config.yaw_degrees
     checked = [view for view, yaw in enumerate(yaws) if abs(yaw) <= DETECTION_MAX_ABS_YAW]
@@ -72,9 +102,16 @@ def _synthetic_identity(task: tuple[str, FacesParams, int]) -> SyntheticIdentity
     # Views whose landmarks a check needs: find_face there (the same HOG run, plus the landmark predictor).
     landmark_views = {view for view in checked if measured and yaws[view] == 0.0} | (set(described_views) if described else set())
     render_seconds = check_seconds = 0.0
+    person_latents, person_missing = 0, False
     for attempt in range(config.hog_resample_attempts + 1):
         tick = time.perf_counter()
         sample = sample_identity(config, identity, template.basis_names, attempt)
+        if config.source == "generated":
+            person = _person(stylegan_dir, template, render_regions, config, identity, attempt)
+            person_latents += PERSON_TRIES if person is None else person[2]
+            person_missing = person is None
+            if person is not None:
+                sample = with_person(sample, person[0], person[1])
         rendered = render_identity(template, render_regions, uv_regions, sample, config.image_size, config.supersample)
         render_seconds += time.perf_counter() - tick
         tick = time.perf_counter()
@@ -103,7 +140,7 @@ def _synthetic_identity(task: tuple[str, FacesParams, int]) -> SyntheticIdentity
             for d in (face_descriptor(rendered.images[view], landmarks.get(view)) for view in described_views)])
     check_seconds += time.perf_counter() - tick
     return SyntheticIdentity(rendered, attempt, all(found.values()), found if measured else {}, landmarks,
-                             descriptors, render_seconds, check_seconds)
+                             descriptors, render_seconds, check_seconds, person_latents, person_missing)
 
 
 @dataclass
@@ -153,15 +190,18 @@ def _record(identity: int, images: np.ndarray, yaw: np.ndarray, pitch: np.ndarra
                 landmarks=landmarks.astype(np.float32), **truth)
 
 
-def _generate_synthetic(config: FacesParams, template_dir: Path, writer: ShardWriter,
+def _generate_synthetic(config: FacesParams, template_dir: Path, stylegan_dir: Path, writer: ShardWriter,
                         executor: Executor) -> tuple[list[np.ndarray], list[np.ndarray], dict, dict]:
     """Render every identity into shards; returns the preview identities' views and lit textures, the counts of
     hog_resample_attempts, and the workers' dlib checks (`verdicts` for detection_report, `frontal` / `sides`
     descriptors for the identity check, summed worker seconds)."""
     template = str(Path(template_dir).resolve())  # absolute: a cluster worker runs elsewhere
-    tasks = [(template, config, identity) for identity in range(config.identities)]
+    stylegan = str(Path(stylegan_dir).resolve())
+    tasks = [(template, config, identity, stylegan) for identity in range(config.identities)]
     preview_views, preview_textures = [], []
     resample = dict(attempts=config.hog_resample_attempts, resampled_identities=0, redraws=0, unresolved_identities=[])
+    if config.source == "generated":
+        resample.update(person_latents=0, identities_without_person=[])
     checks = dict(verdicts=[], frontal=[], sides=[], render_seconds=0.0, check_seconds=0.0)
     for identity, result in enumerate(executor.map(_synthetic_identity, tasks, "faces")):
         rendered = result.rendered
@@ -169,6 +209,10 @@ def _generate_synthetic(config: FacesParams, template_dir: Path, writer: ShardWr
         resample["redraws"] += result.redraws
         if not result.resolved:
             resample["unresolved_identities"].append(identity)
+        if config.source == "generated":
+            resample["person_latents"] += result.person_latents
+            if result.person_missing:
+                resample["identities_without_person"].append(identity)
         for view in sorted(result.found):  # view order: the metric lists misses as the shard-reading check does
             verdict = result.landmarks.get(view, True) if result.found[view] else False
             truth = rendered.landmarks[view] if config.yaw_degrees[view] == 0.0 else None
@@ -271,6 +315,105 @@ def eigengan_source(config: FacesParams, writer: ShardWriter, executor: Executor
     return dict(problems=[], conversions=[], preview_views=preview_views, facts=facts, eigengan_check=check,
                 log=[f"eigengan: {len(kept_ids)} of {config.identities} identities kept ({len(dropped) - other} "
                      f"without a face in every view, {other} turning into another person)"] + dropped)
+
+
+@dataclass
+class TurnedIdentity:
+    """One stylegan identity: its views along the yaw direction, our fit's yaw of each and dlib's verdict."""
+
+    images: np.ndarray  # V,S,S,3: every requested view
+    kept: list[int]  # the views kept: dlib finds a face within SAME_PERSON of the centre view's (empty: dropped)
+    fitted_yaw: list[float]  # per view: our landmark fit's yaw, degrees (NaN: no face)
+    distance: list[float]  # per view: descriptor distance to the centre view (NaN: no face)
+    steps_sigma: list[float]  # per view: the step along the yaw direction, in sigmas
+    descriptors: np.ndarray  # (1 + len(IDENTITY_SIDE_YAWS), 128): centre view, then the kept views nearest the sides
+
+
+def _stylegan_identity(task: tuple[str, str, FacesParams, int]) -> TurnedIdentity:
+    """One latent, turned: the style moved along the yaw direction so that the linear yaw model predicts each
+    requested yaw (from where it predicts the person looks), steps capped at stylegan_max_step_sigma."""
+    stylegan_dir, template_dir, config, identity = task
+    generator, mean, pose = _stylegan(stylegan_dir)
+    template = _assets(template_dir)[0]
+    style = truncate(generator.styles(latent(config.seed, identity, PERSON)[None]), mean, config.truncation)[0]
+    targets = np.asarray(config.yaw_degrees, np.float64)
+    steps = np.clip((targets - pose.yaw(style, mean)) / (pose.degrees_per_unit * pose.sigma),
+                    -config.stylegan_max_step_sigma, config.stylegan_max_step_sigma)
+    images = generator.images(style + (steps * pose.sigma)[:, None].astype(np.float32) * pose.direction,
+                              config.image_size)
+    yaws, found = [], []
+    for image in images:
+        fitted = image_fit(template, image)
+        yaws.append(float("nan") if fitted is None else float(fitted[0].pose[0]))
+        found.append(None if fitted is None else face_descriptor(image, fitted[1]))
+    nan = np.full(DESCRIPTOR_SIZE, np.nan, np.float32)
+    centre = _nearest_view(config.yaw_degrees, 0.0)
+    reference = found[centre]
+    distance = [float("nan") if d is None or reference is None else float(np.linalg.norm(d - reference))
+                for d in found]
+    kept = [] if reference is None else [v for v, d in enumerate(distance) if d < SAME_PERSON]
+    sides = [_nearest_view(config.yaw_degrees, side) for side in IDENTITY_SIDE_YAWS]
+    descriptors = np.stack([nan if reference is None else reference]
+                           + [found[v] if v in kept else nan for v in sides])
+    return TurnedIdentity(images, kept, yaws, distance, [float(t) for t in steps], descriptors)
+
+
+def stylegan_source(config: FacesParams, stylegan_dir: Path, template_dir: Path, writer: ShardWriter,
+                    executor: Executor) -> dict:
+    """Generated people turned along the stylegan stage's yaw direction into shards: the views that drift into
+    another person (dlib) or lose the face are dropped (counted), an identity whose centre view has no face too;
+    no ground truth (NaN pose); the yaw our fit measured on each view is reported."""
+    tasks = [(str(Path(stylegan_dir).resolve()), str(Path(template_dir).resolve()), config, identity)
+             for identity in range(config.identities)]
+    views = len(config.yaw_degrees)
+    kept_ids, preview_views, yaws, distances, steps, kept_views, frontal, sides = [], [], [], [], [], [], [], []
+    for identity, turned in enumerate(executor.map(_stylegan_identity, tasks, "faces: stylegan")):
+        yaws.append(turned.fitted_yaw)
+        distances.append(turned.distance)
+        steps.append(turned.steps_sigma)
+        kept_views.append(turned.kept)
+        frontal.append(turned.descriptors[0])
+        sides.append(turned.descriptors[1:])
+        if not turned.kept:
+            continue
+        images = turned.images[turned.kept]
+        nan = np.full(len(images), np.nan, np.float32)
+        writer.add(_record(len(kept_ids), images, nan, nan, nan, np.full((len(images), 68, 2), np.nan, np.float32)))
+        kept_ids.append(identity)
+        if len(preview_views) < PREVIEW_IDENTITIES:
+            preview_views.append(turned.images)  # every view, the dropped ones too: the preview shows the drift
+    writer.flush()
+    yaws, distances = np.array(yaws), np.array(distances)
+    kept = np.zeros((config.identities, views), bool)
+    for identity, chosen in enumerate(kept_views):
+        kept[identity, chosen] = True
+    per_view = []
+    for view, target in enumerate(config.yaw_degrees):
+        reached = yaws[kept[:, view], view]
+        per_view.append({"yaw_requested": float(target), "kept": int(kept[:, view].sum()),
+                         "dropped_another_person": int(np.sum(distances[:, view] >= SAME_PERSON)),
+                         "dropped_no_face": int(np.sum(np.isnan(distances[:, view]))),
+                         "step_sigma_median": round(float(np.median(np.array(steps)[:, view])), 3),
+                         "fitted_yaw_median": round(float(np.median(reached)), 2) if len(reached) else None,
+                         "fitted_yaw_p10_p90": [round(float(v), 2) for v in np.percentile(reached, [10, 90])]
+                         if len(reached) else None})
+    within = [v for v, y in enumerate(config.yaw_degrees) if abs(y) <= 35.0]
+    check = {"generated": config.identities, "kept": len(kept_ids),
+             "dropped_no_centre_face": int(sum(not chosen for chosen in kept_views)),
+             "views_kept": int(kept.sum()), "views_dropped_another_person": int(np.sum(distances >= SAME_PERSON)),
+             "views_dropped_no_face": int(np.sum(np.isnan(distances))) - views * int(sum(not c for c in kept_views)),
+             "share_identities_all_views_kept_abs_yaw_le_35": round(float(kept[:, within].all(axis=1).mean()), 4),
+             "fitted_yaw_range_reached": [round(float(np.nanmin(np.where(kept, yaws, np.nan))), 2),
+                                          round(float(np.nanmax(np.where(kept, yaws, np.nan))), 2)] if kept.any() else None,
+             "per_view": per_view}
+    facts = dict(source="stylegan", views_per_identity=None, view_counts=[int(k.sum()) for k in kept if k.any()],
+                 has_truth=False, identities=len(kept_ids), latent_ids=kept_ids,
+                 yaw_degrees_requested=[float(y) for y in config.yaw_degrees])
+    return dict(problems=[], conversions=[], preview_views=preview_views, facts=facts, stylegan_check=check,
+                identity_descriptors=(np.array(frontal), np.array(sides)),
+                log=[f"stylegan: {len(kept_ids)} of {config.identities} identities kept, {int(kept.sum())} of "
+                     f"{config.identities * views} views ({check['views_dropped_another_person']} turned into another "
+                     f"person, {check['views_dropped_no_face']} without a face)"])
 
 
 def detection_check(folder: Path, entries: list[dict], check_identities: int, executor: Executor) -> dict:
@@ -387,7 +530,7 @@ def faces_metrics(config: FacesParams, identities: int, images: int, ingest: dic
         "detection_check_identities": check,
         "hog_missed_views": detection["missed"][:MAX_LISTED],
     }
-    rate_key = "hog_detection_rate_abs_yaw_le_45" if config.source == "synthetic" else "hog_detection_rate_all_views"
+    rate_key = "hog_detection_rate_abs_yaw_le_45" if config.source in RENDERED else "hog_detection_rate_all_views"
     metrics[rate_key] = detection["rate"]
     metrics["hog_checked_views"] = detection["checked_views"]
     if "landmark_error_px_yaw0" in detection:
@@ -397,26 +540,32 @@ def faces_metrics(config: FacesParams, identities: int, images: int, ingest: dic
 
 
 def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, workers: int = 0,
-        timing_path: Path | None = None) -> dict:
+        timing_path: Path | None = None, stylegan_dir: Path = Path("models/stylegan")) -> dict:
     """The faces stage: writes out/ (shards, index.json, preview/) and metrics_path.
 
     Returns the metrics plus `log_lines`: every bad-input and conversion line, for the log.
     """
     started = time.perf_counter()
     config = section(load_params(params_path), "faces", FacesParams)
-    synthetic = config.source == "synthetic"
+    synthetic = config.source in RENDERED
     template = _checked_template(template_dir, config) if synthetic else None
+    if config.source in ("generated", "stylegan"):
+        check_stylegan_folder(stylegan_dir)
 
     with open_executor(workers, "faces") as executor, atomic_dir(out) as staging:
         writer = ShardWriter(staging, config.shard_size, per_identity=("lit_texture", "shape"))
         tick = time.perf_counter()
         if synthetic:
-            preview_views, preview_textures, resample, worker_checks = _generate_synthetic(config, template_dir, writer,
-                                                                                            executor)
+            preview_views, preview_textures, resample, worker_checks = _generate_synthetic(
+                config, template_dir, stylegan_dir, writer, executor)
             views = len(config.yaw_degrees)
-            facts = dict(source="synthetic", yaw_degrees=[float(y) for y in config.yaw_degrees], views_per_identity=views,
+            facts = dict(source=config.source, yaw_degrees=[float(y) for y in config.yaw_degrees], views_per_identity=views,
                          has_truth=True, shape_names=template.basis_names, identities=config.identities)
             ingest = dict(problems=[], conversions=[], hog_resample=resample)
+        elif config.source == "stylegan":
+            ingest = stylegan_source(config, stylegan_dir, template_dir, writer, executor)
+            preview_views, preview_textures = ingest["preview_views"], None
+            facts = ingest["facts"]
         elif config.source == "eigengan":
             ingest = eigengan_source(config, writer, executor)
             preview_views, preview_textures = ingest["preview_views"], None
@@ -442,7 +591,10 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
         tick = time.perf_counter()
         cap = config.identity_check_identities
         cap = facts["identities"] if cap is None else min(cap, facts["identities"])
-        if synthetic:
+        if "identity_descriptors" in ingest:  # stylegan: its workers described the centre and side views
+            frontal, sides = ingest["identity_descriptors"]
+            identity = identity_figures(frontal[:cap], sides[:cap], config.identity_max_pairs)
+        elif synthetic:
             sides = np.array(worker_checks["sides"]).reshape(len(worker_checks["sides"]), len(IDENTITY_SIDE_YAWS),
                                                              DESCRIPTOR_SIZE)
             identity = identity_figures(np.array(worker_checks["frontal"]).reshape(-1, DESCRIPTOR_SIZE), sides,
@@ -458,6 +610,8 @@ def run(params_path: Path, template_dir: Path, out: Path, metrics_path: Path, wo
     metrics = faces_metrics(config, facts["identities"], images, ingest, check, detection, identity)
     if "eigengan_check" in ingest:
         metrics["eigengan_identity_check"] = ingest["eigengan_check"]
+    if "stylegan_check" in ingest:
+        metrics["stylegan_check"] = ingest["stylegan_check"]
     if "hog_resample" in ingest:
         metrics["hog_resample"] = {**ingest["hog_resample"],
                                    "unresolved_identities": ingest["hog_resample"]["unresolved_identities"][:MAX_LISTED]}

@@ -10,18 +10,20 @@ identity's lit UV texture is the ground truth seen by every view.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from headtex.fitting import Fit, partial_texture
 from headtex.geometry import Light, project, render_textured, rotation_matrix
 from headtex.geometry.rbf import wendland_field
 from headtex.geometry.template import Template, default_camera, lit_texture
 from headtex.params import param
 
 # Purposes of the per-identity random streams: np.random.default_rng([seed, identity, purpose]).
-SHAPE, LOOK, LIGHT, BACKGROUND, POSE, LOCAL = range(6)
+SHAPE, LOOK, LIGHT, BACKGROUND, POSE, LOCAL, PERSON = range(7)
 
 # Blackbody colours in sRGB (D65 white), from published blackbody colour tables; interpolated for the light's tint.
 KELVIN = np.array([3000, 3500, 4000, 4500, 5000, 5500, 6000, 6500, 7000, 7500, 8000, 9000, 10000], dtype=np.float64)
@@ -32,6 +34,8 @@ KELVIN_RGB = np.array([
 ], dtype=np.float64)
 
 
+SOURCES = ("generated", "synthetic", "stylegan", "directory", "eigengan")
+RENDERED = ("generated", "synthetic")  # the sources rendered from the template, with ground truth
 RANGE_KEYS = ("skin_lightness", "skin_a", "skin_b", "beard", "mirror_blend", "brightness", "contrast", "ambient",
               "diffuse", "colour_temperature_kelvin", "background_value", "background_saturation")
 BACKGROUND_KINDS = ("solid", "gradient", "noise")
@@ -43,8 +47,14 @@ FEATURE_RANGE_KEYS = ("brow_density", "brow_thickness", "brow_arch", "lip_rednes
 class FacesParams:
     """The `faces:` section of params.yaml (alpha_background is the shared `photos.alpha_background`)."""
 
-    source: str = param("synthetic (render the template) | directory (real photos under dir, no ground truth) | "
-                        "eigengan (EigenGAN people, no ground truth)", choices=("synthetic", "directory", "eigengan"))
+    source: str = param("generated (render the template with a generated person's face) | synthetic (the template's "
+                        "own face, painted) | stylegan (generated people turned along a yaw direction, no ground "
+                        "truth) | directory (real photos under dir, no ground truth) | eigengan (EigenGAN people, no "
+                        "ground truth)", choices=SOURCES)
+    truncation: float = param("generated, stylegan: styles pulled towards the mean style by this (1 = none)",
+                              gt=0, le=1)
+    stylegan_max_step_sigma: float = param("stylegan: the largest step along the yaw direction, in the pose "
+                                           "samples' standard deviations along it", gt=0)
     dir: str | None = param("directory source: one sub-folder per identity holding its views")
     eigengan_weights: str | None = param("eigengan source: the generator checkpoint (.pt) in the PyTorch port's layout")
     eigengan_pose: list[int | None] = param("eigengan: [layer, dim] traversed for the views, 0-based as the port's "
@@ -298,6 +308,8 @@ class Identity:
     yaw: np.ndarray  # V float32 degrees
     pitch: np.ndarray
     roll: np.ndarray
+    face: PersonFace | None = None  # source `generated`: the face taken from a generated person ...
+    vertex_offsets: np.ndarray | None = None  # ... and its fit's non-rigid correction (V,3 mm; None = none)
 
 
 def _uniform(rng: np.random.Generator, bounds: list[float]) -> float:
@@ -365,7 +377,8 @@ def local_field(template: Template, offsets: np.ndarray, radius_mm: float) -> np
 
 def identity_vertices(template: Template, identity: Identity) -> np.ndarray:
     """The identity's head (V,3 mm): the template shaped by its mode coefficients plus its local shape detail."""
-    return template.shaped(identity.shape) + local_field(template, identity.local_offsets, identity.local_radius_mm)
+    vertices = template.shaped(identity.shape) + local_field(template, identity.local_offsets, identity.local_radius_mm)
+    return vertices if identity.vertex_offsets is None else vertices + identity.vertex_offsets
 
 
 def sample_look(config: FacesParams, rng: np.random.Generator) -> Look:
@@ -690,6 +703,8 @@ def identity_textures(template: Template, render_regions: Regions, uv_regions: R
         (template.albedo, uv_regions, template.texel_triangle, template.texel_barycentrics),
     ):
         albedo = vary_albedo(albedo, regions, identity.look)
+        if identity.face is not None:
+            albedo = identity.face.over(albedo)
         textures.append(lit_texture(albedo, vertices, template.faces, triangle, barycentrics, identity.light))
     return vertices, textures[0], textures[1]
 
@@ -712,6 +727,102 @@ def render_identity(template: Template, render_regions: Regions, uv_regions: Reg
         images=np.stack(images), yaw=identity.yaw, pitch=identity.pitch, roll=identity.roll,
         landmarks=np.stack(landmarks).astype(np.float32), lit_texture=truth, shape=identity.shape,
     )
+
+
+# --- a face taken from a generated person (source `generated`) ---------------------------------------------------
+
+PERSON_MAX_VIEW_ANGLE = 70.0  # texels seen more obliquely than this are not sampled (pafs.max_view_angle_degrees)
+PERSON_DEPTH_TOLERANCE_MM = 3.0
+# How much of the albedo the person's face replaces: texels seen within 45 degrees fully, fading out by 66 degrees.
+PERSON_COSINE = (0.4, 0.7)
+PERSON_FOREHEAD_EXTRA = 60.0  # the face region reaches this far above the scan's hairline (texels of a 512 layout)
+# The person's face carries its own shading; a strong directional light on top of it shades every face by the same
+# template shape, and dlib then finds people more alike (32 identities, frontal: 86 % of pairs different at the
+# full light, 92.5 % with a quarter of the diffuse light, the rest moved into the ambient: docs/RESULTS.md).
+PERSON_DIFFUSE_SHARE = 0.25
+PERSON_CORRECTION = dict(correction=True, correction_threshold=0.1)  # the fit follows the person's landmarks closely
+
+
+@dataclass
+class PersonFace:
+    """The face of one generated person in the UV layout at the render resolution: where it replaces the albedo."""
+
+    texture: np.ndarray  # R,R,3 uint8: sampled where seen, mirrored across the face where only the other side was
+    weight: np.ndarray  # R,R float32 in [0, 1]: share of the albedo it replaces (the face and forehead, feathered)
+    skin_lab: np.ndarray  # 3: median CIELAB of its skin (the rest of the head is toned to it)
+    hair_lab: np.ndarray  # 3: median CIELAB of its hair above the forehead
+    yaw: float  # the person's fitted yaw, degrees
+
+    def over(self, albedo: np.ndarray) -> np.ndarray:
+        """The face laid over an albedo of any layout size (area-resized to it)."""
+        size = albedo.shape[0]
+        texture, weight = self.texture, self.weight
+        if texture.shape[0] != size:
+            texture = cv2.resize(texture, (size, size), interpolation=cv2.INTER_AREA)
+            weight = cv2.resize(weight, (size, size), interpolation=cv2.INTER_AREA)
+        mixed = albedo.astype(np.float32) + weight[..., None] * (texture.astype(np.float32) - albedo)
+        return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+
+def face_region(regions: Regions, size: int) -> np.ndarray:
+    """The face and forehead in the UV layout (R,R float32, soft): inside the jaw outline, up to the scan's
+    hairline and a little beyond it (generated fringes and hairlines come with the face)."""
+    unit = size / 512.0
+    points = regions.points * size - 0.5
+    top = regions.hairline * size - PERSON_FOREHEAD_EXTRA * unit
+    lifted = np.vstack([points[:17], points[17:27] * [1.0, 0.0] + [0.0, top]])
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(mask, np.round(cv2.convexHull(lifted.astype(np.float32))).astype(np.int32), 1)
+    mask = cv2.erode(mask, np.ones((2 * round(6 * unit) + 1,) * 2, np.uint8))
+    return cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 6.0 * unit)
+
+
+def person_face(texture: np.ndarray, cosine: np.ndarray, regions: Regions, yaw: float) -> PersonFace:
+    """The person's face from its partial texture at the render resolution (R,R,3 uint8, the cosine of each texel's
+    view angle R,R float in [0, 1], 0 = unseen) and the template's render-resolution regions."""
+    size = texture.shape[0]
+    low, high = PERSON_COSINE
+    seen = np.clip((cosine - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    seen = seen * seen * (3.0 - 2.0 * seen)  # smoothstep: no visible step where the sampling stops
+    colour = texture.astype(np.float32)
+    # A turned person shows one side of the face better: the other side takes the mirrored texels (u -> 1 - u).
+    mirrored_seen, mirrored = seen[:, ::-1], colour[:, ::-1]
+    fill = (1.0 - seen) * mirrored_seen
+    weight = seen + fill
+    colour = (seen[..., None] * colour + fill[..., None] * mirrored) / np.maximum(weight, 1e-6)[..., None]
+    face = face_region(regions, size)
+    lab = to_lab(np.clip(colour + 0.5, 0, 255).astype(np.uint8))
+    skin = (regions.skin > 0.8) & (face > 0.9) & (weight > 0.9) & (regions.beard < 0.5)
+    hair = (regions.hair > 0.5) & (seen > 0.5)
+    skin_lab = np.median(lab[skin], axis=0) if skin.sum() > 50 else regions.skin_lab
+    hair_lab = np.median(lab[hair], axis=0) if hair.sum() > 50 else regions.hair_lab
+    return PersonFace(texture=np.clip(colour + 0.5, 0, 255).astype(np.uint8), weight=(face * weight).astype(np.float32),
+                      skin_lab=skin_lab.astype(np.float32), hair_lab=hair_lab.astype(np.float32), yaw=float(yaw))
+
+
+def person_from_fit(template: Template, regions: Regions, image: np.ndarray, fit: Fit) -> tuple[Fit, PersonFace]:
+    """(shape coefficients, face) of a generated person from the template's fit to it (fitting.image_fit: the
+    library pafs and reconstruct fit with; one frontal view determines little depth, the regularisation keeps the
+    unseen modes near the mean): its texture sampled through the fit at the render resolution."""
+    render_layout = dataclasses.replace(template, texel_triangle=template.render_texel_triangle,
+                                        texel_barycentrics=template.render_texel_barycentrics)
+    texture, _, cosine = partial_texture(image, render_layout, fit, PERSON_MAX_VIEW_ANGLE, PERSON_DEPTH_TOLERANCE_MM)
+    face = person_face(texture, cosine.astype(np.float32) / 255.0, regions, float(fit.pose[0]))
+    return fit, face
+
+
+def with_person(identity: Identity, fit: Fit, face: PersonFace) -> Identity:
+    """The identity with a generated person's face and fitted shape (modes and correction); the rest of the head
+    toned to its skin and hair (the painted features that the face now carries itself are left out)."""
+    look = dataclasses.replace(identity.look, skin_lab=face.skin_lab, hair_lab=face.hair_lab, glasses=None, moles=
+                               identity.look.moles[:0], freckles=identity.look.freckles[:0], eye_shadow=0.0,
+                               mirror_blend=0.0, brightness=0.0, contrast=1.0, beard=0.0, hairstyle="short")
+    light = identity.light
+    # Of the diffuse light taken away, 0.8 (a frontal face's mean cosine within the light cone) goes to the ambient.
+    light = Light(ambient=tuple(a + (1.0 - PERSON_DIFFUSE_SHARE) * 0.8 * d for a, d in zip(light.ambient, light.diffuse)),
+                  diffuse=tuple(PERSON_DIFFUSE_SHARE * d for d in light.diffuse), direction=light.direction)
+    return dataclasses.replace(identity, shape=fit.shape.astype(np.float32), look=look, face=face, light=light,
+                               local_offsets=np.zeros_like(identity.local_offsets), vertex_offsets=fit.offsets)
 
 
 # --- previews -------------------------------------------------------------------------------------------------

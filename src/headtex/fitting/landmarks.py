@@ -380,3 +380,20 @@ def landmark_nme(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     inter_ocular = np.linalg.norm(truth[..., OUTER_EYE_CORNERS[0], :] - truth[..., OUTER_EYE_CORNERS[1], :], axis=-1)
     return np.linalg.norm(predicted - truth, axis=-1).mean(-1) / inter_ocular
 
+
+
+# The fit of a generated face (faces' generated and stylegan sources, the stylegan stage's yaw samples): pafs'
+# params.yaml values, fixed here because those stages do not read pafs' section; no correction (shape only).
+PLAIN_FIT = dict(shape_regularisation=40.0, iterations=5, contour="silhouette", jaw=None, correction=False,
+                 correction_threshold=0.3, correction_radius_mm=30.0)
+
+
+def image_fit(template: Template, image: np.ndarray, **overrides: object) -> tuple[Fit, np.ndarray] | None:
+    """(PLAIN_FIT of the template, some of its values overridden; dlib's 68 landmarks) for the face in an image
+    (HOG, then HOG upsampled); None: no face."""
+    from headtex.detection import find_face
+
+    found = find_face(image, [("hog", 0), ("hog", 1)])
+    if found is None:
+        return None
+    return fit_landmarks(template, found.landmarks, **{**PLAIN_FIT, **overrides}), found.landmarks

@@ -1,0 +1,1 @@
+"""The stylegan stage: MobileStyleGAN fetched, its mean style and a yaw direction found in its style space."""
