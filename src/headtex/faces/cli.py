@@ -11,8 +11,8 @@ import numpy as np
 from headtex.datasets import FACES, ShardWriter, read_shard, write_index
 from headtex.detection import detect_faces, find_face
 from headtex.faces.core import (
-    PERSON, PERSON_CORRECTION, RENDERED, FacesParams, PersonFace, RenderedIdentity, Regions, appearance_regions, person_from_fit,
-    preview_grid, render_identity, sample_identity, with_person,
+    PERSON, PERSON_CORRECTION, RENDERED, FacesParams, PersonFace, RenderedIdentity, Regions, appearance_regions,
+    person_from_fit, preview_grid, render_identity, sample_identity, with_person,
 )
 from headtex.fitting import Fit, image_fit
 from headtex.generator import Generator, PoseDirection, check_stylegan_folder, latent, load_stylegan, truncate
@@ -31,9 +31,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_LISTED = 50  # problem lines kept in metrics/faces.json (all of them go to the log)
 EIGENGAN_CHUNK = 32  # eigengan identities generated, then checked, at a time (bounds memory)
 IDENTITY_SIDE_YAWS = (-35.0, 35.0)  # issue 14: each identity's yaw-0 view against its views nearest these
-PERSON_SIZE = 512  # generated people are fitted and sampled at this size (their face ~250 px: the render layout's detail)
+PERSON_SIZE = 512  # generated people are fitted and sampled at this size (face ~250 px: the render layout's detail)
 PERSON_TRIES = 6  # latents tried per draw for a person dlib finds, turned at most PERSON_MAX_ABS_YAW
 PERSON_MAX_ABS_YAW = 25.0  # a person turned further shows one side too obliquely (the mirror fills what is missing)
+STYLEGAN_PROBE_SIGMA = 3.0  # stylegan: the probe step that measures how far a person turns per sigma
+STYLEGAN_MIN_GAIN = 2.0  # ... degrees per sigma; a probe that turns less (or loses the face) keeps the model's slope
 
 
 @cached_per_folder
@@ -53,8 +55,9 @@ def _stylegan(folder: str) -> tuple[Generator, np.ndarray, PoseDirection]:
 
 def _person(stylegan_dir: str, template: Template, regions: Regions, config: FacesParams, identity: int, attempt: int
             ) -> tuple[Fit, PersonFace, int] | None:
-    """(the template's fit to it, face, latents tried) of the identity's generated person for this draw: the first of PERSON_TRIES
-    latents [seed, identity, PERSON, attempt, k] that dlib finds turned at most PERSON_MAX_ABS_YAW; None: none."""
+    """(the template's fit to it, face, latents tried) of the identity's generated person for this draw: the first of
+    PERSON_TRIES latents [seed, identity, PERSON, attempt, k] that dlib finds turned at most PERSON_MAX_ABS_YAW; None:
+    none."""
     generator, mean, _ = _stylegan(stylegan_dir)
     for k in range(PERSON_TRIES):
         style = truncate(generator.styles(latent(config.seed, identity, PERSON, attempt, k)[None]), mean,
@@ -327,20 +330,36 @@ class TurnedIdentity:
     distance: list[float]  # per view: descriptor distance to the centre view (NaN: no face)
     steps_sigma: list[float]  # per view: the step along the yaw direction, in sigmas
     descriptors: np.ndarray  # (1 + len(IDENTITY_SIDE_YAWS), 128): centre view, then the kept views nearest the sides
+    degrees_per_sigma: float  # how far this person turned per sigma (the probe's), or the linear model's
 
 
 def _stylegan_identity(task: tuple[str, str, FacesParams, int]) -> TurnedIdentity:
-    """One latent, turned: the style moved along the yaw direction so that the linear yaw model predicts each
-    requested yaw (from where it predicts the person looks), steps capped at stylegan_max_step_sigma."""
+    """One latent, turned: the style moved along the yaw direction to each requested yaw, steps capped at
+    stylegan_max_step_sigma. The linear yaw model says where the person looks; how far this person turns per sigma is
+    measured (our fit on a probe STYLEGAN_PROBE_SIGMA along the direction): the model's own slope overstates it ~2x."""
     stylegan_dir, template_dir, config, identity = task
     generator, mean, pose = _stylegan(stylegan_dir)
     template = _assets(template_dir)[0]
     style = truncate(generator.styles(latent(config.seed, identity, PERSON)[None]), mean, config.truncation)[0]
+    predicted_gain = pose.degrees_per_unit * pose.sigma  # degrees per sigma
+    start = -float(pose.yaw(style, mean)) / predicted_gain  # the step the model predicts frontal
+
+    def turned(steps: np.ndarray) -> np.ndarray:
+        return generator.images(style + (steps * pose.sigma)[:, None].astype(np.float32) * pose.direction,
+                                config.image_size)
+
+    probe_yaws = []
+    for image in turned(np.array([start, start + STYLEGAN_PROBE_SIGMA])):
+        fitted = image_fit(template, image)
+        probe_yaws.append(np.nan if fitted is None else float(fitted[0].pose[0]))
+    gain = (probe_yaws[1] - probe_yaws[0]) / STYLEGAN_PROBE_SIGMA
+    centre_yaw = probe_yaws[0] if np.isfinite(probe_yaws[0]) else 0.0
+    if not np.isfinite(gain) or gain < STYLEGAN_MIN_GAIN:
+        gain = predicted_gain
     targets = np.asarray(config.yaw_degrees, np.float64)
-    steps = np.clip((targets - pose.yaw(style, mean)) / (pose.degrees_per_unit * pose.sigma),
-                    -config.stylegan_max_step_sigma, config.stylegan_max_step_sigma)
-    images = generator.images(style + (steps * pose.sigma)[:, None].astype(np.float32) * pose.direction,
-                              config.image_size)
+    steps = np.clip(start + (targets - centre_yaw) / gain, -config.stylegan_max_step_sigma,
+                    config.stylegan_max_step_sigma)
+    images = turned(steps)
     yaws, found = [], []
     for image in images:
         fitted = image_fit(template, image)
@@ -355,7 +374,7 @@ def _stylegan_identity(task: tuple[str, str, FacesParams, int]) -> TurnedIdentit
     sides = [_nearest_view(config.yaw_degrees, side) for side in IDENTITY_SIDE_YAWS]
     descriptors = np.stack([nan if reference is None else reference]
                            + [found[v] if v in kept else nan for v in sides])
-    return TurnedIdentity(images, kept, yaws, distance, [float(t) for t in steps], descriptors)
+    return TurnedIdentity(images, kept, yaws, distance, [float(t) for t in steps], descriptors, float(gain))
 
 
 def stylegan_source(config: FacesParams, stylegan_dir: Path, template_dir: Path, writer: ShardWriter,
@@ -366,11 +385,12 @@ def stylegan_source(config: FacesParams, stylegan_dir: Path, template_dir: Path,
     tasks = [(str(Path(stylegan_dir).resolve()), str(Path(template_dir).resolve()), config, identity)
              for identity in range(config.identities)]
     views = len(config.yaw_degrees)
-    kept_ids, preview_views, yaws, distances, steps, kept_views, frontal, sides = [], [], [], [], [], [], [], []
+    kept_ids, preview_views, yaws, distances, steps, kept_views, frontal, sides, gains = [], [], [], [], [], [], [], [], []
     for identity, turned in enumerate(executor.map(_stylegan_identity, tasks, "faces: stylegan")):
         yaws.append(turned.fitted_yaw)
         distances.append(turned.distance)
         steps.append(turned.steps_sigma)
+        gains.append(turned.degrees_per_sigma)
         kept_views.append(turned.kept)
         frontal.append(turned.descriptors[0])
         sides.append(turned.descriptors[1:])
@@ -400,6 +420,7 @@ def stylegan_source(config: FacesParams, stylegan_dir: Path, template_dir: Path,
     within = [v for v, y in enumerate(config.yaw_degrees) if abs(y) <= 35.0]
     check = {"generated": config.identities, "kept": len(kept_ids),
              "dropped_no_centre_face": int(sum(not chosen for chosen in kept_views)),
+             "degrees_per_sigma_median": round(float(np.median(gains)), 3),
              "views_kept": int(kept.sum()), "views_dropped_another_person": int(np.sum(distances >= SAME_PERSON)),
              "views_dropped_no_face": int(np.sum(np.isnan(distances))) - views * int(sum(not c for c in kept_views)),
              "share_identities_all_views_kept_abs_yaw_le_35": round(float(kept[:, within].all(axis=1).mean()), 4),
