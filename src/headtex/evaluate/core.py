@@ -6,11 +6,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from headtex.detection import detection_attempts, find_face, landmark_problem
+from headtex.detection import Detection, faces_found, landmark_problem, merge_faces
 from headtex.facemesh import person_mask
 from headtex.fitting import FitParams, JawRegion, fit_landmarks, photo_partial_texture
 from headtex.geometry.template import Template
-from headtex.masking import is_visible, missing_region
+from headtex.masking import blob_mask, is_visible, missing_region
 from headtex.metrics import region_psnr, region_ssim
 
 
@@ -96,22 +96,30 @@ def region_scores(prediction: np.ndarray, truth: np.ndarray, region: np.ndarray)
 
 # ---- real photographs: hide part of what the photo shows, score on it ----
 
-PHOTO_MASK_PURPOSE = 73  # rng purpose of the bank masks drawn per real photo
+PHOTO_MASK_PURPOSE = 73  # rng purpose of the bank masks drawn per real face
+PHOTO_BLOB_PURPOSE = 74  # rng purpose of the blob masks drawn per real face
 
 
-def photo_partial(image: np.ndarray, template: Template, jaw: JawRegion, fitting: FitParams, upsample: int,
-                  correction_threshold: float, sample_max_side: int, segmentation_model: Path | None = None
-                  ) -> tuple[np.ndarray, np.ndarray] | str:
-    """A photo's partial UV texture and its visibility (255 = seen), as reconstruct builds them: dlib face (HOG at
-    `upsample`, then one step more, then pafs' fallback detector; one face per photo, so not reconstruct's
-    multi-face search), the template fitted to its 68 landmarks with the photos' correction threshold, texels
-    sampled through the fitted mesh from the head crop (fitting.photo_partial_texture, reconstruct's own path), and
-    with fitting.person_mask only the pixels of the person (facemesh.person_mask with the selfie model
-    `segmentation_model`, less the other confident faces' boxes). A phrase saying why not, when not."""
-    face = find_face(image, detection_attempts(fitting.detector, upsample, fitting.fallback_detector,
-                                               fitting.fallback_upsample))
-    if face is None:
-        return "no face found"
+def photo_faces(image: np.ndarray, fitting: FitParams, upsample: int) -> list[Detection]:
+    """Every face of a photo, most prominent first (detection.merge_faces' rule): HOG at `upsample` (one step more when
+    it finds none), confirmed and completed by pafs' fallback detector (the CNN finds the turned faces HOG misses)."""
+    hog: list[Detection] = []
+    for step in (upsample, upsample + 1):
+        hog = faces_found(image, fitting.detector, step)
+        if hog:
+            break
+    second = faces_found(image, fitting.fallback_detector, fitting.fallback_upsample) if fitting.fallback_detector else []
+    return merge_faces(hog, second)
+
+
+def photo_partial(image: np.ndarray, face: Detection, others: list[tuple[float, float, float, float]],
+                  template: Template, jaw: JawRegion, fitting: FitParams, correction_threshold: float,
+                  sample_max_side: int, segmentation_model: Path | None = None) -> tuple[np.ndarray, np.ndarray] | str:
+    """One face's partial UV texture and its visibility (255 = seen), as reconstruct builds them: the template fitted
+    to its 68 landmarks with the photos' correction threshold, texels sampled through the fitted mesh from the head
+    crop (fitting.photo_partial_texture, reconstruct's own path), and with fitting.person_mask only the pixels of the
+    person (facemesh.person_mask with the selfie model `segmentation_model`, less the `others` faces' boxes).
+    A phrase saying why not, when not."""
     problem = landmark_problem(face.landmarks)
     if problem:
         return f"face rejected: {problem}"
@@ -121,7 +129,7 @@ def photo_partial(image: np.ndarray, template: Template, jaw: JawRegion, fitting
     if fitting.person_mask:
         if segmentation_model is None:
             raise ValueError("pafs.person_mask needs the selfie segmentation model (the template's face mesh files)")
-        person = person_mask(image, face.box, list(face.others), segmentation_model, fitting.person_threshold)
+        person = person_mask(image, face.box, others, segmentation_model, fitting.person_threshold)
     paf, visible, _, _ = photo_partial_texture(image, template, fit, fitting.max_view_angle_degrees,
                                                fitting.depth_tolerance_mm, sample_max_side, person)
     return paf, visible
@@ -144,17 +152,25 @@ def face_texels(template: Template) -> np.ndarray:
 
 
 def photo_masks(visible: np.ndarray, bank: np.ndarray, valid: np.ndarray, count: int, min_hidden: float,
-                seed: int, photo: int) -> np.ndarray:
+                seed: int, photo: int, face: int = 0) -> np.ndarray:
     """Indices of `count` bank masks (distinct where the bank allows) that each hide at least `min_hidden` of the
-    photo's seen texels (`visible`: the seen texels that may be hidden): a seeded choice per photo, so reruns hide
-    the same texels. Empty when none qualifies."""
+    face's seen texels (`visible`: the seen texels that may be hidden): a seeded choice per photo and face, so reruns
+    hide the same texels. Empty when none qualifies."""
     seen = is_visible(visible) & valid
     hidden = np.array([(seen & ~is_visible(mask)).sum() for mask in bank]) / max(int(seen.sum()), 1)
     eligible = np.flatnonzero(hidden >= min_hidden)
     if not len(eligible):
         return eligible
-    rng = np.random.default_rng([seed, PHOTO_MASK_PURPOSE, photo])
+    rng = np.random.default_rng([seed, PHOTO_MASK_PURPOSE, photo, face])
     return rng.choice(eligible, size=count, replace=count > len(eligible))
+
+
+def photo_blobs(visible: np.ndarray, count: int, seed: int, photo: int, face: int) -> np.ndarray:
+    """`count` seeded blob masks (N,U,U uint8, 255 = visible) centred in the face's seen texels (`visible`): interior
+    holes, where the fill has seen texels all around (bank masks hide a whole side)."""
+    rng = np.random.default_rng([seed, PHOTO_BLOB_PURPOSE, photo, face])
+    return np.stack([blob_mask(rng, is_visible(visible)) for _ in range(count)]) if count else \
+        np.zeros((0, *visible.shape), np.uint8)
 
 
 def hide(visible: np.ndarray, mask: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

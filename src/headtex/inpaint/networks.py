@@ -8,6 +8,10 @@ completes exactly like the classical fill and training starts at that baseline.
 symres2: the same network also given cv2's Navier-Stokes fill; it predicts a per-texel blend weight between the
 two fills (Navier-Stokes wins on thin strokes, the mirror-guided fill on large holes) plus a residual. Its head
 starts at zero: weight 1/2 (the plain average of the fills, which beats both: docs/RESULTS.md) and no residual.
+symres3: symres2's fills, blend and residual, computed in the photo's own colours and at half resolution. Every
+input is normalised by the known texels' luminance and chroma statistics (per texture), and the residual's chroma is
+scaled by the known texels' chroma spread: a grey photo completes grey, a colour cast carries into the hole. The
+body runs on 2x2 texel blocks (pixel unshuffle/shuffle): a quarter of symres2's cost per layer.
 """
 
 import numpy as np
@@ -19,7 +23,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from headtex.inpaint.fills import fill_opencv, fill_poisson_mirror
 
-ARCHS = ("deepfillv2", "symres", "symres2")
+ARCHS = ("deepfillv2", "symres", "symres2", "symres3")
 
 
 class GatedConv2d(nn.Module):
@@ -186,10 +190,93 @@ class SymmetricResidual(nn.Module):
         return coarse_out
 
 
+# Opponent colours: luminance and two chroma axes, so that chroma can be scaled apart from luminance (grey = 0 chroma).
+OPPONENT = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [1 / 2, -1 / 2, 0.0], [-1 / 4, -1 / 4, 1 / 2]])
+MIN_SPREAD = 0.02  # floor of the luminance and chroma spreads inputs are divided by ([-1, 1] units: ~2.5 levels)
+
+
+def _opponent(image: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,njhw->nihw", OPPONENT.to(image), image)
+
+
+def _rgb(opponent: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(OPPONENT).to(opponent), opponent)
+
+
+def colour_statistics(image: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per texture, over the `known` texels (N,1,H,W; 1 = known): the opponent-colour mean (N,3,1,1) and spread
+    (N,3,1,1): luminance std, then one chroma std for both chroma axes (hue is not distorted)."""
+    weight = known / known.sum(dim=(2, 3), keepdim=True).clamp(min=1)
+    opponent = _opponent(image)
+    mean = (opponent * weight).sum(dim=(2, 3), keepdim=True)
+    variance = ((opponent - mean) ** 2 * weight).sum(dim=(2, 3), keepdim=True)
+    chroma = variance[:, 1:].mean(dim=1, keepdim=True)
+    return mean, torch.cat([variance[:, :1], chroma, chroma], dim=1).sqrt()
+
+
+class ColourResidual(SymmetricResidual):
+    """symres3: symres2 in the texture's own colours, its body on 2x2 texel blocks.
+
+    The two fills are blended per texel by one weight for all channels (a blend of grey fills is grey); the
+    residual is predicted in normalised opponent colours and scaled back by the known texels' spreads, its chroma by
+    their chroma spread, which is 0 for a grey texture. The mean training texture is normalised by its own
+    statistics over the same known texels: it lends the net the head's layout, not its skin colour.
+    """
+
+    def __init__(self, latent: int, size: int):
+        nn.Module.__init__(self)
+        if size % 8:
+            raise ValueError(f"symres3 needs a texture side divisible by 8 (2x2 blocks, two stride-2 stages), got {size}")
+        c = latent
+        self.blend = True
+        self.register_buffer("mean_texture", torch.zeros(1, 3, size, size))
+        self.register_buffer("valid", torch.ones(1, 1, size, size))
+        self.enc1 = GatedConv2d(15 * 4, c, 3, norm=False)
+        self.enc2 = GatedConv2d(c, 2 * c, 4, stride=2)
+        self.enc3 = GatedConv2d(2 * c, 4 * c, 4, stride=2)
+        self.middle = nn.Sequential(*(GatedConv2d(4 * c, 4 * c, 3, dilation=d) for d in (1, 2, 4, 1)))
+        self.dec2 = GatedConv2d(4 * c + 2 * c, 2 * c, 3)
+        self.dec1 = GatedConv2d(2 * c + c, c, 3)
+        self.head = nn.Conv2d(c, 4 * 4, 3, padding=1)  # (3 residual + 1 blend logit) per texel of a 2x2 block
+        self.head.zero_init = True
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward_coarse(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """The completed image (N,3,H,W) in [-1,1]: the fills' blend + residual, in the known texels' colours."""
+        if image.shape[-2:] != self.valid.shape[-2:]:
+            raise ValueError(f"symres3 was built for {tuple(self.valid.shape[-2:])} textures, got {tuple(image.shape[-2:])}")
+        fills = self.prior(image, hole)
+        known = (1 - hole) * self.valid
+        mean, spread = colour_statistics(image, known)
+        scale = spread.clamp(min=MIN_SPREAD)
+
+        def normalised(texture: torch.Tensor) -> torch.Tensor:
+            return (_opponent(texture) - mean) / scale
+
+        prior_mean, prior_spread = colour_statistics(self.mean_texture.expand(len(image), -1, -1, -1), known)
+        layout = (_opponent(self.mean_texture) - prior_mean) / prior_spread.clamp(min=MIN_SPREAD)
+        mirrored = (normalised(image) * (1 - hole)).flip(-1)
+        x = torch.cat([normalised(fills[:, :3]), normalised(fills[:, 3:]), hole, mirrored, hole.flip(-1), layout,
+                       self.valid.expand(len(image), -1, -1, -1)], dim=1)
+        e1 = self.enc1(F.pixel_unshuffle(x, 2))
+        e2 = self.enc2(e1)
+        middle = self.middle(self.enc3(e2))
+        d2 = self.dec2(torch.cat([F.interpolate(middle, scale_factor=2, mode="nearest"), e2], dim=1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2, mode="nearest"), e1], dim=1))
+        head = F.pixel_shuffle(self.head(d1), 2)
+        weight = torch.sigmoid(head[:, 3:])  # on Navier-Stokes; 1/2 at initialisation
+        residual = _rgb(head[:, :3] * spread)  # the unclamped spread: no chroma is added to a grey texture
+        fill = fills[:, :3]
+        return (fill + weight * (fills[:, 3:] - fill) + residual).clamp(-1, 1)
+
+
 def build_generator(arch: str, latent: int, size: int) -> nn.Module:
     """The generator of `model.arch` at `latent` channels for `size` x `size` textures."""
     if arch == "deepfillv2":
         return Generator(latent)
+    if arch == "symres3":
+        return ColourResidual(latent, size)
     if arch in ("symres", "symres2"):
         return SymmetricResidual(latent, size, blend=arch == "symres2")
     raise ValueError(f"unknown model arch {arch!r} (choose from {', '.join(ARCHS)})")

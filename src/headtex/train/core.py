@@ -70,6 +70,13 @@ class TrainParams:
                                   "start from; null = from scratch (train.seed's initialisation)")
     p_real: float = param("chance that a training mask comes from the real bank", shared="masks.p_real", ge=0, le=1)
     max_strokes: int = param("free-form masks: 0..max_strokes strokes", shared="masks.max_strokes", ge=1)
+    p_blob: float = param("chance that a training mask is a bank mask with blobs hiding part of what it shows (a "
+                          "real photo's partial with holes in the face); masks.p_real + p_blob at most 1", ge=0, le=1)
+
+    def __post_init__(self) -> None:
+        if self.p_real + self.p_blob > 1:
+            raise ValueError(f"masks.p_real + train.p_blob is {self.p_real + self.p_blob:g}; at most 1 (the rest are "
+                             "free-form)")
 
     def fingerprint(self) -> dict:
         """The settings that determine the training trajectory (compared before resuming)."""
@@ -82,7 +89,7 @@ def training_example(texture: np.ndarray, identity: int, epoch: int, bank: np.nd
                      config: TrainParams) -> tuple[np.ndarray, np.ndarray]:
     """(texture, hole) for one identity in one epoch: a seeded mask and, with flips, a seeded mirror."""
     rng = np.random.default_rng([config.seed, int(identity), PURPOSE_TRAIN_MASK, epoch])
-    visible = draw_training_mask(rng, bank, config.p_real, texture.shape[0], config.max_strokes)
+    visible = draw_training_mask(rng, bank, config.p_real, texture.shape[0], config.max_strokes, config.p_blob, valid)
     if config.flips and rng.random() < 0.5:
         # mirror left/right of the head; texels off the mirrored head stay known, like off the head
         texture = texture[:, ::-1]
@@ -97,7 +104,8 @@ def sample_examples(textures: np.ndarray | ShardRows, identities: np.ndarray, ba
     holes = []
     for index in order:
         rng = np.random.default_rng([config.seed, int(identities[index]), PURPOSE_SAMPLE_MASK])
-        visible = draw_training_mask(rng, bank, config.p_real, textures.shape[1], config.max_strokes)
+        visible = draw_training_mask(rng, bank, config.p_real, textures.shape[1], config.max_strokes, config.p_blob,
+                                     valid)
         holes.append(hole_from_visible(visible, valid))
     return textures[order], np.stack(holes)
 
