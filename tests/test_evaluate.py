@@ -434,7 +434,7 @@ def photo_stage(template_dir, tmp_path_factory) -> dict:
     save_inpainter(root / "model.pt", Generator(4), 4, "coarse", size)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["evaluate"].update(free_form_candidates=2, masks_per_texture=2, batch_size=4, real_photos=["astronaut"],
-                              real_photo_masks=2, real_photo_min_hidden=0.1)
+                              real_photo_masks=2, real_photo_blobs=0, real_photo_min_hidden=0.1)
     params["train"]["vgg_weights"] = None
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     built, drawn = [], []
@@ -469,8 +469,10 @@ def test_stage_scores_every_method_on_a_real_photo(photo_stage, template):
     from headtex.evaluate.core import face_texels
 
     block, paf, seen = photo_stage["block"], photo_stage["partial"], photo_stage["seen"]
-    photo = block["photos"]["astronaut"]
-    assert photo["masks"] == 2 and block["overall"]["samples"] == 2 and len(photo_stage["chosen"]) == 2
+    assert [(face["photo"], face["face"]) for face in block["faces"]] == [("astronaut", 0)] and not block["skipped"]
+    photo = block["faces"][0]
+    assert photo["draws"] == 2 and block["overall"]["draws"] == 2 and block["photos"]["astronaut"]["faces"] == 1
+    assert len(photo_stage["chosen"]) == 2
     assert 0.2 < photo["seen_share"] < 0.8 and 0.1 <= photo["hidden_share_of_seen"] < 1
     face = face_texels(template)
     shown = seen >= 128
@@ -491,8 +493,14 @@ def test_stage_scores_every_method_on_a_real_photo(photo_stage, template):
         assert methods <= set(scores)
         for method in methods:
             assert scores[method]["psnr"] > 5 and 0 < scores[method]["l1"] < 1 and -1 < scores[method]["ssim"] < 1
-    # one photo: the overall means are its means
-    assert {m: block["overall"][m] for m in methods} == {m: photo[m] for m in methods}
+    # one face: the overall means are its means, and its photo's
+    for method in methods:
+        assert {k: block["overall"][method][k] for k in ("psnr", "ssim", "l1")} == photo[method] == \
+            block["photos"]["astronaut"][method]
+    low, high = block["overall"]["coarse"]["interval_95"]["psnr"]
+    assert low <= block["overall"]["coarse"]["psnr"] <= high
+    assert block["best_classical"] in ("telea", "navier_stokes", "mirror", "mirror_poisson")
+    assert block["model_ahead_of_best_classical_share"] == 0.0  # an untrained model is behind on the one face
     # an untrained model paints noise: the classical fills of a real face beat it, and so does a flat mean texture
     assert photo["telea"]["psnr"] > photo["coarse"]["psnr"] and photo["telea"]["l1"] < photo["coarse"]["l1"]
     assert photo["telea"]["psnr"] > photo["mean_texture"]["psnr"]  # the face's own neighbours beat another texture
@@ -517,3 +525,51 @@ def test_real_photo_partial_is_the_one_reconstruct_builds(photo_stage, template,
     assert result.face.quarter_turns == 0
     np.testing.assert_array_equal(photo_stage["seen"], result.visible)
     np.testing.assert_array_equal(photo_stage["partial"], result.paf)
+
+
+def test_photo_blobs_hide_only_inside_the_seen_face_and_repeat():
+    """Blob holes are centred in the face's seen texels: every blob hides some of them; the draw is seeded per photo
+    and face (reruns hide the same texels, another face other ones)."""
+    from headtex.evaluate.core import photo_blobs
+
+    seen = np.zeros((64, 64), np.uint8)
+    seen[16:48, 20:44] = 255
+    blobs = photo_blobs(seen, 20, seed=0, photo=1, face=0)
+    assert blobs.shape == (20, 64, 64) and blobs.dtype == np.uint8
+    assert all(((blob == 0) & (seen == 255)).any() for blob in blobs)
+    np.testing.assert_array_equal(blobs, photo_blobs(seen, 20, seed=0, photo=1, face=0))
+    assert not np.array_equal(blobs, photo_blobs(seen, 20, seed=0, photo=1, face=1))
+    assert photo_blobs(seen, 0, seed=0, photo=1, face=0).shape == (0, 64, 64)
+
+
+def test_real_face_scores_interval_is_over_faces_and_ahead_share_counts_faces():
+    """Three faces, two holes each: the shipped output is exact-but-one-level on faces 0 and 1 and worse than the
+    best classical fill on face 2: ahead on 2 of 3 faces; the interval resamples faces (a face with all its holes)."""
+    from headtex.evaluate.cli import RealFaceDraws, real_face_scores
+
+    config = params_for(EvaluateParams, "evaluate")
+    rng = np.random.default_rng(0)
+    partials = [rng.integers(50, 200, (32, 32, 3)).astype(np.uint8) for _ in range(3)]
+    seen = [np.full((32, 32), 255, np.uint8) for _ in range(3)]
+    hidden = np.zeros((6, 32, 32), bool)
+    hidden[:, 8:16, 8:16] = True
+    face = np.repeat(np.arange(3), 2)
+    truth = np.stack([partials[f] for f in face])
+
+    def off_by(levels: float) -> np.ndarray:
+        return np.clip(truth.astype(int) + np.round(rng.normal(0, levels, truth.shape)), 0, 255).astype(np.uint8)
+
+    outputs = {method: off_by(8.0) for method in ("telea", "navier_stokes", "mirror", "mirror_poisson", "mean_texture",
+                                                   "refined")}
+    outputs["coarse"] = off_by(2.0)
+    outputs["coarse"][face == 2] = off_by(30.0)[face == 2]
+    draws = RealFaceDraws(truth, np.zeros((6, 32, 32), np.uint8), hidden, hidden, face, np.array(["bank", "blob"] * 3),
+                          partials, seen, [{"photo": "astronaut", "face": i} for i in range(3)], [])
+    block = real_face_scores(draws, outputs, dataclasses.replace(config, real_photos=["astronaut"]), "coarse")
+    assert block["model_ahead_of_best_classical_share"] == pytest.approx(2 / 3, abs=1e-4)
+    assert block["overall"]["draws"] == 6 and block["overall"]["faces"] == 3
+    assert set(block["by_hole"]) == {"bank", "blob"} and block["by_hole"]["blob"]["draws"] == 3
+    low, high = block["overall"]["coarse"]["interval_95"]["psnr"]
+    assert low < block["overall"]["coarse"]["psnr"] < high and high - low > 3  # one bad face in three: wide
+    assert [entry["coarse"]["psnr"] > entry[block["best_classical"]]["psnr"] for entry in block["faces"]] == \
+        [True, True, False]

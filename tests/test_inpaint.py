@@ -411,10 +411,63 @@ def test_symres2_blend_weight_picks_between_the_two_fills():
         torch.testing.assert_close(net.forward_coarse(image, hole), expected.clamp(-1, 1), atol=1e-6, rtol=0)
 
 
+def test_symres3_starts_as_the_average_of_the_two_fills_like_symres2():
+    """symres3's zero head: the same start as symres2 (to one uint8 level), whatever the colour statistics."""
+    from headtex.inpaint import build_generator
+    from headtex.inpaint.model import to_uint8
+
+    image, hole = symres_batch()
+    symres2, symres3 = (init_weights(build_generator(arch, 4, 32), 0.02) for arch in ("symres2", "symres3"))
+    assert not symres3.head.weight.any()
+    first, second = (to_uint8(composite(net.forward_coarse(image, hole), image, hole)).astype(int)
+                     for net in (symres2, symres3))
+    assert np.abs(first - second).max() <= 1
+
+
+def colour_residual(seed: int = 0):
+    """A symres3 with a non-zero head (as after training) and a colourful mean texture."""
+    from headtex.inpaint import build_generator
+
+    torch.manual_seed(seed)
+    net = build_generator("symres3", 4, 32)
+    nn.init.normal_(net.head.weight, std=0.3)
+    nn.init.normal_(net.head.bias, std=0.3)
+    rng = np.random.default_rng(seed)
+    net.set_prior(rng.integers(0, 256, (32, 32, 3)).astype(np.uint8), np.ones((32, 32), bool))
+    return net.eval()
+
+
+def test_symres3_completes_a_grey_texture_grey():
+    """A grey photo's texture completes grey: every channel equal in the hole, though the net's head and its mean
+    texture are colourful (a colourful completion of a grey face was the shipped symres2's failure on einstein)."""
+    net = colour_residual()
+    image, hole = symres_batch()
+    grey = image.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
+    with torch.no_grad():
+        completed = net.forward_coarse(grey, hole)
+        coloured = net.forward_coarse(image, hole)
+    assert (completed - completed[:, :1]).abs().max() < 1e-5
+    assert (coloured - coloured.mean(dim=1, keepdim=True)).abs().max() > 0.05  # not a net that only paints grey
+
+
+def test_symres3_carries_a_colour_cast_into_the_hole():
+    """A photo with a colour cast completes with it: the hole's mean colour moves by the cast the known texels
+    carry (their mean), as the residual is scaled by the known texels' own colour statistics."""
+    net = colour_residual()
+    image, hole = symres_batch()
+    cast = torch.tensor([0.25, 0.0, -0.25]).view(1, 3, 1, 1)  # warmer: more red, less blue
+    with torch.no_grad():
+        plain = net.forward_coarse(image * 0.5, hole)
+        warm = net.forward_coarse(image * 0.5 + cast, hole)
+    in_hole = hole.expand(-1, 3, -1, -1) > 0.5
+    shift = torch.stack([(warm - plain)[:, c][in_hole[:, c]].mean() for c in range(3)])
+    torch.testing.assert_close(shift, cast.view(3), atol=0.02, rtol=0)
+
+
 def test_build_generator_names_the_archs():
     from headtex.inpaint import ARCHS, SymmetricResidual, build_generator
 
-    assert ARCHS == ("deepfillv2", "symres", "symres2")
+    assert ARCHS == ("deepfillv2", "symres", "symres2", "symres3")
     assert isinstance(build_generator("deepfillv2", 4, 32), Generator)
     assert isinstance(build_generator("symres", 4, 32), SymmetricResidual)
     assert build_generator("symres2", 4, 32).blend and not build_generator("symres", 4, 32).blend
@@ -422,7 +475,7 @@ def test_build_generator_names_the_archs():
         build_generator("unet", 4, 32)
 
 
-@pytest.mark.parametrize("arch", ["deepfillv2", "symres", "symres2"])
+@pytest.mark.parametrize("arch", ["deepfillv2", "symres", "symres2", "symres3"])
 @pytest.mark.parametrize("half", [False, True])
 def test_model_file_records_the_arch_and_round_trips(tmp_path, arch, half):
     from headtex.inpaint import build_generator
@@ -458,7 +511,7 @@ def test_a_model_file_without_arch_is_deepfillv2_and_an_unknown_arch_is_one_line
     assert isinstance(load_inpainter(tmp_path / "old.pt")[0], Generator)
     content["arch"] = "unet"
     torch.save(content, tmp_path / "new.pt")
-    with pytest.raises(UserError, match=r"new.pt: unknown model arch 'unet' \(this headtex knows deepfillv2, symres, symres2\)"):
+    with pytest.raises(UserError, match=r"new.pt: unknown model arch 'unet' \(this headtex knows deepfillv2, symres, symres2, symres3\)"):
         load_inpainter(tmp_path / "new.pt")
     content["arch"] = "symres"  # deepfillv2 weights under the symres name
     torch.save(content, tmp_path / "wrong.pt")

@@ -61,6 +61,33 @@ def test_draw_training_mask_mixes_real_and_free_form():
     assert masking.draw_training_mask(rng, bank[:0], p_real=0.0, size=SIZE).shape == (SIZE, SIZE)
 
 
+def test_blob_masks_hide_part_of_what_is_seen_and_mix_with_the_bank():
+    """A blob draw is a bank mask (all it hides stays hidden) plus 1-4 ellipses centred where it shows the head:
+    holes inside a seen face, as the real-face evaluation makes them."""
+    valid = np.zeros((SIZE, SIZE), bool)
+    valid[8:56, 8:56] = True
+    bank = np.full((2, SIZE, SIZE), 255, np.uint8)
+    bank[:, :, :32] = 0  # the left half unseen
+    rng = np.random.default_rng(2)
+    kinds = {"bank": 0, "blob": 0, "free_form": 0}
+    for _ in range(600):
+        mask = masking.draw_training_mask(rng, bank, p_real=0.3, size=SIZE, p_blob=0.5, valid=valid)
+        if np.array_equal(mask, bank[0]):
+            kinds["bank"] += 1
+        elif (mask[:, :32] == 0).all():  # the bank's hidden half, and more
+            assert (mask[:, 32:] == 0).any()
+            kinds["blob"] += 1
+        else:
+            kinds["free_form"] += 1
+    assert abs(kinds["bank"] / 600 - 0.3) < 0.06 and abs(kinds["blob"] / 600 - 0.5) < 0.06
+    inside = np.zeros((SIZE, SIZE), bool)
+    inside[30:34, 40:44] = True
+    blob = masking.blob_mask(np.random.default_rng(0), inside) == 0
+    assert blob[30:34, 40:44].any() and blob.sum() < SIZE * SIZE / 2
+    with pytest.raises(ValueError, match="valid region"):
+        masking.draw_training_mask(np.random.default_rng(0), bank, p_real=0.0, size=SIZE, p_blob=1.0)
+
+
 def test_held_out_identities_are_the_highest_ids():
     assert held_out_identities(np.array([9, 3, 3, 7, 1, 4]), 2).tolist() == [7, 9]
     with pytest.raises(ValueError):

@@ -151,6 +151,7 @@ def blend(
 def train(
     params: ParamsOption = Path("params.yaml"),
     textures: Annotated[Path, typer.Option(help="training textures (blend stage)")] = Path("data/textures/train"),
+    pafs: Annotated[Path, typer.Option(help="partial textures (pafs stage), trained on with train.partials")] = Path("data/pafs"),
     masks: Annotated[Path, typer.Option(help="real occlusion-mask bank (masks stage)")] = Path("data/masks"),
     valid: Annotated[Path, typer.Option(help="UV valid region (255 = on the head)")] = Path("models/template/valid.png"),
     out: Annotated[Path, typer.Option(help="the shipped generator")] = Path("models/inpainter.pt"),
@@ -163,7 +164,7 @@ def train(
     """Train the gated-convolution inpainting GAN; under torchrun, one process per GPU (DDP)."""
     from headtex.train.cli import run
 
-    result = run(params, textures, masks, valid, out, checkpoints, live, resume, timing_path=timing)
+    result = run(params, textures, masks, valid, out, checkpoints, live, resume, timing_path=timing, pafs_dir=pafs)
     if "live_dir" in result:  # rank 0
         typer.echo(f"train: {result['steps']} steps, {result['epochs']} epochs on {result['device']} "
                    f"({result['images_per_second']} images/s) -> {out}, {result['live_dir']}")

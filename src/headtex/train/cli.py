@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
-from headtex.datasets import ShardRows, open_textures, read_mask_bank, read_valid
+from headtex.datasets import PAFS, ShardRows, open_rows, open_textures, read_mask_bank, read_shard, read_valid
 from headtex.inpaint import VGG16Features
 from headtex.inpaint.model import ModelParams, save_inpainter
 from headtex.inpaint.vgg import RANDOM_SEED
@@ -24,7 +24,7 @@ from headtex.figures import with_header
 from headtex.io import UserError, write_json
 from headtex.params import load_params, section
 from headtex.progress import progress, report
-from headtex.train.core import LOSS_NAMES, TextureDataset, Trainer, TrainParams, resolve_device, sample_examples, sample_grid
+from headtex.train.core import LOSS_NAMES, PartialDataset, TextureDataset, Trainer, TrainParams, resolve_device, sample_examples, sample_grid
 from headtex.train.files import initialise_from, load_checkpoint, remove_checkpoint, save_checkpoint, set_rng_states
 
 SAMPLE_COLUMNS = ["ground truth", "masked (holes white)", "coarse", "refined"]  # sample_grid's columns
@@ -65,8 +65,10 @@ def truncate_history(plots_dir: Path, step: int) -> None:
 
 
 def run(params_path: Path, textures_dir: Path, masks_dir: Path, valid_path: Path, out: Path,
-        checkpoints_dir: Path, live_dir: Path, resume: bool = False, timing_path: Path | None = None) -> dict:
-    """Train (or continue training with resume) and write the model; returns the summary logged to dvclive."""
+        checkpoints_dir: Path, live_dir: Path, resume: bool = False, timing_path: Path | None = None,
+        pafs_dir: Path | None = None) -> dict:
+    """Train (or continue training with resume) and write the model; returns the summary logged to dvclive.
+    With train.partials, the training identities' partial textures in `pafs_dir` are trained on too."""
     model_params, config = read_params(params_path)
     # Rows are read from the shards as batches ask for them: memory O(batch), not O(dataset) (docs/RESULTS.md)
     textures, identities = open_textures(textures_dir)
@@ -79,10 +81,19 @@ def run(params_path: Path, textures_dir: Path, masks_dir: Path, valid_path: Path
         vgg = VGG16Features(config.vgg_weights)
     except ValueError as error:
         raise UserError(str(error)) from None
+    partials = None
+    if config.partials:
+        if pafs_dir is None:
+            raise UserError("train.partials needs the partial textures (--pafs data/pafs)")
+        pafs, entries = open_rows(Path(pafs_dir), PAFS, "paf")
+        visible, _ = open_rows(Path(pafs_dir), PAFS, "visible")
+        owners = np.concatenate([read_shard(Path(pafs_dir), entry, PAFS, ("identity",))["identity"] for entry in entries])
+        # the training identities' views only: never a test or mask-bank identity
+        partials = PartialDataset(pafs, visible, np.flatnonzero(np.isin(owners, identities)), bank, valid, config)
     rank, world, device = setup_distributed(config.device)
     try:
         return _train(model_params, config, textures, identities, bank, valid, vgg, rank, world, device,
-                      out, Path(checkpoints_dir), Path(live_dir), timing_path, resume)
+                      out, Path(checkpoints_dir), Path(live_dir), timing_path, resume, partials)
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -134,8 +145,8 @@ def _train_epoch(trainer: Trainer, loader: DataLoader, live, config: TrainParams
     """
     epoch_sums, interval_sums = dict.fromkeys(LOSS_NAMES, 0.0), dict.fromkeys(LOSS_NAMES, 0.0)
     images, interval_steps = 0, 0
-    for step, (texture, hole) in enumerate(progress(loader, f"train epoch {epoch + 1}/{config.epochs}", rank), 1):
-        losses = trainer.train_step(texture, hole)
+    for step, (texture, hole, scored) in enumerate(progress(loader, f"train epoch {epoch + 1}/{config.epochs}", rank), 1):
+        losses = trainer.train_step(texture, hole, scored)
         for name in LOSS_NAMES:
             epoch_sums[name] += losses[name]
             interval_sums[name] += losses[name]
@@ -162,7 +173,8 @@ def _summary(trainer: Trainer, model_params: ModelParams, config: TrainParams, t
 
 def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray | ShardRows, identities: np.ndarray,
            bank: np.ndarray, valid: np.ndarray, vgg: VGG16Features, rank: int, world: int, device: torch.device,
-           out: Path, checkpoints_dir: Path, live_dir: Path, timing_path: Path | None, resume: bool) -> dict:
+           out: Path, checkpoints_dir: Path, live_dir: Path, timing_path: Path | None, resume: bool,
+           partials: PartialDataset | None = None) -> dict:
     size = textures.shape[1]
     trainer = Trainer(model_params.latent, config, vgg, device, distributed=world > 1, arch=model_params.arch,
                       size=size)
@@ -172,7 +184,8 @@ def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray 
     # after init_from: symres sees the mean of the textures it is trained on now
     trainer.set_prior(mean_texture(textures), valid)
     fingerprint = {**config.fingerprint(), "arch": model_params.arch, "latent": model_params.latent, "world_size": world,
-                   "textures": len(textures), "identities": int(identities.sum()), "mask_bank": len(bank)}
+                   "textures": len(textures), "identities": int(identities.sum()), "mask_bank": len(bank),
+                   "partials": 0 if partials is None else len(partials)}
     # The global RNGs are not drawn from by training (it seeds its own generators), but a checkpoint saves
     # them for code added later: seeded, identical runs write identical checkpoints (a DVC output).
     random.seed(config.seed)
@@ -185,7 +198,8 @@ def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray 
         live.step = int(checkpoint["live_step"])
         truncate_history(Path(live.plots_dir), live.step)
 
-    dataset = TextureDataset(textures, identities, bank, valid, config)
+    parts = [TextureDataset(textures, identities, bank, valid, config), *([partials] if partials is not None else [])]
+    dataset = ConcatDataset(parts)
     # the same sampler in one process (world 1) and under torchrun: the order depends on seed and epoch only
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
     loader = DataLoader(dataset, config.batch_size, sampler=sampler, num_workers=config.num_workers,
@@ -195,7 +209,8 @@ def _train(model_params: ModelParams, config: TrainParams, textures: np.ndarray 
     started, images_seen, epoch_rates = time.perf_counter(), 0, []
     for epoch in range(start_epoch, config.epochs):
         sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
+        for part in parts:
+            part.set_epoch(epoch)
         trainer.set_epoch(epoch)
         epoch_started = time.perf_counter()
         epoch_sums, epoch_images = _train_epoch(trainer, loader, live, config, world, rank, epoch)

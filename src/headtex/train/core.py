@@ -20,13 +20,14 @@ from torch.utils.data import Dataset
 from headtex.datasets import ShardRows
 from headtex.inpaint import Critic, VGG16Features, build_generator, composite, critic_loss, generator_loss, init_weights
 from headtex.inpaint.losses import L1_WEIGHTINGS
-from headtex.masking import draw_training_mask, hole_from_visible
+from headtex.masking import draw_training_mask, hole_from_visible, is_visible
 from headtex.inpaint.model import SHIP_OUTPUTS, to_image, to_uint8
 from headtex.io import UserError
 from headtex.params import param
 
 PURPOSE_TRAIN_MASK = 61  # rng purpose: mask and flip of one training texture in one epoch
 PURPOSE_SAMPLE_MASK = 62  # rng purpose: the fixed masks of the per-epoch sample grid
+PURPOSE_PARTIAL_MASK = 63  # rng purpose: mask and flip of one partial texture (a PAF) in one epoch
 LOSS_NAMES = ("first_mask_l1", "second_mask_l1", "first_mask_l1_missing", "second_mask_l1_missing",
               "perceptual", "gan", "d_loss", "g_total")
 # Keys that may change between an interrupted run and its resumption without changing what it computes
@@ -70,6 +71,8 @@ class TrainParams:
                                   "start from; null = from scratch (train.seed's initialisation)")
     p_real: float = param("chance that a training mask comes from the real bank", shared="masks.p_real", ge=0, le=1)
     max_strokes: int = param("free-form masks: 0..max_strokes strokes", shared="masks.max_strokes", ge=1)
+    partials: bool = param("also train on every training identity's partial textures (data/pafs): holes hide part of "
+                           "what a view shows and the L1 is taken on the hidden seen texels, the real-face task")
     p_blob: float = param("chance that a training mask is a bank mask with blobs hiding part of what it shows (a "
                           "real photo's partial with holes in the face); masks.p_real + p_blob at most 1", ge=0, le=1)
 
@@ -128,10 +131,47 @@ class TextureDataset(Dataset):
     def __len__(self) -> int:
         return len(self.textures)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(texture, hole, scored): a complete texture is scored everywhere."""
         texture, hole = training_example(self.textures[index], self.identities[index], self.epoch,
                                          self.bank, self.valid, self.config)
-        return torch.from_numpy(texture), torch.from_numpy(hole)
+        return torch.from_numpy(texture), torch.from_numpy(hole), torch.ones_like(torch.from_numpy(hole))
+
+
+def partial_example(paf: np.ndarray, visible: np.ndarray, row: int, epoch: int, bank: np.ndarray, valid: np.ndarray,
+                    config: TrainParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(texture, hole, scored) for one partial texture in one epoch: a seeded training mask hides part of what the
+    view shows; the hole is every texel on the head not left known, the L1 is scored on the seen texels only (the
+    only ones whose truth is known)."""
+    rng = np.random.default_rng([config.seed, int(row), PURPOSE_PARTIAL_MASK, epoch])
+    seen = is_visible(visible) & valid
+    mask = draw_training_mask(rng, bank, config.p_real, paf.shape[0], config.max_strokes, config.p_blob, seen)
+    if config.flips and rng.random() < 0.5:
+        paf, seen, mask, valid = paf[:, ::-1], seen[:, ::-1], mask[:, ::-1], valid[:, ::-1] & valid
+    given = seen & is_visible(mask)
+    return (np.ascontiguousarray(paf), hole_from_visible(np.where(given, 255, 0).astype(np.uint8), valid),
+            np.ascontiguousarray(seen & valid).astype(np.float32))
+
+
+class PartialDataset(Dataset):
+    """Partial textures (data/pafs rows, read on demand) with a fresh, seeded hole per row and epoch (set_epoch)."""
+
+    def __init__(self, pafs: ShardRows, visible: ShardRows, rows: np.ndarray, bank: np.ndarray, valid: np.ndarray,
+                 config: TrainParams):
+        self.pafs, self.visible, self.rows, self.bank, self.valid, self.config = pafs, visible, rows, bank, valid, config
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        row = int(self.rows[index])
+        texture, hole, scored = partial_example(self.pafs[row], self.visible[row], row, self.epoch, self.bank,
+                                                self.valid, self.config)
+        return torch.from_numpy(texture), torch.from_numpy(hole), torch.from_numpy(scored)
 
 
 # ---- devices ----
@@ -244,13 +284,18 @@ class Trainer:
             hole = hole.contiguous(memory_format=torch.channels_last)
         return image, hole
 
-    def train_step(self, texture: torch.Tensor, hole: torch.Tensor) -> dict[str, float]:
+    def train_step(self, texture: torch.Tensor, hole: torch.Tensor, scored: torch.Tensor | None = None
+                   ) -> dict[str, float]:
         """One WGAN critic update then one generator update (as in the DeepFillv2 port); returns the losses.
+
+        `scored` (N,H,W; 1 = the truth is known): the L1 is taken on the hole's scored texels only (a partial
+        texture's unseen texels have no truth); None = everywhere.
 
         Losses are averaged over processes; a NaN/Inf loss raises UserError naming the step, before any update
         with it is applied.
         """
         image, hole = self.prepare(texture, hole)
+        scored_hole = hole if scored is None else hole * scored.to(hole.device)[:, None].to(hole.dtype)
         config = self.config
         with self.autocast():
             coarse, refined = self.generator_run(image, hole)
@@ -269,7 +314,7 @@ class Trainer:
         self.critic.requires_grad_(False)
         try:
             with self.autocast():
-                total, parts = generator_loss(coarse, refined, image, hole, self.critic_frozen, self.vgg,
+                total, parts = generator_loss(coarse, refined, image, scored_hole, self.critic_frozen, self.vgg,
                                               config.lambda_l1, config.lambda_perceptual, config.lambda_gan,
                                               config.l1_weighting)
         finally:
