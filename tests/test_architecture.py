@@ -95,7 +95,7 @@ def test_the_closure_check_fails_when_a_dep_is_removed():
     """The check bites: dropping a library the stage uses from its deps is reported."""
     closure, deps = import_closure("evaluate"), declared_code_deps("evaluate")
     assert uncovered(closure, deps - {REPO / "src/headtex/datasets.py"}) == ["src/headtex/datasets.py"]
-    assert unreachable(closure, deps | {REPO / "src/headtex/identity.py"}) == ["src/headtex/identity.py"]
+    assert unreachable(closure, deps | {REPO / "src/headtex/generator.py"}) == ["src/headtex/generator.py"]
 
 
 @pytest.mark.parametrize("stage", STAGES + COMMANDS)

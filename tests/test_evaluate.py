@@ -501,6 +501,15 @@ def test_stage_scores_every_method_on_a_real_photo(photo_stage, template):
     assert low <= block["overall"]["coarse"]["psnr"] <= high
     assert block["best_classical"] in ("telea", "navier_stokes", "mirror", "mirror_poisson")
     assert block["model_ahead_of_best_classical_share"] == 0.0  # an untrained model is behind on the one face
+    # identity at novel views: the astronaut's head completed by each method, rendered at the four yaws
+    novel = block["novel_view_identity"]
+    assert novel["yaws"] == [-50.0, -30.0, 30.0, 50.0]
+    assert {"coarse", "telea", "navier_stokes", "mirror_poisson", "mean_texture"} <= set(novel["methods"])
+    for method in ("telea", "mean_texture"):
+        entry = novel["methods"][method]
+        assert entry["renders"] == 4 and 1 <= entry["renders_with_a_face"] <= 4 and 0 < entry["distance"] < 1.5
+    # the photo's own colours at +-30 degrees are closer to the photo than the mean training texture's
+    assert novel["methods"]["telea"]["by_yaw"]["+30"] < novel["methods"]["mean_texture"]["by_yaw"]["+30"]
     # an untrained model paints noise: the classical fills of a real face beat it, and so does a flat mean texture
     assert photo["telea"]["psnr"] > photo["coarse"]["psnr"] and photo["telea"]["l1"] < photo["coarse"]["l1"]
     assert photo["telea"]["psnr"] > photo["mean_texture"]["psnr"]  # the face's own neighbours beat another texture

@@ -72,17 +72,19 @@ def write_params(path: Path, **train) -> Path:
     params["masks"].update(p_real=0.5, max_strokes=6)
     params["model"]["latent"] = 4
     params["train"].update({"epochs": 2, "batch_size": 2, "lr_g": 1e-3, "lr_d": 1e-3, "lr_decrease_epoch": 1,
-                            "seed": 3, "log_every": 1, "init_from": None, **train})  # the shipped checkpoint: latent 16
+                            "seed": 3, "log_every": 1, "init_from": None, "partials": False,
+                            **train})  # the shipped checkpoint: another latent; partials: test_partials_*
     path.write_text(yaml.safe_dump(params))
     return path
 
 
-def run_train(data: dict, params: Path, tag: str, resume: bool = False, live: Path | None = None) -> dict:
+def run_train(data: dict, params: Path, tag: str, resume: bool = False, live: Path | None = None,
+              pafs: Path | None = None) -> dict:
     from headtex.train.cli import run
 
     root = data["root"]
     return run(params, data["textures"], data["masks"], data["valid"], root / tag / "inpainter.pt",
-               root / tag / "checkpoints", live or root / tag / "live", resume=resume)
+               root / tag / "checkpoints", live or root / tag / "live", resume=resume, pafs_dir=pafs)
 
 
 def fixed_batch(config: TrainParams, data: dict, count: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +103,7 @@ def test_hole_channel_is_one_minus_visible_on_the_head_only():
 
 def test_training_example_masks_flips_and_seeding(data):
     valid = valid_region(SIZE)
-    config = params_for(TrainParams, "train", p_real=1.0, seed=5, flips=True)
+    config = params_for(TrainParams, "train", p_real=1.0, p_blob=0.0, seed=5, flips=True)
     texture = data["texture_array"][0]
     seen_flip, seen_plain = False, False
     for epoch in range(12):
@@ -116,7 +118,7 @@ def test_training_example_masks_flips_and_seeding(data):
         again = training_example(texture, 10, epoch, data["bank"], valid, config)
         assert np.array_equal(again[0], out) and np.array_equal(again[1], hole)  # seeded by (seed, identity, epoch)
     assert seen_flip and seen_plain
-    no_flips = params_for(TrainParams, "train", p_real=1.0, seed=5, flips=False)
+    no_flips = params_for(TrainParams, "train", p_real=1.0, p_blob=0.0, seed=5, flips=False)
     assert all(np.array_equal(training_example(texture, 10, e, data["bank"], valid, no_flips)[0], texture)
                for e in range(6))
     strokes = params_for(TrainParams, "train", p_real=0.0, max_strokes=6)
@@ -218,7 +220,7 @@ def test_nan_loss_stops_naming_the_step_before_updating(data):
 
 
 def test_sample_grid_and_inpaint_keep_known_texels(data):
-    config = params_for(TrainParams, "train", p_real=1.0)
+    config = params_for(TrainParams, "train", p_real=1.0, p_blob=0.0)
     trainer = Trainer(4, config, VGG16Features(), torch.device("cpu"))
     texture, hole = fixed_batch(config, data)
     image, coarse, refined = trainer.predict(texture, hole)
@@ -240,7 +242,7 @@ def test_sample_grid_shows_holes_where_its_fixed_masks_are_missing(data):
     grid's masked column is white there and the texture everywhere else."""
     from headtex.inpaint.model import to_image
 
-    config = params_for(TrainParams, "train", p_real=1.0, seed=5)
+    config = params_for(TrainParams, "train", p_real=1.0, p_blob=0.0, seed=5)
     valid = valid_region(SIZE)
     order = np.array([4, 1, 5, 0, 3, 2])  # identities not sorted: the grid takes the lowest
     textures, identities = data["texture_array"][order], np.arange(10, 10 + IDENTITIES)[order]
@@ -549,3 +551,80 @@ def test_auto_precision_on_cpu_is_bf16_only_where_it_is_fast_and_repeatability_i
     bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert resolve_precision("auto", cpu, deterministic=False) == (torch.bfloat16 if bf16 else torch.float32)
     assert resolve_precision("fp32", cpu, deterministic=False) == torch.float32
+
+
+# ---- partial textures (train.partials) ----
+
+def partial_data(data: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Two views per identity of the fixture: the texture seen on its left or right half (255 = seen)."""
+    textures = np.repeat(data["texture_array"], 2, axis=0)
+    visible = np.zeros((len(textures), SIZE, SIZE), np.uint8)
+    visible[0::2, :, : SIZE * 2 // 3] = 255
+    visible[1::2, :, SIZE // 3:] = 255
+    return np.where(visible[..., None] == 255, textures, 0).astype(np.uint8), visible
+
+
+def test_partial_example_hides_part_of_what_is_seen_and_scores_only_the_seen():
+    """A partial's hole is every texel on the head that is not left known; the L1 is scored on its seen texels only,
+    the texels whose truth the view holds; some seen texels are hidden (the task), the unseen ones never scored."""
+    from headtex.train.core import partial_example
+
+    valid = valid_region(SIZE)
+    config = params_for(TrainParams, "train", p_real=0.4, p_blob=0.3, flips=False)
+    paf, visible = partial_data(_fixture_arrays())
+    hidden_seen = 0
+    for epoch in range(8):
+        texture, hole, scored = partial_example(paf[0], visible[0], 0, epoch, _fixture_arrays()["bank"], valid, config)
+        seen = (visible[0] == 255) & valid
+        np.testing.assert_array_equal(scored, seen.astype(np.float32))
+        assert (hole[valid & ~seen] == 1).all() and hole[~valid].max() == 0
+        hidden_seen += int((hole * scored).sum())
+        again = partial_example(paf[0], visible[0], 0, epoch, _fixture_arrays()["bank"], valid, config)
+        assert all(np.array_equal(a, b) for a, b in zip(again, (texture, hole, scored)))
+    assert hidden_seen > 0
+
+
+def _fixture_arrays() -> dict:
+    bank = np.full((2, SIZE, SIZE), 255, np.uint8)
+    bank[0, :, : SIZE // 2] = 0
+    bank[1, 8:20, 8:20] = 0
+    return {"texture_array": smooth_textures(IDENTITIES, SIZE), "bank": bank}
+
+
+def test_scored_texels_alone_drive_the_loss():
+    """What a partial texture holds where the view saw nothing (no truth) changes neither the loss nor the step."""
+    config = params_for(TrainParams, "train", p_real=0.5, seed=0, lambda_perceptual=0.0, lambda_gan=0.0)
+    texture = torch.from_numpy(smooth_textures(2, SIZE))
+    hole = torch.zeros(2, SIZE, SIZE)
+    hole[:, 8:24, 4:28] = 1
+    scored = torch.ones(2, SIZE, SIZE)
+    scored[:, :, 16:] = 0  # the right half was never seen: a hole, as every unseen texel of a partial
+    hole[:, :, 16:] = 1
+    other = texture.clone()
+    other[:, :, 16:] = 255 - other[:, :, 16:]
+    losses = []
+    for truth in (texture, other):
+        torch.manual_seed(0)
+        trainer = Trainer(4, config, VGG16Features(None), torch.device("cpu"), arch="symres3", size=SIZE)
+        losses.append(trainer.train_step(truth, hole, scored)["first_mask_l1"])
+    assert losses[0] == losses[1] > 0
+
+
+def test_partials_train_on_the_training_identities_views(data, tmp_path):
+    """train.partials: the stage also trains on data/pafs rows of its training identities (another identity's
+    views are left out), and without --pafs says what it needs."""
+    from headtex.datasets import PAFS
+
+    paf, visible = partial_data(data)
+    identity = np.repeat(np.arange(10, 10 + IDENTITIES), 2)
+    identity[-2:] = 99  # not a training identity (a test one): never trained on
+    pafs = tmp_path / "pafs"
+    save_npz(pafs / "shard-00000.npz", paf=paf, visible=visible, identity=identity,
+             view=np.tile(np.arange(2, dtype=np.int16), IDENTITIES))
+    write_index(pafs, [{"file": "shard-00000.npz", "identities": sorted(set(identity.tolist())), "count": len(paf)}])
+    params = write_params(tmp_path / "params.yaml", partials=True, epochs=1)
+    with pytest.raises(UserError, match="train.partials needs the partial textures"):
+        run_train(data, params, "none")
+    summary = run_train(data, params, "partials", pafs=pafs)
+    # 6 textures + 10 views (5 training identities x 2; identity 99's 2 left out), batch 2
+    assert summary["steps"] == (IDENTITIES + 2 * (IDENTITIES - 1)) // 2

