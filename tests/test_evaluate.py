@@ -573,7 +573,8 @@ def test_real_face_scores_interval_is_over_faces_and_ahead_share_counts_faces():
     outputs["coarse"] = off_by(2.0)
     outputs["coarse"][face == 2] = off_by(30.0)[face == 2]
     draws = RealFaceDraws(truth, np.zeros((6, 32, 32), np.uint8), hidden, hidden, face, np.array(["bank", "blob"] * 3),
-                          partials, seen, [{"photo": "astronaut", "face": i} for i in range(3)], [])
+                          partials, seen, [{"photo": "astronaut", "face": i} for i in range(3)], [], [None] * 3,
+                          [None] * 3)
     block = real_face_scores(draws, outputs, dataclasses.replace(config, real_photos=["astronaut"]), "coarse")
     assert block["model_ahead_of_best_classical_share"] == pytest.approx(2 / 3, abs=1e-4)
     assert block["overall"]["draws"] == 6 and block["overall"]["faces"] == 3

@@ -140,8 +140,9 @@ def test_training_dataset_reads_rows_from_the_shards_when_asked(data):
     for dataset in (streamed, in_memory):
         dataset.set_epoch(1)
     for index in range(IDENTITIES):
-        (a, hole_a), (b, hole_b) = streamed[index], in_memory[index]
-        assert torch.equal(a, b) and torch.equal(hole_a, hole_b)
+        (a, hole_a, scored_a), (b, hole_b, scored_b) = streamed[index], in_memory[index]
+        assert torch.equal(a, b) and torch.equal(hole_a, hole_b) and torch.equal(scored_a, scored_b)
+        assert scored_a.min() == 1  # a complete texture is scored everywhere
     # two worker processes read through their own file handles, batches as in memory
     worker_batches = [batch[0] for batch in DataLoader(streamed, 3, num_workers=2)]
     assert all(torch.equal(x, y[0]) for x, y in zip(worker_batches, DataLoader(in_memory, 3)))
@@ -328,10 +329,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(data, tmp_path, 
 
     original_step = Trainer.train_step
 
-    def interrupted_step(self, texture, hole):
+    def interrupted_step(self, texture, hole, scored=None):
         if self.step_count == 4:  # in the middle of epoch 2, after the checkpoint of epoch 1
             raise KeyboardInterrupt
-        return original_step(self, texture, hole)
+        return original_step(self, texture, hole, scored)
 
     monkeypatch.setattr(Trainer, "train_step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
