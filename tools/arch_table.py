@@ -31,9 +31,9 @@ from headtex.evaluate.cli import (
 )
 from headtex.evaluate.core import assign_masks, coverage, region_scores
 from headtex.fitting import FitParams
-from headtex.inpaint import VGG16Features, composite
+from headtex.inpaint import VGG16Features
 from headtex.inpaint.fills import masked_input
-from headtex.inpaint.model import prepare_batch, restore_known, to_uint8
+from headtex.inpaint.model import inpaint, prepare_batch
 from headtex.masking import missing_region
 from headtex.params import load_params, section
 from headtex.train.core import TextureDataset, Trainer, TrainParams
@@ -63,17 +63,6 @@ def train_for(trainer: Trainer, dataset: TextureDataset, batch_size: int, cpu_se
         epoch += 1
     return {"steps": steps, "images": steps * batch_size, "cpu_seconds": round(time.process_time() - started_cpu, 1),
             "wall_seconds": round(time.perf_counter() - started_wall, 1), "last_l1": round(loss, 5)}
-
-
-@torch.no_grad()
-def completions(generator: torch.nn.Module, masked: np.ndarray, visible: np.ndarray, valid: np.ndarray,
-                batch_size: int = 8) -> np.ndarray:
-    generator.eval()
-    out = []
-    for start in range(0, len(masked), batch_size):
-        image, hole = prepare_batch(masked[start:start + batch_size], visible[start:start + batch_size], valid)
-        out.append(to_uint8(composite(generator.forward_coarse(image, hole), image, hole)))
-    return restore_known(np.concatenate(out), masked, visible, valid)
 
 
 @torch.no_grad()
@@ -147,8 +136,9 @@ def main() -> None:
         facts = train_for(trainer, dataset, config.batch_size, args.cpu_seconds, config.seed)
         generator = trainer.generator
         facts["parameters"] = int(getattr(generator, "n_params_effective", sum(p.numel() for p in generator.parameters())))
-        synthetic[arch] = completions(generator, masked, visible, valid)
-        real[arch] = completions(generator, draws.masked, draws.given, valid)
+        generator.eval()
+        synthetic[arch] = inpaint(generator, masked, visible, valid)
+        real[arch] = inpaint(generator, draws.masked, draws.given, valid)
         facts["inference_seconds"] = round(inference_seconds(generator, masked, visible, valid), 4)
         rows[arch] = facts
         print(f"{arch}: {facts}", flush=True)
