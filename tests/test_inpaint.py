@@ -320,6 +320,9 @@ def test_vgg_bad_files_raise_value_error(tmp_path):
 # ---- symres: residual over the mirror-guided Poisson fill ----
 
 
+COLOUR_ARCHS = ["symres3", "blend3", "blend3x"]  # nets that work in the known texels' own colours
+
+
 def symres_batch(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Smooth images in [-1,1] (exactly representable as uint8) and a hole that straddles the symmetry axis
     on one row band and has a known mirror on another."""
@@ -424,12 +427,13 @@ def test_symres3_starts_as_the_average_of_the_two_fills_like_symres2():
     assert np.abs(first - second).max() <= 1
 
 
-def colour_residual(seed: int = 0):
-    """A symres3 with a non-zero head (as after training) and a colourful mean texture."""
+def colour_residual(seed: int = 0, arch: str = "symres3"):
+    """A symres3 (or another net in the known texels' colours) with a non-zero head (as after training) and a
+    colourful mean texture."""
     from headtex.inpaint import build_generator
 
     torch.manual_seed(seed)
-    net = build_generator("symres3", 4, 32)
+    net = build_generator(arch, 4, 32)
     nn.init.normal_(net.head.weight, std=0.3)
     nn.init.normal_(net.head.bias, std=0.3)
     rng = np.random.default_rng(seed)
@@ -437,10 +441,11 @@ def colour_residual(seed: int = 0):
     return net.eval()
 
 
-def test_symres3_completes_a_grey_texture_grey():
+@pytest.mark.parametrize("arch", COLOUR_ARCHS)
+def test_a_grey_texture_completes_grey(arch):
     """A grey photo's texture completes grey: every channel equal in the hole, though the net's head and its mean
     texture are colourful (a colourful completion of a grey face was the shipped symres2's failure on einstein)."""
-    net = colour_residual()
+    net = colour_residual(arch=arch)
     image, hole = symres_batch()
     grey = image.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
     with torch.no_grad():
@@ -450,10 +455,11 @@ def test_symres3_completes_a_grey_texture_grey():
     assert (coloured - coloured.mean(dim=1, keepdim=True)).abs().max() > 0.05  # not a net that only paints grey
 
 
-def test_symres3_carries_a_colour_cast_into_the_hole():
+@pytest.mark.parametrize("arch", COLOUR_ARCHS)
+def test_a_colour_cast_carries_into_the_hole(arch):
     """A photo with a colour cast completes with it: the hole's mean colour moves by the cast the known texels
     carry (their mean), as the residual is scaled by the known texels' own colour statistics."""
-    net = colour_residual()
+    net = colour_residual(arch=arch)
     image, hole = symres_batch()
     cast = torch.tensor([0.25, 0.0, -0.25]).view(1, 3, 1, 1)  # warmer: more red, less blue
     with torch.no_grad():
@@ -464,10 +470,41 @@ def test_symres3_carries_a_colour_cast_into_the_hole():
     torch.testing.assert_close(shift, cast.view(3), atol=0.02, rtol=0)
 
 
+
+@pytest.mark.parametrize("arch", ["blend3", "blend3x"])
+def test_blend3_paints_nothing_of_its_own_only_a_blend_of_its_candidate_fills(arch):
+    """blend3: each hole texel is a convex blend of the candidate fills, whatever the head; at initialisation the
+    even blend of the mirror-guided Poisson fill and Navier-Stokes (symres2's start) when those are the two."""
+    from headtex.inpaint import build_generator
+    from headtex.inpaint.networks import _opponent, _rgb, colour_statistics
+
+    net = colour_residual(arch=arch)
+    image, hole = symres_batch()
+    fills = net.prior(image, hole)
+    candidates = [fills[:, :3], fills[:, 3:]]
+    if arch == "blend3x":
+        known = 1 - hole
+        mean, spread = colour_statistics(image, known)
+        prior_mean, prior_spread = colour_statistics(net.mean_texture.expand(2, -1, -1, -1), known)
+        candidates.append(_rgb((_opponent(net.mean_texture) - prior_mean) / prior_spread.clamp(min=0.02) * spread + mean))
+    stacked = torch.stack(candidates)
+    with torch.no_grad():
+        out = net.forward_coarse(image, hole)
+    assert (out >= stacked.min(0).values.clamp(-1, 1) - 1e-5).all() and (out <= stacked.max(0).values.clamp(-1, 1) + 1e-5).all()
+    for k, candidate in enumerate(candidates):  # a head sure of one candidate returns it
+        with torch.no_grad():
+            net.head.weight.zero_()
+            net.head.bias.copy_(torch.tensor([40.0 if c == k else 0.0 for c in range(len(candidates)) for _ in range(4)]))
+            torch.testing.assert_close(net.forward_coarse(image, hole), candidate.clamp(-1, 1), atol=1e-5, rtol=0)
+    if arch == "blend3":
+        fresh = init_weights(build_generator(arch, 4, 32), 0.02)
+        with torch.no_grad():
+            torch.testing.assert_close(fresh.forward_coarse(image, hole), ((fills[:, :3] + fills[:, 3:]) / 2).clamp(-1, 1))
+
 def test_build_generator_names_the_archs():
     from headtex.inpaint import ARCHS, SymmetricResidual, build_generator
 
-    assert ARCHS == ("deepfillv2", "symres", "symres2", "symres3")
+    assert ARCHS == ("deepfillv2", "symres", "symres2", "symres3", "blend3", "blend3x")
     assert isinstance(build_generator("deepfillv2", 4, 32), Generator)
     assert isinstance(build_generator("symres", 4, 32), SymmetricResidual)
     assert build_generator("symres2", 4, 32).blend and not build_generator("symres", 4, 32).blend
@@ -475,7 +512,7 @@ def test_build_generator_names_the_archs():
         build_generator("unet", 4, 32)
 
 
-@pytest.mark.parametrize("arch", ["deepfillv2", "symres", "symres2", "symres3"])
+@pytest.mark.parametrize("arch", ["deepfillv2", "symres", "symres2", "symres3", "blend3", "blend3x"])
 @pytest.mark.parametrize("half", [False, True])
 def test_model_file_records_the_arch_and_round_trips(tmp_path, arch, half):
     from headtex.inpaint import build_generator
@@ -511,7 +548,7 @@ def test_a_model_file_without_arch_is_deepfillv2_and_an_unknown_arch_is_one_line
     assert isinstance(load_inpainter(tmp_path / "old.pt")[0], Generator)
     content["arch"] = "unet"
     torch.save(content, tmp_path / "new.pt")
-    with pytest.raises(UserError, match=r"new.pt: unknown model arch 'unet' \(this headtex knows deepfillv2, symres, symres2, symres3\)"):
+    with pytest.raises(UserError, match=r"new.pt: unknown model arch 'unet' \(this headtex knows deepfillv2, symres, symres2, symres3, blend3, blend3x\)"):
         load_inpainter(tmp_path / "new.pt")
     content["arch"] = "symres"  # deepfillv2 weights under the symres name
     torch.save(content, tmp_path / "wrong.pt")

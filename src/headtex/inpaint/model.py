@@ -15,7 +15,7 @@ import torch
 
 from headtex.inpaint.losses import composite
 from headtex.masking import hole_from_visible
-from headtex.inpaint.networks import ARCHS, ColourResidual, Critic, Generator, build_generator
+from headtex.inpaint.networks import ARCHS, ColourResidual, Critic, FillBlend, Generator, build_generator
 from headtex.io import UserError
 from headtex.params import param
 
@@ -29,7 +29,8 @@ class ModelParams:
 
     arch: str = param("generator: deepfillv2 (the thesis' App. B) | symres (residual over the mirror-guided "
                       "Poisson fill) | symres2 (blend of that fill and Navier-Stokes, plus a residual) | symres3 (symres2 in the "
-                      "known texels' colours, on 2x2 blocks)", choices=ARCHS)
+                      "known texels' colours, on 2x2 blocks) | blend3 (symres3's body blending the two fills per texel, no "
+                      "residual) | blend3x (blend3 with the mean texture as a third candidate)", choices=ARCHS)
     latent: int = param("latent channels c: widths c, 2c, 4c (thesis: 64)", ge=1)
 
 
@@ -97,6 +98,8 @@ def arch_of(generator: torch.nn.Module) -> str:
     """The `model.arch` name of a generator built by build_generator."""
     if isinstance(generator, Generator):
         return "deepfillv2"
+    if isinstance(generator, FillBlend):
+        return "blend3x" if generator.mean_fill else "blend3"
     if isinstance(generator, ColourResidual):
         return "symres3"
     return "symres2" if generator.blend else "symres"

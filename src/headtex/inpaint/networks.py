@@ -14,6 +14,8 @@ scaled by the known texels' chroma spread: a grey photo completes grey, a colour
 body runs on 2x2 texel blocks (pixel unshuffle/shuffle): a quarter of symres2's cost per layer.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -23,7 +25,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from headtex.inpaint.fills import fill_opencv, fill_poisson_mirror
 
-ARCHS = ("deepfillv2", "symres", "symres2", "symres3")
+ARCHS = ("deepfillv2", "symres", "symres2", "symres3", "blend3", "blend3x")
 
 
 class GatedConv2d(nn.Module):
@@ -155,8 +157,17 @@ class SymmetricResidual(nn.Module):
         known = ((image.detach().float() * (1 - hole) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         textures = known.permute(0, 2, 3, 1).cpu().numpy()
         regions = (hole[:, 0] > 0.5).cpu().numpy()
-        filled = np.stack([np.concatenate([fill_poisson_mirror(t, r), fill_opencv(t, r, "navier_stokes")], axis=2)
-                           if self.blend else fill_poisson_mirror(t, r) for t, r in zip(textures, regions)])
+        # Every fill of every texture is its own task on two threads (SuperLU and cv2 release the GIL): the fills
+        # cost most of a forward pass, and one texture's two fills run side by side. A pool per call: nothing
+        # outlives it into a forked worker.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            poisson = [pool.submit(fill_poisson_mirror, t, r) for t, r in zip(textures, regions)]
+            if self.blend:
+                navier_stokes = [pool.submit(fill_opencv, t, r, "navier_stokes") for t, r in zip(textures, regions)]
+                filled = np.stack([np.concatenate([p.result(), n.result()], axis=2)
+                                   for p, n in zip(poisson, navier_stokes)])
+            else:
+                filled = np.stack([p.result() for p in poisson])
         return torch.from_numpy(filled).to(image.device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
     def forward(self, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,10 +253,14 @@ class ColourResidual(SymmetricResidual):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward_coarse(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        """The completed image (N,3,H,W) in [-1,1]: the fills' blend + residual, in the known texels' colours."""
+    def colour_head(self, image: torch.Tensor, hole: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The body's pass in the known texels' colours: (fills (N,6,H,W), the known texels' opponent mean and
+        spread, the mean texture normalised by its own statistics over them (the layout), the head's output per
+        texel)."""
         if image.shape[-2:] != self.valid.shape[-2:]:
-            raise ValueError(f"symres3 was built for {tuple(self.valid.shape[-2:])} textures, got {tuple(image.shape[-2:])}")
+            raise ValueError(f"{type(self).__name__} was built for {tuple(self.valid.shape[-2:])} textures, got "
+                             f"{tuple(image.shape[-2:])}")
         fills = self.prior(image, hole)
         known = (1 - hole) * self.valid
         mean, spread = colour_statistics(image, known)
@@ -264,11 +279,42 @@ class ColourResidual(SymmetricResidual):
         middle = self.middle(self.enc3(e2))
         d2 = self.dec2(torch.cat([F.interpolate(middle, scale_factor=2, mode="nearest"), e2], dim=1))
         d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2, mode="nearest"), e1], dim=1))
-        head = F.pixel_shuffle(self.head(d1), 2)
+        return fills, mean, spread, layout, F.pixel_shuffle(self.head(d1), 2)
+
+    def forward_coarse(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """The completed image (N,3,H,W) in [-1,1]: the fills' blend + residual, in the known texels' colours."""
+        fills, _, spread, _, head = self.colour_head(image, hole)
         weight = torch.sigmoid(head[:, 3:])  # on Navier-Stokes; 1/2 at initialisation
         residual = _rgb(head[:, :3] * spread)  # the unclamped spread: no chroma is added to a grey texture
         fill = fills[:, :3]
         return (fill + weight * (fills[:, 3:] - fill) + residual).clamp(-1, 1)
+
+
+class FillBlend(ColourResidual):
+    """blend3: symres3's body choosing, per texel, a convex blend of classical fills; nothing of its own is painted.
+
+    The candidates: the mirror-guided Poisson fill, Navier-Stokes and (blend3x) the mean training texture carried
+    into the known texels' colours. A learned residual beats them on generated people's truth but costs on real
+    photos (docs/RESULTS.md): a blend of the texture's own fills cannot paint the training people's features in.
+    """
+
+    def __init__(self, latent: int, size: int, mean_fill: bool = False):
+        super().__init__(latent, size)
+        self.mean_fill = mean_fill
+        candidates = 3 if mean_fill else 2
+        self.head = nn.Conv2d(latent, candidates * 4, 3, padding=1)  # one logit per candidate per texel of a 2x2 block
+        self.head.zero_init = True  # an even blend at initialisation
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward_coarse(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """The completed image (N,3,H,W) in [-1,1]: a per-texel softmax blend of the candidate fills."""
+        fills, mean, spread, layout, head = self.colour_head(image, hole)
+        candidates = [fills[:, :3], fills[:, 3:]]
+        if self.mean_fill:
+            candidates.append(_rgb(layout * spread + mean))  # the unclamped spread: grey stays grey
+        weights = torch.softmax(head, dim=1)
+        return sum(weights[:, k:k + 1] * candidate for k, candidate in enumerate(candidates)).clamp(-1, 1)
 
 
 def build_generator(arch: str, latent: int, size: int) -> nn.Module:
@@ -277,6 +323,8 @@ def build_generator(arch: str, latent: int, size: int) -> nn.Module:
         return Generator(latent)
     if arch == "symres3":
         return ColourResidual(latent, size)
+    if arch in ("blend3", "blend3x"):
+        return FillBlend(latent, size, mean_fill=arch == "blend3x")
     if arch in ("symres", "symres2"):
         return SymmetricResidual(latent, size, blend=arch == "symres2")
     raise ValueError(f"unknown model arch {arch!r} (choose from {', '.join(ARCHS)})")

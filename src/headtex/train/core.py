@@ -12,6 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -75,6 +76,9 @@ class TrainParams:
                            "what a view shows and the L1 is taken on the hidden seen texels, the real-face task")
     p_blob: float = param("chance that a training mask is a bank mask with blobs hiding part of what it shows (a "
                           "real photo's partial with holes in the face); masks.p_real + p_blob at most 1", ge=0, le=1)
+    warp_texels: float = param("std of a smooth random displacement of each training texture (texels; 0 = none): a real "
+                               "photo's fit places the face off the template's layout, the generated people's does not",
+                               ge=0)
 
     def __post_init__(self) -> None:
         if self.p_real + self.p_blob > 1:
@@ -97,7 +101,22 @@ def training_example(texture: np.ndarray, identity: int, epoch: int, bank: np.nd
         # mirror left/right of the head; texels off the mirrored head stay known, like off the head
         texture = texture[:, ::-1]
         valid = valid & valid[:, ::-1]
+    if config.warp_texels:
+        texture = smooth_warp(texture, rng, config.warp_texels)
     return np.ascontiguousarray(texture), hole_from_visible(visible, valid)
+
+
+WARP_GRID = 4  # the displacement is drawn on a 4x4 grid and interpolated: features move, not single texels
+
+
+def smooth_warp(texture: np.ndarray, rng: np.random.Generator, std_texels: float) -> np.ndarray:
+    """The texture resampled through a smooth random displacement field (per axis, std `std_texels`)."""
+    size = texture.shape[0]
+    coarse = rng.normal(0.0, std_texels, (2, WARP_GRID, WARP_GRID)).astype(np.float32)
+    shift_x, shift_y = (cv2.resize(c, (size, size), interpolation=cv2.INTER_CUBIC) for c in coarse)
+    grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float32)
+    return cv2.remap(np.ascontiguousarray(texture), grid_x + shift_x, grid_y + shift_y, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT101)
 
 
 def sample_examples(textures: np.ndarray | ShardRows, identities: np.ndarray, bank: np.ndarray, valid: np.ndarray,
