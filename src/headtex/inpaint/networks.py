@@ -15,6 +15,7 @@ body runs on 2x2 texel blocks (pixel unshuffle/shuffle): a quarter of symres2's 
 """
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import torch
@@ -160,14 +161,10 @@ class SymmetricResidual(nn.Module):
         # Every fill of every texture is its own task on two threads (SuperLU and cv2 release the GIL): the fills
         # cost most of a forward pass, and one texture's two fills run side by side. A pool per call: nothing
         # outlives it into a forked worker.
+        fills = [fill_poisson_mirror] + ([partial(fill_opencv, method="navier_stokes")] if self.blend else [])
         with ThreadPoolExecutor(max_workers=2) as pool:
-            poisson = [pool.submit(fill_poisson_mirror, t, r) for t, r in zip(textures, regions)]
-            if self.blend:
-                navier_stokes = [pool.submit(fill_opencv, t, r, "navier_stokes") for t, r in zip(textures, regions)]
-                filled = np.stack([np.concatenate([p.result(), n.result()], axis=2)
-                                   for p, n in zip(poisson, navier_stokes)])
-            else:
-                filled = np.stack([p.result() for p in poisson])
+            tasks = [[pool.submit(fill, t, r) for fill in fills] for t, r in zip(textures, regions)]
+            filled = np.stack([np.concatenate([task.result() for task in per_texture], axis=2) for per_texture in tasks])
         return torch.from_numpy(filled).to(image.device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
     def forward(self, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,7 +231,7 @@ class ColourResidual(SymmetricResidual):
     statistics over the same known texels: it lends the net the head's layout, not its skin colour.
     """
 
-    def __init__(self, latent: int, size: int):
+    def __init__(self, latent: int, size: int, outputs_per_texel: int = 4):
         nn.Module.__init__(self)
         if size % 8:
             raise ValueError(f"symres3 needs a texture side divisible by 8 (2x2 blocks, two stride-2 stages), got {size}")
@@ -248,8 +245,9 @@ class ColourResidual(SymmetricResidual):
         self.middle = nn.Sequential(*(GatedConv2d(4 * c, 4 * c, 3, dilation=d) for d in (1, 2, 4, 1)))
         self.dec2 = GatedConv2d(4 * c + 2 * c, 2 * c, 3)
         self.dec1 = GatedConv2d(2 * c + c, c, 3)
-        self.head = nn.Conv2d(c, 4 * 4, 3, padding=1)  # (3 residual + 1 blend logit) per texel of a 2x2 block
-        self.head.zero_init = True
+        # per texel of a 2x2 block: symres3's 3 residual channels + 1 blend logit, blend3's one logit per candidate
+        self.head = nn.Conv2d(c, outputs_per_texel * 4, 3, padding=1)
+        self.head.zero_init = True  # symres2's start: the even blend of the two fills, no residual
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -299,13 +297,8 @@ class FillBlend(ColourResidual):
     """
 
     def __init__(self, latent: int, size: int, mean_fill: bool = False):
-        super().__init__(latent, size)
+        super().__init__(latent, size, outputs_per_texel=3 if mean_fill else 2)
         self.mean_fill = mean_fill
-        candidates = 3 if mean_fill else 2
-        self.head = nn.Conv2d(latent, candidates * 4, 3, padding=1)  # one logit per candidate per texel of a 2x2 block
-        self.head.zero_init = True  # an even blend at initialisation
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
 
     def forward_coarse(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """The completed image (N,3,H,W) in [-1,1]: a per-texel softmax blend of the candidate fills."""
